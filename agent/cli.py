@@ -1,0 +1,243 @@
+"""Command line: ``python main.py [search flags]`` and the ``runs``, ``show`` and ``export`` commands.
+
+Exit codes: 0 done; 2 bad input (one line says what and how to fix it);
+3 the run stopped on an outside failure and can be resumed; 130 interrupted
+(resumable as well).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from agent.graph import Progress as LoopProgress
+from agent.report import decision_summary, export_run, plot_trajectory
+from agent.search import BASELINE_RANKERS, RunResult, Search, SearchConfig, SearchError
+from agent.store import RunStore, StoreError, open_connection
+from evaluators.base import EvaluatorSetupError
+from evaluators.registry import TASKS
+
+DEFAULT_DB = "runs/searches.db"
+EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_INTERRUPTED = 2, 3, 130
+COMMANDS = ("runs", "show", "export")
+
+console = Console(stderr=True)
+
+
+class UsageError(ValueError):
+    """Bad input found by the CLI itself."""
+
+
+def search_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python main.py",
+        description="LM-Searcher: architecture and configuration search with LLM rankers. "
+        f"Other commands: {', '.join(COMMANDS)} (python main.py COMMAND --help).",
+    )
+    parser.add_argument("--task", default="nas_bench_graph", help=f"what to search: {', '.join(TASKS)}")
+    parser.add_argument("--dataset", help="the task's dataset (nb201: cifar10, cifar100, imagenet16-120)")
+    parser.add_argument(
+        "--ranker",
+        default="evolution",
+        help=f"who picks candidates: {', '.join(BASELINE_RANKERS)}, llm (with --base-url/--model), "
+        "openai:MODEL, local:PATH",
+    )
+    parser.add_argument("--proposer", help="candidate pool: random, mutation, mixed, evolution, tpe")
+    parser.add_argument("--budget", type=int, default=100, help="number of evaluations (default 100)")
+    parser.add_argument("--batch", type=int, default=1, help="evaluations per step (k)")
+    parser.add_argument("--pool-size", type=int, default=10, help="candidates the ranker sees per step")
+    parser.add_argument("--random-fraction", type=float, default=0.5, help="share of random codes in a mixed pool")
+    parser.add_argument("--population", type=int, default=30, help="regularized evolution population P")
+    parser.add_argument("--sample-size", type=int, default=10, help="regularized evolution tournament size S")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--db", default=DEFAULT_DB, help=f"run database, shared by many runs (default {DEFAULT_DB})")
+    parser.add_argument("--run-id", help="name of the new run (default: task, time and a random suffix)")
+    parser.add_argument("--resume", metavar="RUN_ID", help="continue an unfinished run where it stopped")
+    parser.add_argument("--data", help="benchmark folder (nb201) or results table (table); default ../shared/data")
+    parser.add_argument("--space", help="YAML search space (--task table)")
+    parser.add_argument("--metric", help="metric column to optimise (--task table)")
+    parser.add_argument("--minimize", action="store_true", help="the metric is an error: lower is better")
+    parser.add_argument("--simulated-cost", type=float, default=0.0, help="pad each evaluation to this many seconds")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> SearchConfig:
+    task_options = {key: getattr(args, key) for key in ("data", "space", "metric") if getattr(args, key)}
+    if args.minimize:
+        task_options["minimize"] = True
+    return SearchConfig(
+        task=args.task,
+        dataset=args.dataset,
+        ranker=args.ranker,
+        proposer=args.proposer,
+        budget=args.budget,
+        batch=args.batch,
+        pool_size=args.pool_size,
+        seed=args.seed,
+        random_fraction=args.random_fraction,
+        population=args.population,
+        sample_size=args.sample_size,
+        simulated_cost_s=args.simulated_cost,
+        task_options=task_options,
+    )
+
+
+class ProgressDisplay:
+    """A rich progress bar with best-so-far and ETA, fed by the record node."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("best {task.fields[best]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=quiet,
+        )
+        self.task_id = None
+
+    def __enter__(self) -> ProgressDisplay:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+    def __call__(self, progress: LoopProgress) -> None:
+        best = "-" if progress.best_score is None else f"{progress.best_score:.4g} ({progress.best_ncode})"
+        if self.task_id is None:
+            self.task_id = self.bar.add_task("searching", total=progress.budget, best=best)
+        self.bar.update(self.task_id, completed=progress.evaluations, best=best)
+
+
+def print_summary(result: RunResult, db: Path, wall_s: float) -> None:
+    run_metric = result.evaluator.metric
+    table = Table(title=f"run {result.run_id}", show_header=False)
+    table.add_row("task", f"{result.evaluator.describe()}")
+    table.add_row("evaluations", str(result.evaluations))
+    table.add_row("best NCode", str(result.best_ncode))
+    table.add_row(f"best {run_metric.name}", "-" if result.best_score is None else f"{result.best_score:.4f}")
+    for name, value in result.final_metrics.items():
+        table.add_row(f"  {name} of best", f"{value:.4f}" if isinstance(value, float) else str(value))
+    table.add_row("wall time", f"{wall_s:.1f} s")
+    table.add_row("database", str(db))
+    Console().print(table)
+    print(f"inspect: python main.py show {result.run_id} --db {db}")
+
+
+def run_search(argv: list[str]) -> int:
+    args = search_parser().parse_args(argv)
+    db = Path(args.db)
+    search = Search(db)
+    started = time.perf_counter()
+    try:
+        with ProgressDisplay(args.quiet) as display:
+            if args.resume:
+                result = search.resume(args.resume, on_progress=display)
+            else:
+                result = search.start(config_from_args(args), run_id=args.run_id, on_progress=display)
+    finally:
+        search.close()
+    print_summary(result, db, time.perf_counter() - started)
+    return 0
+
+
+def open_store(db: str) -> RunStore:
+    if not Path(db).exists():
+        raise UsageError(f"database {db} does not exist; run a search first or pass --db")
+    return RunStore(open_connection(db))
+
+
+def run_list(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python main.py runs", description="list the runs in a database")
+    parser.add_argument("--db", default=DEFAULT_DB)
+    args = parser.parse_args(argv)
+    table = Table("run", "status", "task", "dataset", "evals", "best", "best NCode")
+    for run in open_store(args.db).list_runs():
+        best = "-" if run["best_score"] is None else f"{run['best_score']:.4f}"
+        table.add_row(
+            run["run_id"], run["status"], run["task"], run["dataset"] or "",
+            f"{run['n_evaluations']}/{run['budget']}", best, run["best_ncode"] or "",
+        )  # fmt: skip
+    Console().print(table)
+    return 0
+
+
+def run_show(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python main.py show", description="summarise one run")
+    parser.add_argument("run_id")
+    parser.add_argument("--db", default=DEFAULT_DB)
+    parser.add_argument("--top", type=int, default=10, help="rows of the history table (best first)")
+    parser.add_argument("--plot", help="PNG path for the trajectory (default: next to the database)")
+    args = parser.parse_args(argv)
+    store = open_store(args.db)
+    run = store.get_run(args.run_id)
+    if run is None:
+        raise UsageError(f"no run {args.run_id!r} in {args.db}; list them with: python main.py runs --db {args.db}")
+    out = Console()
+    header = Table(show_header=False, title=f"run {run['run_id']} ({run['status']})")
+    header.add_row("task", f"{run['task']} {run['dataset'] or ''}")
+    header.add_row("evaluations", f"{run['n_evaluations']}/{run['budget']}")
+    header.add_row(f"best {run['metric']}", f"{run['best_score']} ({run['best_ncode']})")
+    for name, value in json.loads(run["final_metrics"] or "{}").items():
+        header.add_row(f"  {name} of best", str(value))
+    for name, value in decision_summary(store.decisions(args.run_id)).items():
+        header.add_row(name.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else str(value))
+    if run["error"]:
+        header.add_row("stopped by", run["error"])
+    out.print(header)
+    rows = [r for r in store.evaluations(args.run_id) if r["score"] is not None]
+    rows.sort(key=lambda r: r["score"], reverse=bool(run["maximize"]))
+    history = Table("#", "iteration", "NCode", run["metric"], "cost s", title=f"best {args.top} evaluations")
+    for place, row in enumerate(rows[: args.top], start=1):
+        history.add_row(str(place), str(row["iteration"]), row["ncode"], f"{row['score']:.4f}", f"{row['cost_s']:.2f}")
+    out.print(history)
+    failed = [r for r in store.evaluations(args.run_id) if r["status"] != "ok"]
+    if failed:
+        out.print(f"{len(failed)} failed evaluation(s); first: {failed[0]['ncode']}: {failed[0]['error']}")
+    plot = Path(args.plot) if args.plot else Path(args.db).with_name(f"{args.run_id}.png")
+    out.print(f"trajectory plot: {plot_trajectory(store, args.run_id, plot)}")
+    return 0
+
+
+def run_export(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python main.py export", description="export a run as CSV or JSON")
+    parser.add_argument("run_id")
+    parser.add_argument("--db", default=DEFAULT_DB)
+    parser.add_argument("--format", choices=("csv", "json"), default="csv")
+    parser.add_argument("--out", help="file to write (default: standard output)")
+    args = parser.parse_args(argv)
+    store = open_store(args.db)
+    if store.get_run(args.run_id) is None:
+        raise UsageError(f"no run {args.run_id!r} in {args.db}; list them with: python main.py runs --db {args.db}")
+    text = export_run(store, args.run_id, args.format)
+    if args.out:
+        Path(args.out).write_text(text)
+        console.print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    handlers = {"runs": run_list, "show": run_show, "export": run_export}
+    handler = handlers.get(argv[0]) if argv else None
+    try:
+        return handler(argv[1:]) if handler else run_search(argv)
+    except (SearchError, EvaluatorSetupError, StoreError, UsageError) as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        console.print("interrupted; everything evaluated so far is saved. Continue with --resume RUN_ID")
+        return EXIT_INTERRUPTED

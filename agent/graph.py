@@ -1,0 +1,133 @@
+"""The LM-Searcher loop as a LangGraph state machine::
+
+    START -> encode -> rank -> evaluate -> record --(budget left)--> encode
+                 |                            +--(budget spent)----> END
+                 +--(space exhausted)--> END
+
+Nodes are plain functions of the state and are idempotent: each reads the
+history from the run store, and ``evaluate`` skips codes already recorded, so
+re-running a node after a crash repeats no evaluation.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from langgraph.graph import END, START, StateGraph
+
+from agent.proposers import ProposalContext, Proposer
+from agent.rankers import Ranker, RankRequest
+from agent.state import SearchState
+from agent.store import Observation, RunStore
+from evaluators.base import Evaluator, Outcome
+from tools.ncode import decode
+
+
+@dataclass
+class Progress:
+    """What the record node reports after each step."""
+
+    evaluations: int
+    budget: int
+    best_ncode: str | None
+    best_score: float | None
+    last: list[tuple[str, Outcome]]
+
+
+@dataclass
+class LoopParts:
+    """Everything the nodes need besides the state; none of it is checkpointed."""
+
+    store: RunStore
+    evaluator: Evaluator
+    evaluate: Callable[[str], Outcome]  # the evaluator tool
+    proposer: Proposer
+    ranker: Ranker
+    budget: int
+    batch: int = 1
+    pool_size: int = 10
+    seed: int = 0
+    on_progress: Callable[[Progress], None] | None = None
+
+    def rng(self, iteration: int, purpose: str) -> random.Random:
+        """A generator fixed by (seed, step, purpose): a re-run step draws the same numbers."""
+        return random.Random(f"{self.seed}/{iteration}/{purpose}")
+
+
+def best_of(history: list[Observation], parts: LoopParts) -> Observation | None:
+    ok = [o for o in history if o.score is not None]
+    return max(ok, key=lambda o: parts.evaluator.metric.utility(o.score)) if ok else None
+
+
+def build_graph(parts: LoopParts) -> StateGraph:
+    space, metric = parts.evaluator.space, parts.evaluator.metric
+
+    def steps_left(history: list[Observation]) -> int:
+        return min(parts.batch, parts.budget - len(history))
+
+    def propose(history: list[Observation], rng: random.Random, n: int) -> list[str]:
+        context = ProposalContext(space, metric, history, {o.ncode for o in history}, rng)
+        return parts.proposer.propose(context, n)
+
+    def encode(state: SearchState) -> dict:
+        history = parts.store.observations(state["run_id"])
+        k = steps_left(history)
+        pool = propose(history, parts.rng(state["iteration"], "encode"), max(parts.pool_size, k)) if k > 0 else []
+        return {"pool": pool, "chosen": [], "done": not pool}
+
+    def rank(state: SearchState) -> dict:
+        history = parts.store.observations(state["run_id"])
+        iteration = state["iteration"]
+        repools = iter(range(1, 1_000_000))
+        request = RankRequest(
+            space, metric, history, state["pool"], steps_left(history), parts.rng(iteration, "rank"),
+            repool=lambda: propose(history, parts.rng(iteration, f"repool{next(repools)}"), len(state["pool"])),
+        )  # fmt: skip
+        decision = parts.ranker.rank(request)
+        parts.store.record_decision(
+            state["run_id"], iteration, parts.ranker.name, decision.pool or state["pool"], decision
+        )
+        return {"chosen": decision.chosen, "pool": decision.pool or state["pool"]}
+
+    def evaluate(state: SearchState) -> dict:
+        for position, code in enumerate(state["chosen"]):
+            if parts.store.has_evaluation(state["run_id"], code):
+                continue  # recorded before a crash: never evaluate twice
+            outcome = parts.evaluate(code)
+            parts.store.add_evaluation(
+                state["run_id"], state["iteration"], position, code, decode(space, code), outcome
+            )
+        return {}
+
+    def record(state: SearchState) -> dict:
+        run_id = state["run_id"]
+        history = parts.store.observations(run_id)
+        best = best_of(history, parts)
+        parts.store.prune_checkpoints(run_id)
+        parts.store.update_run(
+            run_id,
+            n_evaluations=len(history),
+            best_ncode=best.ncode if best else None,
+            best_score=best.score if best else None,
+        )
+        if parts.on_progress:
+            chosen = set(state["chosen"])
+            last = [(o.ncode, Outcome(o.score, status=o.status)) for o in history if o.ncode in chosen]
+            parts.on_progress(
+                Progress(len(history), parts.budget, best.ncode if best else None, best.score if best else None, last)
+            )
+        return {"iteration": state["iteration"] + 1, "done": len(history) >= parts.budget}
+
+    graph = StateGraph(SearchState)
+    graph.add_node("encode", encode)
+    graph.add_node("rank", rank)
+    graph.add_node("evaluate", evaluate)
+    graph.add_node("record", record)
+    graph.add_edge(START, "encode")
+    graph.add_conditional_edges("encode", lambda s: END if s["done"] else "rank", ["rank", END])
+    graph.add_edge("rank", "evaluate")
+    graph.add_edge("evaluate", "record")
+    graph.add_conditional_edges("record", lambda s: END if s["done"] else "encode", ["encode", END])
+    return graph

@@ -1,0 +1,73 @@
+"""Rankers pick the k most promising candidates of a pool, given the history.
+
+Contract: ``rank(request)`` returns a :class:`Decision` whose ``chosen`` holds
+``request.k`` distinct codes taken from ``request.pool`` (fewer only when the
+pool is smaller). A ranker that cannot decide falls back to a documented choice
+and says so with ``fallback=True``; it raises only when the run must stop (a
+server that stays down), and then the run resumes later from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from agent.store import Observation
+from evaluators.base import Metric
+from tools.ncode import SearchSpace
+
+
+@dataclass
+class RankRequest:
+    space: SearchSpace
+    metric: Metric
+    history: Sequence[Observation]
+    pool: list[str]
+    k: int
+    rng: random.Random
+    repool: Callable[[], list[str]] | None = None  # a fresh pool, for rankers that re-ask
+
+
+@dataclass
+class Decision:
+    chosen: list[str]
+    pool: list[str] = field(default_factory=list)  # the pool finally ranked (a re-ask may replace it)
+    raw_answer: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_s: float | None = None
+    retries: int = 0
+    fallback: bool = False
+    error: str | None = None
+
+
+class Ranker(ABC):
+    name: str
+
+    @abstractmethod
+    def rank(self, request: RankRequest) -> Decision: ...
+
+    def close(self) -> None:
+        """Release what the ranker holds (a server process, connections)."""
+        return None
+
+
+class FirstRanker(Ranker):
+    """Keeps the proposer's order: the ranker of proposer-driven baselines (evolution, TPE)."""
+
+    name = "first"
+
+    def rank(self, request: RankRequest) -> Decision:
+        return Decision(chosen=request.pool[: request.k], pool=request.pool)
+
+
+class RandomRanker(Ranker):
+    """A uniform pick: with a random pool this is random search."""
+
+    name = "random"
+
+    def rank(self, request: RankRequest) -> Decision:
+        chosen = request.rng.sample(request.pool, min(request.k, len(request.pool)))
+        return Decision(chosen=chosen, pool=request.pool)

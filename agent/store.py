@@ -1,0 +1,195 @@
+"""The run store: one SQLite file (WAL) holding runs, evaluations and ranker decisions.
+
+LangGraph's checkpointer lives in the same file (tables ``checkpoints`` and
+``writes``), so one file is one complete, resumable record. Several runs share a
+file, told apart by run id. Nothing secret is ever written here: run configs are
+stored without API keys (see ``agent.search.SearchConfig.public``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+OUR_TABLES = {"lmsearcher_meta", "runs", "evaluations", "decisions"}
+LANGGRAPH_TABLES = {"checkpoints", "writes"}
+
+
+class StoreError(RuntimeError):
+    """The database file cannot be used; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One finished evaluation as searchers see it."""
+
+    iteration: int
+    ncode: str
+    score: float | None
+    status: str
+
+
+def open_connection(path: str | Path) -> sqlite3.Connection:
+    """Open (or create) a run database, refusing files that are not ours. Never overwrites."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_file():
+            raise StoreError(f"{path} is not a file; pass a database file path with --db")
+        with path.open("rb") as handle:
+            header = handle.read(16)
+        if header and header != b"SQLite format 3\x00":
+            raise StoreError(f"{path} is not a SQLite database; it was left untouched. Pass another path with --db")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA busy_timeout=10000")
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as error:
+        connection.close()
+        raise StoreError(
+            f"{path} is corrupt or not a database ({error}); it was left untouched. Use another --db"
+        ) from None
+    foreign = tables - OUR_TABLES - LANGGRAPH_TABLES
+    if (tables and "lmsearcher_meta" not in tables) or foreign:
+        connection.close()
+        raise StoreError(
+            f"{path} is a SQLite database of another program (tables: {', '.join(sorted(tables))}); "
+            "it was left untouched. Pass a new file with --db"
+        )
+    return connection
+
+
+class RunStore:
+    """Typed access to the run tables; every write is committed before it returns."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.db = sqlite_utils.Database(connection)
+        self._create_schema()
+
+    def _create_schema(self) -> None:
+        meta = self.db["lmsearcher_meta"]
+        if not meta.exists():
+            meta.insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+        self.db["runs"].create(
+            {
+                "run_id": str, "created_at": float, "updated_at": float, "status": str, "task": str,
+                "dataset": str, "metric": str, "maximize": int, "budget": int, "config": str,
+                "best_ncode": str, "best_score": float, "n_evaluations": int, "final_metrics": str, "error": str,
+            },
+            pk="run_id", if_not_exists=True, not_null={"status", "task", "budget"},
+        )  # fmt: skip
+        self.db["evaluations"].create(
+            {
+                "id": int, "run_id": str, "iteration": int, "position": int, "ncode": str, "config": str,
+                "score": float, "metrics": str, "cost_s": float, "status": str, "error": str, "created_at": float,
+            },
+            pk="id", if_not_exists=True, foreign_keys=[("run_id", "runs", "run_id")],
+        )  # fmt: skip
+        self.db["evaluations"].create_index(["run_id", "ncode"], unique=True, if_not_exists=True)
+        self.db["decisions"].create(
+            {
+                "id": int, "run_id": str, "iteration": int, "ranker": str, "pool": str, "chosen": str,
+                "prompt_tokens": int, "completion_tokens": int, "latency_s": float, "raw_answer": str,
+                "retries": int, "fallback": int, "error": str, "created_at": float,
+            },
+            pk="id", if_not_exists=True, foreign_keys=[("run_id", "runs", "run_id")],
+        )  # fmt: skip
+        self.db["decisions"].create_index(["run_id", "iteration"], unique=True, if_not_exists=True)
+
+    # runs -----------------------------------------------------------------
+    def create_run(
+        self, run_id: str, task: str, dataset: str, metric: str, maximize: bool, budget: int, config: dict
+    ) -> None:
+        now = time.time()
+        self.db["runs"].insert(
+            {
+                "run_id": run_id, "created_at": now, "updated_at": now, "status": "running", "task": task,
+                "dataset": dataset, "metric": metric, "maximize": int(maximize), "budget": budget,
+                "config": json.dumps(config, sort_keys=True), "n_evaluations": 0,
+            }
+        )  # fmt: skip
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        rows = list(self.db["runs"].rows_where("run_id = ?", [run_id]))
+        if not rows:
+            return None
+        run = rows[0]
+        run["config"] = json.loads(run["config"])
+        return run
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        return list(self.db["runs"].rows_where(order_by="created_at"))
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        self.db["runs"].update(run_id, {**fields, "updated_at": time.time()})
+
+    # evaluations ------------------------------------------------------------
+    def add_evaluation(
+        self, run_id: str, iteration: int, position: int, ncode: str, config: dict, outcome: Any
+    ) -> None:
+        self.db["evaluations"].insert(
+            {
+                "run_id": run_id, "iteration": iteration, "position": position, "ncode": ncode,
+                "config": json.dumps(config, default=str), "score": outcome.score,
+                "metrics": json.dumps(outcome.metrics, default=str), "cost_s": outcome.cost_s,
+                "status": outcome.status, "error": outcome.error, "created_at": time.time(),
+            }
+        )  # fmt: skip
+
+    def has_evaluation(self, run_id: str, ncode: str) -> bool:
+        query = "SELECT 1 FROM evaluations WHERE run_id = ? AND ncode = ?"
+        return self.db.execute(query, [run_id, ncode]).fetchone() is not None
+
+    def count_evaluations(self, run_id: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM evaluations WHERE run_id = ?", [run_id]).fetchone()[0]
+
+    def observations(self, run_id: str) -> list[Observation]:
+        """Every evaluation of a run in the order it was made."""
+        query = "SELECT iteration, ncode, score, status FROM evaluations WHERE run_id = ? ORDER BY id"
+        return [Observation(*row) for row in self.db.execute(query, [run_id])]
+
+    def evaluations(self, run_id: str) -> Iterator[dict[str, Any]]:
+        for row in self.db["evaluations"].rows_where("run_id = ?", [run_id], order_by="id"):
+            row["config"] = json.loads(row["config"])
+            row["metrics"] = json.loads(row["metrics"])
+            yield row
+
+    def prune_checkpoints(self, thread_id: str, keep: int = 4) -> None:
+        """Drop all but the newest LangGraph checkpoints of a run: resuming needs only the
+        latest, and keeping every one would grow the file by kilobytes per step."""
+        if not self.db["checkpoints"].exists():
+            return
+        newest = "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? ORDER BY checkpoint_id DESC LIMIT ?"
+        for table in ("checkpoints", "writes"):
+            self.db.execute(
+                f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_id NOT IN ({newest})",
+                [thread_id, thread_id, keep],
+            )
+
+    # decisions --------------------------------------------------------------
+    def record_decision(self, run_id: str, iteration: int, ranker: str, pool: list[str], decision: Any) -> None:
+        """One row per iteration: a re-run rank step after a crash replaces its earlier row."""
+        self.db["decisions"].upsert(
+            {
+                "run_id": run_id, "iteration": iteration, "ranker": ranker, "pool": json.dumps(pool),
+                "chosen": json.dumps(decision.chosen), "prompt_tokens": decision.prompt_tokens,
+                "completion_tokens": decision.completion_tokens, "latency_s": decision.latency_s,
+                "raw_answer": decision.raw_answer, "retries": decision.retries,
+                "fallback": int(decision.fallback), "error": decision.error, "created_at": time.time(),
+            },
+            pk=("run_id", "iteration"),
+        )  # fmt: skip
+
+    def decisions(self, run_id: str) -> list[dict[str, Any]]:
+        return list(self.db["decisions"].rows_where("run_id = ?", [run_id], order_by="iteration"))

@@ -1,0 +1,93 @@
+"""Results users already have: a YAML space plus a CSV or JSON table of metrics per architecture.
+
+Rows are keyed by an ``ncode`` column (or a JSON object keyed by NCode), or by one
+column per slot holding that slot's option value. The search only proposes codes
+that are in the table.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from evaluators.base import Evaluator, EvaluatorSetupError, Metric, Outcome
+from tools.ncode import InvalidNCode, SearchSpace, encode, validate
+from tools.spaces import SpaceFileError, load_space_file
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a CSV file, a JSON list of objects, or a JSON object keyed by NCode."""
+    try:
+        if path.suffix.lower() == ".csv":
+            with path.open(newline="") as handle:
+                return [dict(row) for row in csv.DictReader(handle)]
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as error:
+        raise EvaluatorSetupError(f"cannot read results table {path}: {error}") from None
+    if isinstance(data, dict):
+        return [{"ncode": key, **value} for key, value in data.items() if isinstance(value, dict)]
+    if isinstance(data, list) and all(isinstance(row, dict) for row in data):
+        return data
+    raise EvaluatorSetupError(f"{path}: expected a JSON list of objects or an object keyed by NCode")
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number else None  # NaN is missing
+
+
+def _coerce(value: Any, options: tuple[Any, ...]) -> Any:
+    """CSV cells are strings: match them to an option of the slot by text."""
+    by_text = {str(option): option for option in options}
+    return by_text.get(str(value), value)
+
+
+class TableEvaluator(Evaluator):
+    def __init__(self, space_path: str | None, data: str | None, metric: str | None, maximize: bool = True) -> None:
+        if not space_path or not data or not metric:
+            raise EvaluatorSetupError(
+                "--task table needs --space SPACE.yaml, --data RESULTS.csv|json and --metric NAME"
+            )
+        try:
+            space = load_space_file(space_path)
+        except SpaceFileError as error:
+            raise EvaluatorSetupError(str(error)) from None
+        path = Path(data)
+        if not path.is_file():
+            raise EvaluatorSetupError(f"results table {path} does not exist; pass a CSV or JSON file with --data")
+        self.rows: dict[str, dict[str, Any]] = {}
+        for number, row in enumerate(read_rows(path), start=1):
+            code = self._code_of(space, row, f"{path} row {number}")
+            if _number(row.get(metric)) is None:
+                continue  # an architecture without this metric cannot be searched
+            self.rows[code] = row
+        if not self.rows:
+            columns = sorted(read_rows(path)[0]) if read_rows(path) else []
+            raise EvaluatorSetupError(f"{path}: no row has a numeric {metric!r}; columns are {columns}")
+        self.space = SearchSpace(space.name, space.slots, space.rule, space.description, members=frozenset(self.rows))
+        self.metric = Metric(metric, maximize, f"{metric} from {path.name}")
+
+    @staticmethod
+    def _code_of(space: SearchSpace, row: dict[str, Any], where: str) -> str:
+        try:
+            if "ncode" in row:
+                return validate(space, str(row["ncode"]))
+            missing = [slot.name for slot in space.slots if slot.name not in row]
+            if missing:
+                raise EvaluatorSetupError(f"{where}: no 'ncode' column and no column for slot(s) {missing[:5]}")
+            return validate(space, encode(space, {s.name: _coerce(row[s.name], s.options) for s in space.slots}))
+        except InvalidNCode as error:
+            raise EvaluatorSetupError(f"{where}: {error}") from None
+
+    def evaluate(self, ncode: str) -> Outcome:
+        row = self.rows[ncode]
+        return Outcome(score=_number(row[self.metric.name]))
+
+    def final_metrics(self, ncode: str) -> dict[str, Any]:
+        row = self.rows[ncode]
+        return {key: value for key, value in row.items() if key not in ("ncode", self.metric.name)}

@@ -1,0 +1,8 @@
+"""LM-Searcher command line. ``python main.py --help`` lists the search flags."""
+
+import sys
+
+from agent.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

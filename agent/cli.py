@@ -19,7 +19,7 @@ from rich.table import Table
 
 from agent.graph import Progress as LoopProgress
 from agent.report import decision_summary, export_run, plot_trajectory
-from agent.search import BASELINE_RANKERS, RunResult, Search, SearchConfig, SearchError
+from agent.search import BASELINE_RANKERS, RunResult, Search, SearchConfig, SearchError, new_run_id
 from agent.store import RunStore, StoreError, open_connection
 from evaluators.base import EvaluatorSetupError
 from evaluators.registry import TASKS
@@ -29,6 +29,12 @@ EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_INTERRUPTED = 2, 3, 130
 COMMANDS = ("runs", "show", "export")
 
 console = Console(stderr=True)
+
+
+def stdout_console() -> Console:
+    """Tables for stdout; wide enough for run ids when output is not a terminal."""
+    out = Console()
+    return out if out.is_terminal else Console(width=160)
 
 
 class UsageError(ValueError):
@@ -131,25 +137,34 @@ def print_summary(result: RunResult, db: Path, wall_s: float) -> None:
         table.add_row(f"  {name} of best", f"{value:.4f}" if isinstance(value, float) else str(value))
     table.add_row("wall time", f"{wall_s:.1f} s")
     table.add_row("database", str(db))
-    Console().print(table)
+    stdout_console().print(table)
     print(f"inspect: python main.py show {result.run_id} --db {db}")
 
 
 def run_search(argv: list[str]) -> int:
     args = search_parser().parse_args(argv)
     db = Path(args.db)
+    config = config_from_args(args)
+    run_id = args.resume or args.run_id or new_run_id(config)
     search = Search(db)
     started = time.perf_counter()
     try:
         with ProgressDisplay(args.quiet) as display:
             if args.resume:
-                result = search.resume(args.resume, on_progress=display)
+                result = search.resume(run_id, on_progress=display)
             else:
-                result = search.start(config_from_args(args), run_id=args.run_id, on_progress=display)
+                result = search.start(config, run_id=run_id, on_progress=display)
+    except KeyboardInterrupt:
+        console.print(f"interrupted; every finished evaluation is saved. Continue with: {resume_hint(run_id, db)}")
+        return EXIT_INTERRUPTED
     finally:
         search.close()
     print_summary(result, db, time.perf_counter() - started)
     return 0
+
+
+def resume_hint(run_id: str, db: Path) -> str:
+    return f"python main.py --resume {run_id} --db {db}"
 
 
 def open_store(db: str) -> RunStore:
@@ -169,7 +184,7 @@ def run_list(argv: list[str]) -> int:
             run["run_id"], run["status"], run["task"], run["dataset"] or "",
             f"{run['n_evaluations']}/{run['budget']}", best, run["best_ncode"] or "",
         )  # fmt: skip
-    Console().print(table)
+    stdout_console().print(table)
     return 0
 
 
@@ -184,7 +199,7 @@ def run_show(argv: list[str]) -> int:
     run = store.get_run(args.run_id)
     if run is None:
         raise UsageError(f"no run {args.run_id!r} in {args.db}; list them with: python main.py runs --db {args.db}")
-    out = Console()
+    out = stdout_console()
     header = Table(show_header=False, title=f"run {run['run_id']} ({run['status']})")
     header.add_row("task", f"{run['task']} {run['dataset'] or ''}")
     header.add_row("evaluations", f"{run['n_evaluations']}/{run['budget']}")
@@ -236,8 +251,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(argv[1:]) if handler else run_search(argv)
     except (SearchError, EvaluatorSetupError, StoreError, UsageError) as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False)
+        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        console.print("interrupted; everything evaluated so far is saved. Continue with --resume RUN_ID")
-        return EXIT_INTERRUPTED

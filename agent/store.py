@@ -38,27 +38,27 @@ class Observation:
 
 
 def open_connection(path: str | Path) -> sqlite3.Connection:
-    """Open (or create) a run database, refusing files that are not ours. Never overwrites."""
+    """Open (or create) a run database, refusing files that are not ours. Never overwrites.
+
+    The file is only ever read through SQLite: opening and closing it with plain file
+    I/O while a connection is open would drop this process's SQLite locks.
+    """
     path = Path(path)
-    if path.exists():
-        if not path.is_file():
-            raise StoreError(f"{path} is not a file; pass a database file path with --db")
-        with path.open("rb") as handle:
-            header = handle.read(16)
-        if header and header != b"SQLite format 3\x00":
-            raise StoreError(f"{path} is not a SQLite database; it was left untouched. Pass another path with --db")
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_file():
+        raise StoreError(f"{path} is not a file; pass a database file path with --db")
+    path.parent.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     try:
+        # Read first: SQLite rejects a file that is not a database before anything is written.
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.execute("PRAGMA busy_timeout=10000")
-        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.DatabaseError as error:
         connection.close()
         raise StoreError(
-            f"{path} is corrupt or not a database ({error}); it was left untouched. Use another --db"
+            f"{path} is not an LM-Searcher database or is corrupt ({error}); it was left untouched. "
+            "Pass another path with --db"
         ) from None
     foreign = tables - OUR_TABLES - LANGGRAPH_TABLES
     if (tables and "lmsearcher_meta" not in tables) or foreign:

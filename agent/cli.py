@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agent.graph import Progress as LoopProgress
+from agent.llm_ranker import RankerSetupError, RankerUnavailable
 from agent.report import decision_summary, export_run, plot_trajectory
 from agent.search import BASELINE_RANKERS, RunResult, Search, SearchConfig, SearchError, new_run_id
 from agent.store import RunStore, StoreError, open_connection
@@ -72,6 +73,16 @@ def search_parser() -> argparse.ArgumentParser:
     parser.add_argument("--minimize", action="store_true", help="the metric is an error: lower is better")
     parser.add_argument("--simulated-cost", type=float, default=0.0, help="pad each evaluation to this many seconds")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    llm = parser.add_argument_group("LLM rankers (llm, openai:MODEL, local:PATH); keys come from the environment")
+    llm.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (vLLM)")
+    llm.add_argument("--model", help="model name the endpoint serves")
+    llm.add_argument("--temperature", type=float, default=0.0)
+    llm.add_argument("--max-tokens", type=int, default=64, help="answer length limit")
+    llm.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    llm.add_argument("--prompt-format", default="compact", help="compact (released model) or paper (Table 1)")
+    llm.add_argument("--history-cap", type=int, default=200, help="history items in the prompt, best first")
+    llm.add_argument("--max-reasks", type=int, default=3, help="re-asks with a fresh pool before falling back")
+    llm.add_argument("--llm-retries", type=int, default=4, help="retries of timeouts, 429 and 5xx per request")
     return parser
 
 
@@ -93,6 +104,17 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         sample_size=args.sample_size,
         simulated_cost_s=args.simulated_cost,
         task_options=task_options,
+        ranker_options={
+            "base_url": args.base_url,
+            "model": args.model,
+            "temperature": args.temperature,
+            "max_tokens": args.max_tokens,
+            "timeout_s": args.timeout,
+            "prompt_format": args.prompt_format,
+            "history_cap": args.history_cap,
+            "max_reasks": args.max_reasks,
+            "retries": args.llm_retries,
+        },
     )
 
 
@@ -154,6 +176,14 @@ def run_search(argv: list[str]) -> int:
                 result = search.resume(run_id, on_progress=display)
             else:
                 result = search.start(config, run_id=run_id, on_progress=display)
+    except RankerUnavailable as error:
+        console.print(
+            f"[red]stopped:[/red] {error}. Everything so far is saved; once the ranker is back, "
+            f"continue with: {resume_hint(run_id, db)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return EXIT_STOPPED
     except KeyboardInterrupt:
         console.print(f"interrupted; every finished evaluation is saved. Continue with: {resume_hint(run_id, db)}")
         return EXIT_INTERRUPTED
@@ -250,6 +280,6 @@ def main(argv: list[str] | None = None) -> int:
     handler = handlers.get(argv[0]) if argv else None
     try:
         return handler(argv[1:]) if handler else run_search(argv)
-    except (SearchError, EvaluatorSetupError, StoreError, UsageError) as error:
+    except (SearchError, EvaluatorSetupError, StoreError, UsageError, RankerSetupError) as error:
         console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT

@@ -132,11 +132,12 @@ class Search:
         if self.store.get_run(run_id) is not None:
             raise SearchError(f"run {run_id!r} already exists in {self.db_path}; resume it with --resume {run_id}")
         evaluator = make_evaluator(config.task, self._task_options(config))
+        ranker = make_ranker(config)  # a ranker that cannot start fails here, before any run exists
         self.store.create_run(
             run_id, config.task, getattr(evaluator, "dataset", config.dataset or ""), evaluator.metric.name,
             evaluator.metric.maximize, config.budget, asdict(config),
         )  # fmt: skip
-        return self._drive(run_id, config, evaluator, on_progress)
+        return self._drive(run_id, config, evaluator, ranker, on_progress)
 
     def resume(self, run_id: str, on_progress: Any = None) -> RunResult:
         run = self.store.get_run(run_id)
@@ -147,15 +148,17 @@ class Search:
             raise SearchError(f"run {run_id!r} already finished; start a new one (without --resume)")
         config = SearchConfig.from_stored(run["config"])
         evaluator = make_evaluator(config.task, self._task_options(config))
+        ranker = make_ranker(config)
         self.store.update_run(run_id, status="running", error=None)
-        return self._drive(run_id, config, evaluator, on_progress)
+        return self._drive(run_id, config, evaluator, ranker, on_progress)
 
     @staticmethod
     def _task_options(config: SearchConfig) -> TaskOptions:
         return TaskOptions(dataset=config.dataset, seed=config.seed, **config.task_options)
 
-    def _drive(self, run_id: str, config: SearchConfig, evaluator: Evaluator, on_progress: Any) -> RunResult:
-        ranker = make_ranker(config)
+    def _drive(
+        self, run_id: str, config: SearchConfig, evaluator: Evaluator, ranker: Ranker, on_progress: Any
+    ) -> RunResult:
         try:
             parts = LoopParts(
                 store=self.store,

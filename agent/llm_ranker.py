@@ -1,0 +1,236 @@
+"""The LM-Searcher ranker: an LLM behind any OpenAI-compatible endpoint picks the candidate.
+
+Specs: ``llm`` (``--base-url`` and ``--model``: vLLM, a hosted model, any server),
+``openai:MODEL`` (OpenAI itself; key from ``OPENAI_API_KEY``) and ``local:PATH``
+(a managed ``transformers serve`` of a local folder; ``local`` alone serves the
+shipped LM-Searcher-tiny). Keys are read from the environment and kept in memory
+only: never logged, stored or checkpointed.
+
+For k > 1 the model is asked k times without replacement: each pick is removed
+from the pool before the next question, so one prompt format serves every k.
+An answer naming no candidate triggers a re-ask with a fresh pool (at most
+``max_reasks`` times); then a random candidate of the pool is taken and the
+decision is marked ``fallback``. Timeouts, 429 and 5xx are retried with
+exponential backoff; when they persist the ranker raises
+:class:`RankerUnavailable`, the run stops with everything saved, and
+``--resume`` continues once the server is back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from agent.local_server import LocalServer, LocalServerError
+from agent.rankers import Decision, Ranker, RankRequest
+from prompts.render import DEFAULT_HISTORY_CAP, FORMATS, render
+
+LLM_RANKER_PREFIXES = ("openai:", "local:", "local")
+DEFAULT_LOCAL_MODEL = Path(__file__).resolve().parent.parent / "models" / "lm-searcher-tiny"
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+class RankerUnavailable(RuntimeError):
+    """The ranker's server cannot be reached; the run stops and can be resumed."""
+
+
+class RankerSetupError(ValueError):
+    """The ranker cannot start (bad flags, missing key, server down); nothing was run."""
+
+
+@dataclass
+class LLMOptions:
+    base_url: str | None = None
+    model: str | None = None
+    temperature: float = 0.0
+    max_tokens: int = 64
+    timeout_s: float = 60.0
+    prompt_format: str = "compact"
+    history_cap: int = DEFAULT_HISTORY_CAP
+    max_reasks: int = 3
+    retries: int = 4  # transient-error retries per request
+    backoff_s: float = 1.0
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_s: float
+    transient_errors: int
+
+
+_TOKEN = re.compile(r"[0-9A-Za-z]+")
+
+
+def parse_choice(answer: str, pool: list[str]) -> str | None:
+    """The one candidate an answer names, tolerating whitespace, quotes and extra words.
+
+    Accepted: the whole answer (stripped of quotes and punctuation) is a candidate,
+    or exactly one distinct candidate appears as a separate token. Anything else,
+    including an answer naming two candidates, is no answer.
+    """
+    offered = set(pool)
+    stripped = answer.strip().strip("\"'`.;:,!()[]{}<> \n\t")
+    if stripped in offered:
+        return stripped
+    named = {token for token in _TOKEN.findall(answer) if token in offered}
+    return named.pop() if len(named) == 1 else None
+
+
+class ChatClient:
+    """A chat-completion call with bounded, audited retries for transient failures."""
+
+    def __init__(self, base_url: str, model: str, api_key: str, options: LLMOptions) -> None:
+        self.model = model
+        self.options = options
+        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=options.timeout_s, max_retries=0)
+
+    def check(self) -> None:
+        """Fail before the search if the server is unreachable or refuses us."""
+        try:
+            self.client.models.list()
+        except openai.APIConnectionError as error:
+            raise RankerSetupError(
+                f"cannot reach the ranker at {self.client.base_url} ({error.__cause__ or error}); "
+                "start the server (README: 'Serving a ranker') or fix --base-url"
+            ) from None
+        except openai.AuthenticationError:
+            raise RankerSetupError(f"the ranker at {self.client.base_url} refused the API key; check it") from None
+        except openai.APIStatusError as error:
+            if error.status_code != 404:  # some servers have no /models; the first request will tell
+                raise RankerSetupError(f"the ranker at {self.client.base_url} answered {error.status_code}") from None
+
+    def complete(self, messages: list[dict[str, str]]) -> Completion:
+        transient = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                response = self.client.chat.completions.create(
+                    model=self.model,
+                    messages=messages,
+                    temperature=self.options.temperature,
+                    max_tokens=self.options.max_tokens,
+                )
+            except (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError) as error:
+                reason = type(error).__name__
+            except openai.APIStatusError as error:
+                if error.status_code < 500:
+                    raise RankerUnavailable(f"the ranker rejected the request ({error.status_code}): {error}") from None
+                reason = f"HTTP {error.status_code}"
+            else:
+                usage = response.usage
+                return Completion(
+                    text=response.choices[0].message.content or "",
+                    prompt_tokens=usage.prompt_tokens if usage else None,
+                    completion_tokens=usage.completion_tokens if usage else None,
+                    latency_s=time.perf_counter() - started,
+                    transient_errors=transient,
+                )
+            transient += 1
+            if transient > self.options.retries:
+                raise RankerUnavailable(
+                    f"the ranker at {self.client.base_url} failed {transient} times in a row (last: {reason})"
+                )
+            time.sleep(self.options.backoff_s * 2 ** (transient - 1))
+
+
+class LLMRanker(Ranker):
+    def __init__(self, name: str, client: ChatClient, options: LLMOptions, server: LocalServer | None = None) -> None:
+        self.name = name
+        self.client = client
+        self.options = options
+        self.server = server
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def rank(self, request: RankRequest) -> Decision:
+        history = [(o.ncode, o.score) for o in request.history if o.score is not None]
+        pool = list(request.pool)
+        decision = Decision(chosen=[], pool=pool, prompt_tokens=0, completion_tokens=0, latency_s=0.0)
+        answers: list[str] = []
+        transient = 0
+        while len(decision.chosen) < min(request.k, len(request.pool)):
+            remaining = [code for code in pool if code not in decision.chosen]
+            choice = None
+            for attempt in range(self.options.max_reasks + 1):
+                if attempt > 0 and request.repool is not None:
+                    fresh = [code for code in request.repool() if code not in decision.chosen]
+                    remaining = fresh or remaining
+                    decision.retries += 1
+                messages = render(
+                    self.options.prompt_format,
+                    request.space.name,
+                    request.space.length,
+                    request.metric,
+                    history,
+                    remaining,
+                    self.options.history_cap,
+                )
+                completion = self.client.complete(messages)
+                answers.append(completion.text)
+                transient += completion.transient_errors
+                decision.prompt_tokens += completion.prompt_tokens or 0
+                decision.completion_tokens += completion.completion_tokens or 0
+                decision.latency_s += completion.latency_s
+                choice = parse_choice(completion.text, remaining)
+                if choice is not None:
+                    break
+            if choice is None:
+                choice = request.rng.choice(remaining)
+                decision.fallback = True
+            decision.chosen.append(choice)
+            pool = remaining
+        decision.pool = pool if request.k == 1 else decision.pool
+        decision.raw_answer = "\n---\n".join(answers)
+        decision.error = f"{transient} transient error(s) retried" if transient else None
+        return decision
+
+
+def _api_key(*names: str) -> str | None:
+    for name in names:
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def make_llm_ranker(spec: str, raw_options: dict[str, Any]) -> LLMRanker:
+    options = LLMOptions(**raw_options)
+    if options.prompt_format not in FORMATS:
+        raise RankerSetupError(f"unknown prompt format {options.prompt_format!r}; valid: {', '.join(FORMATS)}")
+    server = None
+    if spec == "llm":
+        if not options.base_url or not options.model:
+            raise RankerSetupError("--ranker llm needs --base-url URL and --model NAME (for example a vLLM server)")
+        base_url, model = options.base_url, options.model
+        api_key = _api_key("LMSEARCHER_API_KEY", "OPENAI_API_KEY") or "EMPTY"
+    elif spec.startswith("openai:"):
+        model = spec.split(":", 1)[1] or "gpt-4o"
+        base_url = options.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
+        api_key = _api_key("OPENAI_API_KEY")
+        if api_key is None:
+            raise RankerSetupError(f"--ranker {spec} needs an API key in the environment variable OPENAI_API_KEY")
+    else:
+        path = Path(spec.split(":", 1)[1]) if ":" in spec else DEFAULT_LOCAL_MODEL
+        try:
+            server = LocalServer(path).start()
+        except LocalServerError as error:
+            raise RankerSetupError(str(error)) from None
+        base_url, model, api_key = server.base_url, str(server.model_path), "EMPTY"
+    client = ChatClient(base_url, model, api_key, options)
+    try:
+        client.check()
+    except RankerSetupError:
+        if server is not None:
+            server.stop()
+        raise
+    return LLMRanker(spec, client, options, server)

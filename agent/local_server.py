@@ -1,0 +1,130 @@
+"""A managed ``transformers serve`` process: a local, offline OpenAI-compatible endpoint.
+
+Started on a free loopback port in its own process group, polled until it
+answers, and stopped (group and all) on exit, Ctrl-C and errors alike.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+STARTUP_TIMEOUT_S = 180.0
+
+
+class LocalServerError(RuntimeError):
+    """The local model cannot be served; the message says why and what to do."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def transformers_cli() -> list[str]:
+    """The ``transformers`` command of this interpreter's environment."""
+    beside = Path(sys.executable).with_name("transformers")
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("transformers")
+    if found is None:
+        raise LocalServerError("the 'transformers' command is missing; pip install 'transformers[serving]'")
+    return [found]
+
+
+def check_model_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise LocalServerError(f"model folder {path} does not exist; pass local:PATH to a Hugging Face model folder")
+    missing = [name for name in ("config.json", "tokenizer_config.json") if not (path / name).is_file()]
+    if missing:
+        raise LocalServerError(f"{path} is not a Hugging Face model folder (missing {', '.join(missing)})")
+
+
+class LocalServer:
+    """``with LocalServer(path) as server: server.base_url``; nothing outlives the block."""
+
+    def __init__(self, model_path: str | Path, startup_timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        self.model_path = Path(model_path).expanduser().resolve()
+        self.startup_timeout_s = startup_timeout_s
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+        self._log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the server
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> LocalServer:
+        check_model_dir(self.model_path)
+        self.port = free_port()
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        command = [*transformers_cli(), "serve", str(self.model_path), "--host", "127.0.0.1", "--port", str(self.port)]
+        command += ["--device", "cpu", "--log-level", "warning"] if not _has_cuda() else ["--log-level", "warning"]
+        self.process = subprocess.Popen(
+            command, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        atexit.register(self.stop)
+        self._wait_until_ready()
+        return self
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise LocalServerError(f"transformers serve exited with code {self.process.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise LocalServerError(
+            f"transformers serve did not answer within {self.startup_timeout_s:.0f} s:\n{self.log()}"
+        )
+
+    def log(self, tail: int = 2000) -> str:
+        self._log.seek(0)
+        return self._log.read()[-tail:]
+
+    def stop(self) -> None:
+        """Terminate the whole process group, then kill whatever of it lingers."""
+        if self.process is None or self.process.returncode is not None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                continue
+        self.process.wait()
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False

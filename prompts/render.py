@@ -1,0 +1,85 @@
+"""The one place where ranker prompts are rendered, for inference and for training data alike.
+
+Two formats:
+
+- ``paper``: the paper's Table 1. An instruction, ``History:`` with one
+  ``NCode: <code>, <metric>: <value>;`` line per evaluation, ``Candidate:`` with one
+  code per line; the prompt is the user message.
+- ``compact``: the released LM-Searcher model's format. History as ``code|score,``
+  items sorted best first with scores min-max normalised to [0, 1] (4 decimals),
+  candidates as ``code;`` items, the whole prompt in the system message.
+
+Minimised metrics (an error rate) are shown negated in the paper format and
+normalised with 1 = lowest error in the compact one, so "higher is better"
+always holds for the model; the prompt says what the number is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from string import Template
+
+from evaluators.base import Metric
+
+PROMPT_DIR = Path(__file__).resolve().parent
+FORMATS = ("paper", "compact")
+DEFAULT_HISTORY_CAP = 200
+
+
+def template(name: str) -> Template:
+    return Template((PROMPT_DIR / f"{name}.txt").read_text())
+
+
+def best_first(history: Sequence[tuple[str, float]], metric: Metric, cap: int) -> list[tuple[str, float]]:
+    """(code, utility) pairs, best first, at most ``cap`` of them; utility is higher-is-better."""
+    pairs = [(code, metric.utility(score)) for code, score in history]
+    pairs.sort(key=lambda pair: -pair[1])
+    return pairs[:cap]
+
+
+def normalise(values: list[float]) -> list[float]:
+    """Min-max to [0, 1]; all-equal values become 1.0 (each is the best seen)."""
+    if not values:
+        return []
+    low, high = min(values), max(values)
+    return [1.0] * len(values) if high == low else [(value - low) / (high - low) for value in values]
+
+
+def metric_text(metric: Metric) -> str:
+    name = metric.name if metric.maximize else f"negative {metric.name} (lower {metric.name} is better)"
+    return f"{name}: {metric.description}" if metric.description else name
+
+
+def render(
+    fmt: str,
+    space_name: str,
+    slots: int,
+    metric: Metric,
+    history: Sequence[tuple[str, float]],
+    candidates: Sequence[str],
+    history_cap: int = DEFAULT_HISTORY_CAP,
+) -> list[dict[str, str]]:
+    """Chat messages asking for the best of ``candidates`` given scored ``history``."""
+    pairs = best_first(history, metric, history_cap)
+    if fmt == "paper":
+        lines = [f"NCode: {code}, {metric.name}: {value:.4f};" for code, value in pairs]
+        text = template("paper").substitute(
+            space=space_name,
+            metric_text=metric_text(metric),
+            history="\n".join(lines),
+            candidates="\n".join(candidates),
+        )
+        return [{"role": "user", "content": text.strip()}]
+    if fmt == "compact":
+        scores = normalise([value for _, value in pairs])
+        items = "".join(f"{code}|{score:.4f}," for (code, _), score in zip(pairs, scores, strict=True))
+        text = template("compact").substitute(
+            space=space_name,
+            slots=slots,
+            metric_text=metric_text(metric),
+            history=items,
+            candidates="".join(f"{code};" for code in candidates),
+        )
+        return [{"role": "system", "content": text.strip()}]
+    raise ValueError(f"unknown prompt format {fmt!r}; valid: {', '.join(FORMATS)}")

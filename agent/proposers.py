@@ -8,6 +8,7 @@ space has no more unseen codes. Proposers are deterministic given
 
 from __future__ import annotations
 
+import itertools
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -33,6 +34,17 @@ def scored(history: Sequence[Observation], metric: Metric) -> list[tuple[float, 
     return sorted(pairs, key=lambda pair: -pair[0])
 
 
+ENUMERATION_LIMIT = 1_000_000
+
+
+def all_codes(space: SearchSpace) -> list[str]:
+    """Every valid canonical code of a (small) space, in a fixed order."""
+    codes = {
+        normalize(space, from_indices(choice)) for choice in itertools.product(*map(space.choices, range(space.length)))
+    }
+    return sorted(code for code in codes if is_valid(space, code))
+
+
 def unseen_random(context: ProposalContext, n: int, exclude: set[str], max_misses: int = 200) -> list[str]:
     """Up to ``n`` random valid codes outside ``context.seen`` and ``exclude``."""
     space = context.space
@@ -47,6 +59,11 @@ def unseen_random(context: ProposalContext, n: int, exclude: set[str], max_misse
             misses += 1
             continue
         found.append(code)
+    if len(found) < n and space.size() <= ENUMERATION_LIMIT:
+        # Random draws keep hitting seen codes: the space is nearly used up, so list what is left.
+        taken = context.seen | exclude | set(found)
+        free = [code for code in all_codes(space) if code not in taken]
+        found += context.rng.sample(free, min(n - len(found), len(free)))
     return found
 
 
@@ -129,7 +146,7 @@ class EvolutionProposer(Proposer):
 
     def propose(self, context: ProposalContext, n: int) -> list[str]:
         alive = [o for o in context.history if o.score is not None][-self.population :]
-        if len(context.history) < self.population:
+        if len(alive) < self.population:
             return unseen_random(context, n, set())
         found: list[str] = []
         for _ in range(50 * n):

@@ -48,12 +48,11 @@ def open_connection(path: str | Path) -> sqlite3.Connection:
         raise StoreError(f"{path} is not a file; pass a database file path with --db")
     path.parent.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    connection.execute("PRAGMA busy_timeout=10000")  # other processes may be writing the same file
     try:
-        # Read first: SQLite rejects a file that is not a database before anything is written.
+        # Read first: SQLite rejects a file that is not a database before anything is written,
+        # and a database of another program is refused before any PRAGMA changes its header.
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        connection.execute("PRAGMA busy_timeout=10000")
     except sqlite3.DatabaseError as error:
         connection.close()
         raise StoreError(
@@ -67,6 +66,8 @@ def open_connection(path: str | Path) -> sqlite3.Connection:
             f"{path} is a SQLite database of another program (tables: {', '.join(sorted(tables))}); "
             "it was left untouched. Pass a new file with --db"
         )
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
     return connection
 
 
@@ -79,8 +80,7 @@ class RunStore:
 
     def _create_schema(self) -> None:
         meta = self.db["lmsearcher_meta"]
-        if not meta.exists():
-            meta.insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+        meta.insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key", ignore=True)
         self.db["runs"].create(
             {
                 "run_id": str, "created_at": float, "updated_at": float, "status": str, "task": str,

@@ -65,6 +65,11 @@ class TableEvaluator(Evaluator):
             code = self._code_of(space, row, f"{path} row {number}")
             if _number(row.get(metric)) is None:
                 continue  # an architecture without this metric cannot be searched
+            if code in self.rows:
+                raise EvaluatorSetupError(
+                    f"{path} row {number}: NCode {code} appears twice; keep one row per architecture "
+                    "(average repeated runs first)"
+                )
             self.rows[code] = row
         if not self.rows:
             columns = sorted(read_rows(path)[0]) if read_rows(path) else []
@@ -90,4 +95,5 @@ class TableEvaluator(Evaluator):
 
     def final_metrics(self, ncode: str) -> dict[str, Any]:
         row = self.rows[ncode]
-        return {key: value for key, value in row.items() if key not in ("ncode", self.metric.name)}
+        hidden = {"ncode", self.metric.name, *(slot.name for slot in self.space.slots)}
+        return {key: value for key, value in row.items() if key not in hidden}

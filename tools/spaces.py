@@ -185,7 +185,9 @@ def space_from_dict(data: Any, source: str = "space") -> SearchSpace:
         name, options = str(entry["name"]), tuple(entry["options"])
         if not options or len(set(map(repr, options))) != len(options):
             raise SpaceFileError(f"{source}: slot {name!r} needs at least one option and no repeated options")
-        repeat = int(entry.get("repeat", 1))
+        repeat = entry.get("repeat", 1)
+        if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
+            raise SpaceFileError(f"{source}: slot {name!r} has repeat {repeat!r}; use a whole number of at least 1")
         names = [name] if repeat == 1 else [f"{name}_{i}" for i in range(repeat)]
         slots.extend(Slot(n, options, str(entry.get("description", ""))) for n in names)
     if len({slot.name for slot in slots}) != len(slots):

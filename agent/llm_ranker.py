@@ -104,9 +104,8 @@ class ChatClient:
             ) from None
         except openai.AuthenticationError:
             raise RankerSetupError(f"the ranker at {self.client.base_url} refused the API key; check it") from None
-        except openai.APIStatusError as error:
-            if error.status_code != 404:  # some servers have no /models; the first request will tell
-                raise RankerSetupError(f"the ranker at {self.client.base_url} answered {error.status_code}") from None
+        except openai.APIStatusError:
+            pass  # some servers cannot list models (transformers serve lists only its hub cache); requests will tell
 
     def complete(self, messages: list[dict[str, str]]) -> Completion:
         transient = 0
@@ -227,10 +226,6 @@ def make_llm_ranker(spec: str, raw_options: dict[str, Any]) -> LLMRanker:
             raise RankerSetupError(str(error)) from None
         base_url, model, api_key = server.base_url, str(server.model_path), "EMPTY"
     client = ChatClient(base_url, model, api_key, options)
-    try:
-        client.check()
-    except RankerSetupError:
-        if server is not None:
-            server.stop()
-        raise
+    if server is None:
+        client.check()  # a managed server has already answered its health check
     return LLMRanker(spec, client, options, server)

@@ -54,11 +54,11 @@ def check_model_dir(path: Path) -> None:
 class LocalServer:
     """``with LocalServer(path) as server: server.base_url``; nothing outlives the block."""
 
-    def __init__(self, model_path: str | Path, startup_timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    def __init__(self, model_path: str | Path, port: int = 0, startup_timeout_s: float = STARTUP_TIMEOUT_S) -> None:
         self.model_path = Path(model_path).expanduser().resolve()
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen | None = None
-        self.port = 0
+        self.port = port  # 0: a free loopback port
         self._log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the server
 
     @property
@@ -67,8 +67,10 @@ class LocalServer:
 
     def start(self) -> LocalServer:
         check_model_dir(self.model_path)
-        self.port = free_port()
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        self.port = self.port or free_port()
+        # One thread by default: on a busy 2-core machine more threads made decisions ~10x slower.
+        env = {"OMP_NUM_THREADS": "1", **os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env["TOKENIZERS_PARALLELISM"] = "false"
         command = [*transformers_cli(), "serve", str(self.model_path), "--host", "127.0.0.1", "--port", str(self.port)]
         command += ["--device", "cpu", "--log-level", "warning"] if not _has_cuda() else ["--log-level", "warning"]
         self.process = subprocess.Popen(

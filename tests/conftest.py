@@ -19,3 +19,24 @@ def nb201_dir() -> Path:
     if not (path / "nasbench201_cifar10.json").is_file():
         pytest.skip(f"NAS-Bench-201 tables not found at {path}; set LMSEARCHER_DATA")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny LLaMA built and trained here for a few steps (tokenizer + LlamaConfig + real training
+    steps on curated synthetic samples), saved in Hugging Face format, so that a real
+    ``transformers serve`` can answer with code-like digit strings."""
+    import random
+
+    from finetune.curate import CurationOptions, Domain, curate
+    from finetune.landscapes import METRIC, random_landscape
+    from finetune.tiny_model import TinySize, new_tiny, save
+    from finetune.train_tiny import TrainOptions, train
+
+    rng = random.Random(0)
+    landscapes = [random_landscape(rng) for _ in range(30)]
+    domains = [Domain(land.space.name, land.space, METRIC, land.score) for land in landscapes]
+    samples = curate(domains, 300, 0, CurationOptions(min_archs=8, max_archs=14, candidates=4))
+    model, tokenizer = new_tiny(TinySize(hidden=64, layers=2, heads=2, intermediate=128, max_positions=2048))
+    train(model, tokenizer, samples, TrainOptions(steps=80, batch_size=16, lr=3e-3, log_every=1000), log=lambda _: None)
+    return save(model, tokenizer, tmp_path_factory.mktemp("models") / "tiny")

@@ -1,0 +1,98 @@
+"""Ranking trajectories for training, built the paper's way: pruning-based subspace sampling.
+
+One sample: prune the domain's space into a subspace (each slot frozen with
+p=0.5, each option of a free slot dropped with p=0.5), draw 100-200 distinct
+architectures from it, show all but ``candidates`` of them with their scores as
+history, and label the best of the remaining candidates. ``prune=False`` is the
+paper's ablation (sample from the whole space). Prompts come from
+``prompts.render``, the same code the ranker uses at inference.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from evaluators.base import Metric
+from prompts.render import render
+from tools.ncode import InvalidNCode, SearchSpace, prune, sample, to_indices
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A space whose codes can be scored without training: a table or a synthetic landscape."""
+
+    name: str
+    space: SearchSpace
+    metric: Metric
+    score: Callable[[str], float | None]
+    codes: tuple[str, ...] | None = None  # the finite set of scored codes, for tables
+
+
+@dataclass(frozen=True)
+class CurationOptions:
+    min_archs: int = 100
+    max_archs: int = 200
+    candidates: int = 10
+    prune: bool = True
+    prompt_format: str = "compact"
+    history_cap: int = 200
+
+
+def _in_subspace(space: SearchSpace, code: str) -> bool:
+    return all(index in space.choices(slot) for slot, index in enumerate(to_indices(space, code)))
+
+
+def draw_architectures(domain: Domain, space: SearchSpace, n: int, rng: random.Random) -> list[str]:
+    """Up to ``n`` distinct scored codes of ``space`` (a pruned copy of the domain's space)."""
+    if domain.codes is not None:
+        pool = [code for code in domain.codes if _in_subspace(space, code)]
+        return rng.sample(pool, min(n, len(pool)))
+    found: dict[str, None] = {}
+    for _ in range(20 * n):
+        if len(found) == n:
+            break
+        try:
+            found.setdefault(sample(space, rng, max_tries=50))
+        except InvalidNCode:
+            break  # the pruned subspace holds no valid code
+    return list(found)
+
+
+def make_sample(domain: Domain, rng: random.Random, options: CurationOptions) -> dict | None:
+    """One training example, or None when the drawn subspace is too small to hold one."""
+    space = prune(domain.space, rng) if options.prune else domain.space
+    wanted = rng.randint(options.min_archs, options.max_archs)
+    codes = draw_architectures(domain, space, wanted, rng)
+    scored = [(code, score) for code in codes if (score := domain.score(code)) is not None]
+    if len(scored) < options.candidates + 2:
+        return None
+    history, candidates = scored[: -options.candidates], scored[-options.candidates :]
+    best = max(candidates, key=lambda pair: domain.metric.utility(pair[1]))[0]
+    messages = render(
+        options.prompt_format,
+        domain.space.name,
+        domain.space.length,
+        domain.metric,
+        history,
+        [code for code, _ in candidates],
+        options.history_cap,
+    )
+    return {"messages": messages, "answer": best, "domain": domain.name, "history": len(history)}
+
+
+def curate(domains: Sequence[Domain], n_samples: int, seed: int, options: CurationOptions) -> list[dict]:
+    """``n_samples`` examples drawn round-robin-at-random over domains; deterministic by seed."""
+    rng = random.Random(seed)
+    samples: list[dict] = []
+    misses = 0
+    while len(samples) < n_samples:
+        made = make_sample(rng.choice(list(domains)), rng, options)
+        if made is None:
+            misses += 1
+            if misses > 50 * n_samples + 100:
+                raise ValueError("the domains are too small for these curation options; lower --min-archs")
+            continue
+        samples.append(made)
+    return samples

@@ -1,0 +1,63 @@
+"""LM-Searcher-tiny: a LLaMA-architecture model small enough to train from scratch on a CPU.
+
+Head dimension 32 so that vLLM can serve it as well as ``transformers serve``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from finetune.tokenizer import build_tokenizer
+
+
+@dataclass(frozen=True)
+class TinySize:
+    hidden: int = 256
+    layers: int = 4
+    heads: int = 8
+    intermediate: int = 768
+    max_positions: int = 4096
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, size: TinySize) -> LlamaForCausalLM:
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=size.hidden,
+        intermediate_size=size.intermediate,
+        num_hidden_layers=size.layers,
+        num_attention_heads=size.heads,
+        num_key_value_heads=size.heads,
+        head_dim=size.hidden // size.heads,
+        max_position_embeddings=size.max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    if config.head_dim < 32:
+        raise ValueError(f"head dimension {config.head_dim} < 32: vLLM could not serve the model")
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+        max_new_tokens=64,
+    )
+    return model
+
+
+def new_tiny(size: TinySize = TinySize()) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    tokenizer = build_tokenizer(size.max_positions)
+    return build_model(tokenizer, size), tokenizer
+
+
+def save(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, path: Path) -> Path:
+    """Hugging Face format (safetensors), loadable by transformers serve and vLLM."""
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path

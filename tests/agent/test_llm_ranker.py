@@ -1,0 +1,245 @@
+"""The LLM ranker over real HTTP: a scripted OpenAI-compatible server for faults, and a real
+``transformers serve`` of a tiny locally trained model for the end-to-end path."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.llm_ranker import RankerSetupError, RankerUnavailable, parse_choice
+from agent.local_server import LocalServer
+from agent.search import Search, SearchConfig
+from tests.fake_openai import FakeOpenAI
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("12345", "12345"),
+        ("  '12345'\n", "12345"),
+        ('"12345".', "12345"),
+        ("The best candidate is 12345 because it is deep.", "12345"),
+        ("`54321`", "54321"),
+        ("99999", None),  # not offered
+        ("12345 or 54321", None),  # two candidates: ambiguous
+        ("", None),
+        ("123456", None),  # a longer string is not a candidate
+    ],
+)
+def test_parse_choice(answer: str, expected: str | None) -> None:
+    assert parse_choice(answer, ["12345", "54321", "11111"]) == expected
+
+
+def llm_config(base_url: str, budget: int = 5, batch: int = 1, **options: object) -> SearchConfig:
+    ranker_options = {"base_url": base_url, "model": "scripted", "timeout_s": 5.0, "backoff_s": 0.01, **options}
+    return SearchConfig(ranker="llm", budget=budget, batch=batch, seed=1, ranker_options=ranker_options)
+
+
+def decisions(search: Search, run_id: str) -> list[dict]:
+    return search.store.decisions(run_id)
+
+
+def first_candidate(request: dict, candidates: list[str]) -> tuple[int, str, float]:
+    return 200, f"I would pick '{candidates[0]}'.", 0.0
+
+
+def test_answers_become_audited_decisions(tmp_path: Path) -> None:
+    with FakeOpenAI(first_candidate) as server:
+        search = Search(tmp_path / "runs.db")
+        result = search.start(llm_config(server.base_url), run_id="r")
+    assert result.evaluations == 5
+    rows = decisions(search, "r")
+    assert len(rows) == 5
+    for row in rows:
+        pool, chosen = json.loads(row["pool"]), json.loads(row["chosen"])
+        assert chosen == [pool[0]]
+        assert row["fallback"] == 0 and row["retries"] == 0
+        assert row["prompt_tokens"] > 0 and row["completion_tokens"] == 3 and row["latency_s"] > 0
+        assert chosen[0] in row["raw_answer"]
+    # The history grows in the prompt, best first, and candidates are the pool.
+    last_prompt = server.requests[-1]["messages"][0]["content"]
+    assert server.requests[-1]["messages"][0]["role"] == "system"
+    items = re.findall(r"([0-9]{5})\|([01]\.[0-9]{4}),", last_prompt)
+    assert len(items) == 4 and items[0][1] == "1.0000" and items[-1][1] == "0.0000"
+
+
+def test_no_candidate_named_reasks_with_fresh_pools_then_falls_back(tmp_path: Path) -> None:
+    with FakeOpenAI(lambda request, candidates: (200, "I am not sure.", 0.0)) as server:
+        search = Search(tmp_path / "runs.db")
+        result = search.start(llm_config(server.base_url, budget=3, max_reasks=3), run_id="r")
+    assert result.evaluations == 3
+    assert len(server.requests) == 3 * 4, "each decision: one question and three re-asks, never more"
+    first_pools = [tuple(sorted(json.dumps(r["messages"]) for r in server.requests[:1]))]
+    assert first_pools  # the re-asks below must show other candidates
+    from tests.fake_openai import candidates_of
+
+    asked = [tuple(candidates_of(request)) for request in server.requests[:4]]
+    assert len(set(asked)) == 4, "every re-ask offers a fresh pool"
+    for row in decisions(search, "r"):
+        assert row["fallback"] == 1 and row["retries"] == 3
+        assert json.loads(row["chosen"])[0] in json.loads(row["pool"])
+
+
+def test_batch_asks_k_times_without_replacement(tmp_path: Path) -> None:
+    with FakeOpenAI(first_candidate) as server:
+        search = Search(tmp_path / "runs.db")
+        result = search.start(llm_config(server.base_url, budget=6, batch=3), run_id="r")
+    assert result.evaluations == 6
+    rows = decisions(search, "r")
+    assert len(rows) == 2 and len(server.requests) == 6
+    from tests.fake_openai import candidates_of
+
+    first_step = [candidates_of(request) for request in server.requests[:3]]
+    assert [len(pool) for pool in first_step] == [10, 9, 8]
+    chosen = json.loads(rows[0]["chosen"])
+    assert chosen == [pool[0] for pool in first_step] and len(set(chosen)) == 3
+
+
+def test_transient_errors_are_retried_and_audited(tmp_path: Path) -> None:
+    replies = iter([(503, "overloaded", 0.0), (429, "slow down", 0.0)])
+
+    def flaky(request: dict, candidates: list[str]) -> tuple[int, str, float]:
+        return next(replies, (200, candidates[0], 0.0))
+
+    with FakeOpenAI(flaky) as server:
+        search = Search(tmp_path / "runs.db")
+        search.start(llm_config(server.base_url, budget=2, retries=3), run_id="r")
+    first = decisions(search, "r")[0]
+    assert first["fallback"] == 0 and first["error"] == "2 transient error(s) retried"
+
+
+def test_slow_server_stops_the_run_cleanly_and_resume_finishes_it(tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    def slow_after_two(request: dict, candidates: list[str]) -> tuple[int, str, float]:
+        calls["n"] += 1
+        return 200, candidates[0], 0.0 if calls["n"] <= 2 else 1.5
+
+    db = tmp_path / "runs.db"
+    with FakeOpenAI(slow_after_two) as server:
+        port = server.server.server_address[1]
+        search = Search(db)
+        with pytest.raises(RankerUnavailable, match="failed 2 times"):
+            search.start(llm_config(server.base_url, budget=6, timeout_s=0.5, retries=1), run_id="r")
+        run = search.store.get_run("r")
+        assert run["status"] == "stopped" and "RankerUnavailable" in run["error"]
+        assert search.store.count_evaluations("r") == 2
+        search.close()
+    with FakeOpenAI(first_candidate, port=port):
+        search = Search(db)
+        result = search.resume("r")
+    assert result.evaluations == 6
+    codes = [o.ncode for o in search.store.observations("r")]
+    assert len(set(codes)) == 6
+
+
+def test_unreachable_server_fails_before_any_run_exists(tmp_path: Path) -> None:
+    with FakeOpenAI(first_candidate) as server:
+        dead_url = server.base_url
+    search = Search(tmp_path / "runs.db")
+    with pytest.raises(RankerSetupError, match="cannot reach the ranker"):
+        search.start(llm_config(dead_url), run_id="r")
+    assert search.store.list_runs() == []
+
+
+def test_api_key_is_sent_but_never_stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "sk-test-SECRET-9f8e7d"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    with FakeOpenAI(first_candidate) as server:
+        search = Search(tmp_path / "runs.db")
+        search.start(llm_config(server.base_url, budget=3), run_id="r")
+        search.close()
+    assert server.headers[0]["authorization"] == f"Bearer {secret}"
+    for path in tmp_path.iterdir():
+        assert secret.encode() not in path.read_bytes(), f"the key leaked into {path.name}"
+
+
+def test_paper_prompt_format(tmp_path: Path) -> None:
+    with FakeOpenAI(first_candidate) as server:
+        search = Search(tmp_path / "runs.db")
+        search.start(llm_config(server.base_url, budget=3, prompt_format="paper"), run_id="r")
+    prompt = server.requests[-1]["messages"][0]
+    assert prompt["role"] == "user"
+    assert prompt["content"].startswith(
+        "Please analyze the history, rank the candidate and output the highest-performing candidate."
+    )
+    assert prompt["content"].count("NCode: ") == 2 and "\nCandidate:\n" in prompt["content"]
+
+
+# --- a real transformers serve of a tiny model trained by the test session -----------------------
+
+
+def run_main(*args: str, **kwargs: object) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(ROOT / "main.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT, **kwargs)
+
+
+def serve_processes(model_dir: Path) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", f"serve {model_dir}"], capture_output=True, text=True)
+    return found.stdout.split()
+
+
+def test_local_model_ranks_a_search_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
+    db = tmp_path / "runs.db"
+    done = run_main(
+        "--ranker", f"local:{tiny_model_dir}", "--budget", "4", "--db", str(db), "--run-id", "local", "--quiet"
+    )
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute(
+            "SELECT pool, chosen, raw_answer, prompt_tokens, completion_tokens, latency_s FROM decisions"
+        ).fetchall()
+    assert len(rows) == 4
+    for pool, chosen, _answer, prompt_tokens, completion_tokens, latency_s in rows:
+        assert json.loads(chosen)[0] in json.loads(pool)
+        assert prompt_tokens > 100 and completion_tokens >= 1 and latency_s > 0
+    assert any(any(ch.isdigit() for ch in row[2]) for row in rows), "the tiny model should answer with digits"
+    assert serve_processes(tiny_model_dir) == [], "the managed server outlived the search"
+
+
+def test_server_killed_mid_run_then_resumed(tmp_path: Path, tiny_model_dir: Path) -> None:
+    db = tmp_path / "runs.db"
+    server = LocalServer(tiny_model_dir).start()
+    flags = ("--base-url", server.base_url, "--model", str(server.model_path), "--llm-retries", "1")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "--ranker", "llm", *flags, "--budget", "8", "--db", str(db),
+         "--run-id", "k", "--simulated-cost", "0.5", "--quiet"],
+        cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with sqlite3.connect(db) as connection:
+                try:
+                    if connection.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0] >= 2:
+                        break
+                except sqlite3.OperationalError:
+                    pass
+            time.sleep(0.1)
+        server.stop()
+        assert process.wait(timeout=120) == 3
+        assert "--resume k" in process.stderr.read()
+    finally:
+        server.stop()
+        process.kill()
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT status FROM runs").fetchone() == ("stopped",)
+        before = connection.execute("SELECT ncode FROM evaluations ORDER BY id").fetchall()
+    assert 2 <= len(before) < 8
+    with LocalServer(tiny_model_dir, port=server.port):
+        resumed = run_main("--resume", "k", "--db", str(db), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    with sqlite3.connect(db) as connection:
+        after = connection.execute("SELECT ncode FROM evaluations ORDER BY id").fetchall()
+    assert len(after) == 8 and len(set(after)) == 8 and after[: len(before)] == before
+    shown = run_main("show", "k", "--db", str(db))
+    assert "fallback rate" in shown.stdout and "median latency s" in shown.stdout

@@ -1,0 +1,92 @@
+"""A scripted OpenAI-compatible HTTP server for fault tests.
+
+A real HTTP server on the loopback interface; only the model's words are
+scripted, because no model small enough to run here can be made to time out,
+fail with 503 or ramble on demand. Tests of the real model path use
+``transformers serve`` instead (see tests/agent/test_llm_ranker.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# A reply: (HTTP status, answer text, seconds to wait before replying)
+Script = Callable[[dict, list[str]], tuple[int, str, float]]
+
+
+def candidates_of(request: dict) -> list[str]:
+    """The candidate codes of a prompt in either format."""
+    text = request["messages"][-1]["content"]
+    if "Candidates:" in text:  # compact
+        return re.findall(r"([0-9A-Za-z]+);", text.split("Candidates:")[1])
+    return text.split("Candidate:\n")[1].split()  # paper
+
+
+class FakeOpenAI:
+    def __init__(self, script: Script, port: int = 0) -> None:
+        self.script = script
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                return None
+
+            def _send(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._send(200, {"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+
+            def do_POST(self) -> None:
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.requests.append(request)
+                fake.headers.append({key.lower(): value for key, value in self.headers.items()})
+                status, text, delay = fake.script(request, candidates_of(request))
+                time.sleep(delay)
+                if status != 200:
+                    self._send(status, {"error": {"message": text, "type": "server_error"}})
+                    return
+                self._send(
+                    200,
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": request["model"],
+                        "choices": [
+                            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                        ],
+                        "usage": {
+                            "prompt_tokens": len(request["messages"][-1]["content"]) // 4,
+                            "completion_tokens": 3,
+                            "total_tokens": 0,
+                        },
+                    },
+                )
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> FakeOpenAI:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

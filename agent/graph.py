@@ -56,6 +56,21 @@ class LoopParts:
         return random.Random(f"{self.seed}/{iteration}/{purpose}")
 
 
+class HistoryView:
+    """The run's evaluations, read incrementally from the store (which stays the source of truth)."""
+
+    def __init__(self, store: RunStore, run_id: str) -> None:
+        self.store, self.run_id = store, run_id
+        self.rows: list[Observation] = []
+        self.last_id = 0
+
+    def __call__(self) -> list[Observation]:
+        for row_id, observation in self.store.observations(self.run_id, self.last_id):
+            self.rows.append(observation)
+            self.last_id = row_id
+        return self.rows
+
+
 def best_of(history: list[Observation], parts: LoopParts) -> Observation | None:
     ok = [o for o in history if o.score is not None]
     return max(ok, key=lambda o: parts.evaluator.metric.utility(o.score)) if ok else None
@@ -63,6 +78,12 @@ def best_of(history: list[Observation], parts: LoopParts) -> Observation | None:
 
 def build_graph(parts: LoopParts) -> StateGraph:
     space, metric = parts.evaluator.space, parts.evaluator.metric
+    views: dict[str, HistoryView] = {}
+
+    def observations(run_id: str) -> list[Observation]:
+        if run_id not in views:
+            views[run_id] = HistoryView(parts.store, run_id)
+        return views[run_id]()
 
     def steps_left(history: list[Observation]) -> int:
         return min(parts.batch, parts.budget - len(history))
@@ -72,13 +93,13 @@ def build_graph(parts: LoopParts) -> StateGraph:
         return parts.proposer.propose(context, n)
 
     def encode(state: SearchState) -> dict:
-        history = parts.store.observations(state["run_id"])
+        history = observations(state["run_id"])
         k = steps_left(history)
         pool = propose(history, parts.rng(state["iteration"], "encode"), max(parts.pool_size, k)) if k > 0 else []
         return {"pool": pool, "chosen": [], "done": not pool}
 
     def rank(state: SearchState) -> dict:
-        history = parts.store.observations(state["run_id"])
+        history = observations(state["run_id"])
         iteration = state["iteration"]
         repools = iter(range(1, 1_000_000))
         request = RankRequest(
@@ -103,7 +124,7 @@ def build_graph(parts: LoopParts) -> StateGraph:
 
     def record(state: SearchState) -> dict:
         run_id = state["run_id"]
-        history = parts.store.observations(run_id)
+        history = observations(run_id)
         best = best_of(history, parts)
         parts.store.prune_checkpoints(run_id)
         parts.store.update_run(

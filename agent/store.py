@@ -2,8 +2,8 @@
 
 LangGraph's checkpointer lives in the same file (tables ``checkpoints`` and
 ``writes``), so one file is one complete, resumable record. Several runs share a
-file, told apart by run id. Nothing secret is ever written here: run configs are
-stored without API keys (see ``agent.search.SearchConfig.public``).
+file, told apart by run id. Nothing secret is ever written here: run configs hold
+no API keys (rankers read keys from the environment only).
 """
 
 from __future__ import annotations
@@ -154,10 +154,10 @@ class RunStore:
     def count_evaluations(self, run_id: str) -> int:
         return self.db.execute("SELECT COUNT(*) FROM evaluations WHERE run_id = ?", [run_id]).fetchone()[0]
 
-    def observations(self, run_id: str) -> list[Observation]:
-        """Every evaluation of a run in the order it was made."""
-        query = "SELECT iteration, ncode, score, status FROM evaluations WHERE run_id = ? ORDER BY id"
-        return [Observation(*row) for row in self.db.execute(query, [run_id])]
+    def observations(self, run_id: str, after_id: int = 0) -> list[tuple[int, Observation]]:
+        """(row id, observation) of a run's evaluations with id > ``after_id``, in the order made."""
+        query = "SELECT id, iteration, ncode, score, status FROM evaluations WHERE run_id = ? AND id > ? ORDER BY id"
+        return [(row[0], Observation(*row[1:])) for row in self.db.execute(query, [run_id, after_id])]
 
     def evaluations(self, run_id: str) -> Iterator[dict[str, Any]]:
         for row in self.db["evaluations"].rows_where("run_id = ?", [run_id], order_by="id"):

@@ -61,10 +61,16 @@ def draw_architectures(domain: Domain, space: SearchSpace, n: int, rng: random.R
 
 
 def make_sample(domain: Domain, rng: random.Random, options: CurationOptions) -> dict | None:
-    """One training example, or None when the drawn subspace is too small to hold one."""
+    """One training example, or None when the drawn subspace is too small to hold one.
+
+    A small table (hundreds of rows) rarely has enough rows in a pruned subspace;
+    it is then sampled whole, so that it still contributes examples.
+    """
     space = prune(domain.space, rng) if options.prune else domain.space
     wanted = rng.randint(options.min_archs, options.max_archs)
     codes = draw_architectures(domain, space, wanted, rng)
+    if len(codes) < options.candidates + 2 and domain.codes is not None:
+        codes = draw_architectures(domain, domain.space, wanted, rng)
     scored = [(code, score) for code in codes if (score := domain.score(code)) is not None]
     if len(scored) < options.candidates + 2:
         return None
@@ -82,13 +88,19 @@ def make_sample(domain: Domain, rng: random.Random, options: CurationOptions) ->
     return {"messages": messages, "answer": best, "domain": domain.name, "history": len(history)}
 
 
-def curate(domains: Sequence[Domain], n_samples: int, seed: int, options: CurationOptions) -> list[dict]:
-    """``n_samples`` examples drawn round-robin-at-random over domains; deterministic by seed."""
+def curate(
+    domains: Sequence[Domain],
+    n_samples: int,
+    seed: int,
+    options: CurationOptions,
+    weights: Sequence[float] | None = None,
+) -> list[dict]:
+    """``n_samples`` examples, each from a domain drawn at random (by ``weights``); deterministic by seed."""
     rng = random.Random(seed)
     samples: list[dict] = []
     misses = 0
     while len(samples) < n_samples:
-        made = make_sample(rng.choice(list(domains)), rng, options)
+        made = make_sample(rng.choices(list(domains), weights)[0], rng, options)
         if made is None:
             misses += 1
             if misses > 50 * n_samples + 100:

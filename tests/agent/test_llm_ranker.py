@@ -138,7 +138,7 @@ def test_slow_server_stops_the_run_cleanly_and_resume_finishes_it(tmp_path: Path
         search = Search(db)
         result = search.resume("r")
     assert result.evaluations == 6
-    codes = [o.ncode for o in search.store.observations("r")]
+    codes = [o.ncode for _, o in search.store.observations("r")]
     assert len(set(codes)) == 6
 
 

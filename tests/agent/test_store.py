@@ -112,10 +112,16 @@ def test_observations_in_evaluation_order_with_failures(store):
     ]
     for position, (iteration, code, outcome) in enumerate(entries):
         store.add_evaluation("r1", iteration, position, code, {}, outcome)
-    assert store.observations("r1") == [
+    rows = store.observations("r1")
+    assert [observation for _, observation in rows] == [
         Observation(0, "444444", 80.0, "ok"),
         Observation(0, "100010", None, "failed"),
         Observation(1, "010001", 85.5, "ok"),
+    ]
+    # Reading on from a row id returns only the newer rows (the loop reads its history this way).
+    assert [observation.ncode for _, observation in store.observations("r1", after_id=rows[0][0])] == [
+        "100010",
+        "010001",
     ]
     assert [row["error"] for row in store.evaluations("r1")] == [None, "boom", None]
 
@@ -136,8 +142,8 @@ def test_two_runs_share_one_file(db_path):
     assert [run["run_id"] for run in store.list_runs()] == ["r1", "r2"]
     assert store.count_evaluations("r1") == 1
     assert store.count_evaluations("r2") == 2
-    assert [o.score for o in store.observations("r1")] == [91.6]
-    assert [o.ncode for o in store.observations("r2")] == ["333132", "444444"]
+    assert [o.score for _, o in store.observations("r1")] == [91.6]
+    assert [o.ncode for _, o in store.observations("r2")] == ["333132", "444444"]
     assert store.get_run("r2")["budget"] == 5
     assert len(store.decisions("r1")) == 1
     assert store.decisions("r2") == []

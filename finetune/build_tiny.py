@@ -1,0 +1,110 @@
+"""Build LM-Searcher-tiny end to end: curate training data, train from scratch, save.
+
+Half of the samples come from benchmark tables (NAS-Bench-Graph, NAS-Bench-Macro,
+Channel-Bench-Macro, NASLib samples) and half from synthetic landscapes; never
+from NAS-Bench-201. The model folder also gets ``lmsearcher.json``, the prompt
+settings it was trained with, which the ranker uses as its defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from finetune.curate import CurationOptions, curate
+from finetune.domains import DEFAULT_DOMAINS, load_domain
+from finetune.tiny_model import TinySize, new_tiny, save
+from finetune.train_tiny import TrainOptions, train
+
+MODEL_CARD = "lmsearcher.json"
+
+
+def build(args: argparse.Namespace) -> dict:
+    started = time.perf_counter()
+    domains = [d for spec in args.domains for d in load_domain(spec, args.data, args.seed)]
+    synthetic = sum(d.codes is None for d in domains)
+    real = len(domains) - synthetic
+    weights = [0.5 / synthetic if d.codes is None else 0.5 / real for d in domains] if synthetic and real else None
+    options = CurationOptions(
+        min_archs=args.min_archs,
+        max_archs=args.max_archs,
+        candidates=args.candidates,
+        prune=not args.no_prune,
+        history_cap=args.history_cap,
+    )
+    samples = curate(domains, args.samples, args.seed, options, weights)
+    print(f"curated {len(samples)} samples from {real} table and {synthetic} synthetic domains "
+          f"in {time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
+    size = TinySize(args.hidden, args.layers, args.heads, args.intermediate, args.max_positions)
+    model, tokenizer = new_tiny(size)
+    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = train(
+        model,
+        tokenizer,
+        samples,
+        TrainOptions(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            time_budget_s=args.minutes * 60,
+            seed=args.seed,
+            log_every=25,
+        ),
+        checkpoint=out / "train_state.pt" if args.checkpoint else None,
+        log=lambda line: print(line, flush=True),
+    )
+    save(model, tokenizer, out)
+    card = {
+        "prompt_format": "compact",
+        "history_cap": args.history_cap,
+        "trained_on": list(args.domains),
+        "samples": len(samples),
+        "pruning": not args.no_prune,
+        "size": vars(size),
+        **report,
+        "peak_rss_mb": _peak_rss_mb(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    (out / MODEL_CARD).write_text(json.dumps(card, indent=2))
+    return card
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m finetune.build_tiny", description=__doc__)
+    p.add_argument("--out", default="models/lm-searcher-tiny")
+    p.add_argument("--data", help="folder of the training tables (default ../shared/data/train_domains)")
+    p.add_argument("--domains", nargs="+", default=list(DEFAULT_DOMAINS))
+    p.add_argument("--samples", type=int, default=40000)
+    p.add_argument("--min-archs", type=int, default=30)
+    p.add_argument("--max-archs", type=int, default=60)
+    p.add_argument("--candidates", type=int, default=10)
+    p.add_argument("--history-cap", type=int, default=40)
+    p.add_argument("--no-prune", action="store_true", help="ablation: sample from the whole space")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--intermediate", type=int, default=384)
+    p.add_argument("--max-positions", type=int, default=2048)
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--minutes", type=float, default=55.0, help="wall-clock training budget")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", action="store_true", help="save resumable training state next to the model")
+    return p
+
+
+if __name__ == "__main__":
+    print(json.dumps(build(parser().parse_args()), indent=2))

@@ -18,6 +18,7 @@ exponential backoff; when they persist the ranker raises
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -34,6 +35,7 @@ from prompts.render import DEFAULT_HISTORY_CAP, FORMATS, render
 LLM_RANKER_PREFIXES = ("openai:", "local:", "local")
 DEFAULT_LOCAL_MODEL = Path(__file__).resolve().parent.parent / "models" / "lm-searcher-tiny"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+MODEL_CARD = "lmsearcher.json"
 
 
 class RankerUnavailable(RuntimeError):
@@ -153,6 +155,8 @@ class LLMRanker(Ranker):
             self.server.stop()
 
     def rank(self, request: RankRequest) -> Decision:
+        if len(request.pool) <= request.k:  # nothing to choose: do not spend a request
+            return Decision(chosen=list(request.pool), pool=list(request.pool))
         history = [(o.ncode, o.score) for o in request.history if o.score is not None]
         pool = list(request.pool)
         decision = Decision(chosen=[], pool=pool, prompt_tokens=0, completion_tokens=0, latency_s=0.0)
@@ -202,8 +206,22 @@ def _api_key(*names: str) -> str | None:
     return None
 
 
+def model_card(path: Path) -> dict[str, Any]:
+    """Prompt settings a model was trained with (``lmsearcher.json`` in its folder), if any."""
+    card = path / MODEL_CARD
+    if not card.is_file():
+        return {}
+    settings = json.loads(card.read_text())
+    return {key: settings[key] for key in ("prompt_format", "history_cap") if key in settings}
+
+
 def make_llm_ranker(spec: str, raw_options: dict[str, Any]) -> LLMRanker:
-    options = LLMOptions(**raw_options)
+    """Flags given explicitly win; then the local model's own card; then LLMOptions' defaults."""
+    local_path = (
+        (Path(spec.split(":", 1)[1]) if ":" in spec else DEFAULT_LOCAL_MODEL) if spec.startswith("local") else None
+    )
+    given = {key: value for key, value in raw_options.items() if value is not None}
+    options = LLMOptions(**{**(model_card(local_path) if local_path else {}), **given})
     if options.prompt_format not in FORMATS:
         raise RankerSetupError(f"unknown prompt format {options.prompt_format!r}; valid: {', '.join(FORMATS)}")
     server = None
@@ -219,9 +237,8 @@ def make_llm_ranker(spec: str, raw_options: dict[str, Any]) -> LLMRanker:
         if api_key is None:
             raise RankerSetupError(f"--ranker {spec} needs an API key in the environment variable OPENAI_API_KEY")
     else:
-        path = Path(spec.split(":", 1)[1]) if ":" in spec else DEFAULT_LOCAL_MODEL
         try:
-            server = LocalServer(path).start()
+            server = LocalServer(local_path).start()
         except LocalServerError as error:
             raise RankerSetupError(str(error)) from None
         base_url, model, api_key = server.base_url, str(server.model_path), "EMPTY"

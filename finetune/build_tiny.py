@@ -15,12 +15,11 @@ from pathlib import Path
 
 import torch
 
+from agent.llm_ranker import MODEL_CARD
 from finetune.curate import CurationOptions, curate
 from finetune.domains import DEFAULT_DOMAINS, load_domain
 from finetune.tiny_model import TinySize, new_tiny, save
 from finetune.train_tiny import TrainOptions, train
-
-MODEL_CARD = "lmsearcher.json"
 
 
 def build(args: argparse.Namespace) -> dict:

@@ -83,3 +83,16 @@ def render(
         )
         return [{"role": "system", "content": text.strip()}]
     raise ValueError(f"unknown prompt format {fmt!r}; valid: {', '.join(FORMATS)}")
+
+
+def render_generation(
+    space_name: str, slots: int, metric: Metric, history: Sequence[tuple[str, float]], history_cap: int
+) -> list[dict[str, str]]:
+    """The paper's ablation: ask for a new code instead of a choice among candidates (compact style)."""
+    pairs = best_first(history, metric, history_cap)
+    scores = normalise([value for _, value in pairs])
+    items = "".join(f"{code}|{score:.4f}," for (code, _), score in zip(pairs, scores, strict=True))
+    text = template("generate").substitute(
+        space=space_name, slots=slots, metric_text=metric_text(metric), history=items
+    )
+    return [{"role": "system", "content": text.strip()}]

@@ -19,15 +19,15 @@ from rich.table import Table
 
 from agent.graph import Progress as LoopProgress
 from agent.llm_ranker import RankerSetupError, RankerUnavailable
-from agent.report import decision_summary, export_run, plot_trajectory
-from agent.search import BASELINE_RANKERS, RunResult, Search, SearchConfig, SearchError, new_run_id
+from agent.report import decision_summary, export_run, llm_call_summary, plot_trajectory
+from agent.search import BASELINE_RANKERS, STRATEGIES, RunResult, Search, SearchConfig, SearchError, new_run_id
 from agent.store import RunStore, StoreError, open_connection
 from evaluators.base import EvaluatorSetupError
 from evaluators.registry import TASKS
 
 DEFAULT_DB = "runs/searches.db"
 EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_INTERRUPTED = 2, 3, 130
-COMMANDS = ("runs", "show", "export")
+COMMANDS = ("runs", "show", "export", "finetune", "bench")
 
 console = Console(stderr=True)
 
@@ -56,7 +56,13 @@ def search_parser() -> argparse.ArgumentParser:
         help=f"who picks candidates: {', '.join(BASELINE_RANKERS)}, llm (with --base-url/--model), "
         "openai:MODEL, local:PATH",
     )
-    parser.add_argument("--proposer", help="candidate pool: random, mutation, mixed, evolution, tpe")
+    parser.add_argument(
+        "--proposer", help="candidate pool: random, mutation, mixed, evolution, tpe, generate (LLM writes codes)"
+    )
+    parser.add_argument(
+        "--strategy", default="lmsearcher", choices=STRATEGIES,
+        help="lmsearcher (a ranker picks from a pool; default) or collm (CoLLM-NAS: Navigator and Generator LLMs)",
+    )  # fmt: skip
     parser.add_argument("--budget", type=int, default=100, help="number of evaluations (default 100)")
     parser.add_argument("--batch", type=int, default=1, help="evaluations per step (k)")
     parser.add_argument("--pool-size", type=int, default=10, help="candidates the ranker sees per step")
@@ -67,27 +73,64 @@ def search_parser() -> argparse.ArgumentParser:
     parser.add_argument("--db", default=DEFAULT_DB, help=f"run database, shared by many runs (default {DEFAULT_DB})")
     parser.add_argument("--run-id", help="name of the new run (default: task, time and a random suffix)")
     parser.add_argument("--resume", metavar="RUN_ID", help="continue an unfinished run where it stopped")
-    parser.add_argument("--data", help="benchmark folder (nb201) or results table (table); default ../shared/data")
+    parser.add_argument(
+        "--data", help="benchmark folder (nb201), results table (table) or images/+masks/ folder (sam_lora)"
+    )
     parser.add_argument("--space", help="YAML search space (--task table)")
     parser.add_argument("--metric", help="metric column to optimise (--task table)")
     parser.add_argument("--minimize", action="store_true", help="the metric is an error: lower is better")
     parser.add_argument("--simulated-cost", type=float, default=0.0, help="pad each evaluation to this many seconds")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parallel = parser.add_argument_group("parallel evaluation (stored with the run; a resumed run keeps them)")
+    parallel.add_argument("--workers", type=int, default=1, help="evaluations at once (default 1)")
+    parallel.add_argument(
+        "--backend", choices=("local", "ray"), default="local",
+        help="local: worker processes on this machine (default); ray: Ray actors (pip install '.[distributed]')",
+    )  # fmt: skip
+    parallel.add_argument("--ray-address", help="an existing Ray cluster (e.g. 10.0.0.1:6379); default: a local Ray")
+    parallel.add_argument(
+        "--mode", choices=("auto", "sync", "async"), default="auto",
+        help="async: decide whenever a worker is free; sync: steps of --batch codes; auto (default): async when "
+        "--workers > 1 and --batch is 1",
+    )  # fmt: skip
+    parallel.add_argument("--eval-retries", type=int, default=2, help="retries when a worker dies (default 2)")
+    parallel.add_argument("--worker-cpus", type=float, help="CPUs per Ray worker (default: what the task declares)")
+    parallel.add_argument("--worker-gpus", type=float, help="GPUs per Ray worker (default: what the task declares)")
+    train = parser.add_argument_group("training tasks (diffusion_lora, sam_lora); none given: tiny embedded defaults")
+    train.add_argument("--model-path", help="model folder: SD-1.5 in diffusers layout, or a SamModel (sam_lora)")
+    train.add_argument("--clip-path", help="CLIPModel folder scoring the generated images (diffusion_lora)")
+    train.add_argument("--concept-dir", help="folder of concept images, captions in <stem>.txt (diffusion_lora)")
+    train.add_argument("--prompts", help="text file of validation prompts, one per line (diffusion_lora)")
+    train.add_argument("--steps", type=int, help="training steps (diffusion_lora) or batches (sam_lora) per evaluation")
+    train.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present, else cpu)")
+    train.add_argument("--eval-timeout", type=float, help="seconds per evaluation; longer ones are recorded as failed")
     llm = parser.add_argument_group("LLM rankers (llm, openai:MODEL, local:PATH); keys come from the environment")
     llm.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (vLLM)")
     llm.add_argument("--model", help="model name the endpoint serves")
     llm.add_argument("--temperature", type=float, default=0.0)
     llm.add_argument("--max-tokens", type=int, default=64, help="answer length limit")
     llm.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
-    llm.add_argument("--prompt-format", default="compact", help="compact (released model) or paper (Table 1)")
-    llm.add_argument("--history-cap", type=int, default=200, help="history items in the prompt, best first")
+    llm.add_argument("--prompt-format", help="compact (released model; default) or paper (Table 1)")
+    llm.add_argument("--history-cap", type=int, help="history items in the prompt, best first (default 200)")
     llm.add_argument("--max-reasks", type=int, default=3, help="re-asks with a fresh pool before falling back")
     llm.add_argument("--llm-retries", type=int, default=4, help="retries of timeouts, 429 and 5xx per request")
+    collm = parser.add_argument_group("CoLLM-NAS (--strategy collm); models and URLs default to --model/--base-url")
+    collm.add_argument("--navigator-model", help="the Navigator's model (stateful: sets the search direction)")
+    collm.add_argument("--navigator-base-url", help="the Navigator's OpenAI-compatible endpoint")
+    collm.add_argument("--generator-model", help="the Generator's model (stateless: writes candidate NCodes)")
+    collm.add_argument("--generator-base-url", help="the Generator's OpenAI-compatible endpoint")
+    collm.add_argument("--collm-batch", type=int, default=10, help="candidates per round (default 10)")
+    collm.add_argument("--collm-temperature", type=float, default=0.6, help="sampling temperature (default 0.6)")
+    collm.add_argument("--collm-max-tokens", type=int, default=1024, help="answer length limit per call")
+    collm.add_argument("--target", type=float, help="stop once the best score reaches this value")
+    collm.add_argument("--constraints", help="resource constraints in words, shown to the Navigator and Generator")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
     task_options = {key: getattr(args, key) for key in ("data", "space", "metric") if getattr(args, key)}
+    training = ("model_path", "clip_path", "concept_dir", "prompts", "steps", "device", "eval_timeout")
+    task_options.update({key: getattr(args, key) for key in training if getattr(args, key) is not None})
     if args.minimize:
         task_options["minimize"] = True
     return SearchConfig(
@@ -103,6 +146,16 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         population=args.population,
         sample_size=args.sample_size,
         simulated_cost_s=args.simulated_cost,
+        workers=args.workers,
+        backend=args.backend,
+        ray_address=args.ray_address,
+        mode=args.mode,
+        eval_retries=args.eval_retries,
+        worker_resources={
+            key: value
+            for key, value in (("num_cpus", args.worker_cpus), ("num_gpus", args.worker_gpus))
+            if value is not None
+        },
         task_options=task_options,
         ranker_options={
             "base_url": args.base_url,
@@ -114,6 +167,18 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
             "history_cap": args.history_cap,
             "max_reasks": args.max_reasks,
             "retries": args.llm_retries,
+        },
+        strategy=args.strategy,
+        collm_options={
+            "navigator_model": args.navigator_model,
+            "navigator_base_url": args.navigator_base_url,
+            "generator_model": args.generator_model,
+            "generator_base_url": args.generator_base_url,
+            "batch": args.collm_batch,
+            "temperature": args.collm_temperature,
+            "max_tokens": args.collm_max_tokens,
+            "target": args.target,
+            "constraints": args.constraints,
         },
     )
 
@@ -127,6 +192,7 @@ class ProgressDisplay:
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("best {task.fields[best]}"),
+            TextColumn("{task.fields[counts]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
@@ -143,9 +209,12 @@ class ProgressDisplay:
 
     def __call__(self, progress: LoopProgress) -> None:
         best = "-" if progress.best_score is None else f"{progress.best_score:.4g} ({progress.best_ncode})"
+        counts = f"done {progress.evaluations} failed {progress.failed}"
+        if progress.running or progress.queued:
+            counts = f"running {progress.running} queued {progress.queued} {counts}"
         if self.task_id is None:
-            self.task_id = self.bar.add_task("searching", total=progress.budget, best=best)
-        self.bar.update(self.task_id, completed=progress.evaluations, best=best)
+            self.task_id = self.bar.add_task("searching", total=progress.budget, best=best, counts=counts)
+        self.bar.update(self.task_id, completed=progress.evaluations, best=best, counts=counts)
 
 
 def print_summary(result: RunResult, db: Path, wall_s: float) -> None:
@@ -236,7 +305,8 @@ def run_show(argv: list[str]) -> int:
     header.add_row(f"best {run['metric']}", f"{run['best_score']} ({run['best_ncode']})")
     for name, value in json.loads(run["final_metrics"] or "{}").items():
         header.add_row(f"  {name} of best", str(value))
-    for name, value in decision_summary(store.decisions(args.run_id)).items():
+    collm = llm_call_summary(store.llm_calls(args.run_id), store.collm_rounds(args.run_id))  # CoLLM-NAS runs
+    for name, value in (collm or decision_summary(store.decisions(args.run_id))).items():
         header.add_row(name.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else str(value))
     if run["error"]:
         header.add_row("stopped by", run["error"])
@@ -274,9 +344,21 @@ def run_export(argv: list[str]) -> int:
     return 0
 
 
+def run_finetune(argv: list[str]) -> int:
+    from finetune.cli import main as finetune_main  # torch and transformers load only when needed
+
+    return finetune_main(argv)
+
+
+def run_bench(argv: list[str]) -> int:
+    from agent.bench import main as bench_main
+
+    return bench_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    handlers = {"runs": run_list, "show": run_show, "export": run_export}
+    handlers = {"runs": run_list, "show": run_show, "export": run_export, "bench": run_bench, "finetune": run_finetune}
     handler = handlers.get(argv[0]) if argv else None
     try:
         return handler(argv[1:]) if handler else run_search(argv)

@@ -12,7 +12,7 @@ re-running a node after a crash repeats no evaluation.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from langgraph.graph import END, START, StateGraph
@@ -34,6 +34,9 @@ class Progress:
     best_ncode: str | None
     best_score: float | None
     last: list[tuple[str, Outcome]]
+    running: int = 0  # evaluations on a worker now (parallel searches)
+    queued: int = 0  # evaluations waiting for a free worker
+    failed: int = 0  # recorded evaluations whose status is not ok
 
 
 @dataclass
@@ -50,6 +53,9 @@ class LoopParts:
     pool_size: int = 10
     seed: int = 0
     on_progress: Callable[[Progress], None] | None = None
+    # Evaluate a step's k picks in parallel (agent.parallel.EvaluationPool.evaluate_all): yields
+    # (code, outcome) as each finishes. None: one after another through ``evaluate``.
+    evaluate_many: Callable[[list[str]], Iterable[tuple[str, Outcome]]] | None = None
 
     def rng(self, iteration: int, purpose: str) -> random.Random:
         """A generator fixed by (seed, step, purpose): a re-run step draws the same numbers."""
@@ -113,13 +119,15 @@ def build_graph(parts: LoopParts) -> StateGraph:
         return {"chosen": decision.chosen, "pool": decision.pool or state["pool"]}
 
     def evaluate(state: SearchState) -> dict:
-        for position, code in enumerate(state["chosen"]):
-            if parts.store.has_evaluation(state["run_id"], code):
-                continue  # recorded before a crash: never evaluate twice
-            outcome = parts.evaluate(code)
-            parts.store.add_evaluation(
-                state["run_id"], state["iteration"], position, code, decode(space, code), outcome
-            )
+        # Codes recorded before a crash are never evaluated twice.
+        run_id = state["run_id"]
+        todo = {code: p for p, code in enumerate(state["chosen"]) if not parts.store.has_evaluation(run_id, code)}
+        if parts.evaluate_many is not None and len(todo) > 1:
+            results = parts.evaluate_many(list(todo))
+        else:
+            results = ((code, parts.evaluate(code)) for code in todo)
+        for code, outcome in results:
+            parts.store.add_evaluation(run_id, state["iteration"], todo[code], code, decode(space, code), outcome)
         return {}
 
     def record(state: SearchState) -> dict:
@@ -136,9 +144,13 @@ def build_graph(parts: LoopParts) -> StateGraph:
         if parts.on_progress:
             chosen = set(state["chosen"])
             last = [(o.ncode, Outcome(o.score, status=o.status)) for o in history if o.ncode in chosen]
+            failed = sum(o.status != "ok" for o in history)
             parts.on_progress(
-                Progress(len(history), parts.budget, best.ncode if best else None, best.score if best else None, last)
-            )
+                Progress(
+                    len(history), parts.budget, best.ncode if best else None, best.score if best else None, last,
+                    failed=failed,
+                )
+            )  # fmt: skip
         return {"iteration": state["iteration"] + 1, "done": len(history) >= parts.budget}
 
     graph = StateGraph(SearchState)

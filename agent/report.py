@@ -40,6 +40,27 @@ def decision_summary(decisions: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def llm_call_summary(calls: list[dict[str, Any]], rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """CoLLM-NAS: LLM calls per role, tokens, latency, and the Coordinator's drops and top-ups (empty otherwise)."""
+    if not calls and not rounds:
+        return {}
+    roles: dict[str, int] = {}
+    for call in calls:
+        roles[call["role"]] = roles.get(call["role"], 0) + 1
+    latencies = [c["latency_s"] for c in calls if c["latency_s"] is not None]
+    return {
+        "llm_calls": ", ".join(f"{count} {role}" for role, count in roles.items()),
+        "failed_llm_calls": sum(c["error"] is not None for c in calls),
+        "prompt_tokens": sum(c["prompt_tokens"] or 0 for c in calls),
+        "completion_tokens": sum(c["completion_tokens"] or 0 for c in calls),
+        "median_llm_latency_s": statistics.median(latencies) if latencies else None,
+        "rounds": len(rounds),
+        "invalid_candidates": sum(r["invalid"] for r in rounds),
+        "duplicate_candidates": sum(r["duplicates"] for r in rounds),
+        "topped_up": sum(r["topped_up"] for r in rounds),
+    }
+
+
 def plot_trajectory(store: RunStore, run_id: str, path: Path) -> Path:
     """Best-so-far versus evaluations, saved as a PNG."""
     import matplotlib
@@ -86,7 +107,14 @@ def export_run(store: RunStore, run_id: str, fmt: str) -> str:
     rows = export_rows(store, run_id)
     if fmt == "json":
         run = store.get_run(run_id)
-        return json.dumps({"run": run, "evaluations": rows, "decisions": store.decisions(run_id)}, indent=2)
+        document = {"run": run, "evaluations": rows, "decisions": store.decisions(run_id)}
+        if store.llm_calls(run_id):  # CoLLM-NAS
+            document.update(
+                llm_calls=store.llm_calls(run_id),
+                collm_rounds=store.collm_rounds(run_id),
+                conversation=store.conversation(run_id),
+            )
+        return json.dumps(document, indent=2)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["ncode", "score"])
     writer.writeheader()

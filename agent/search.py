@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import secrets
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import StateGraph
 
 from agent.graph import LoopParts, Progress, build_graph
 from agent.proposers import PROPOSERS, Proposer
@@ -22,6 +24,7 @@ from tools.evaluator_tool import make_evaluator_tool
 # Baselines whose proposer does the searching; the ranker just keeps its order.
 PROPOSER_DRIVEN = {"evolution", "tpe"}
 BASELINE_RANKERS = ("random", *sorted(PROPOSER_DRIVEN))
+STRATEGIES = ("lmsearcher", "collm")  # the LM-Searcher loop (agent/graph.py) or CoLLM-NAS (agent/collm.py)
 
 
 class SearchError(RuntimeError):
@@ -47,6 +50,14 @@ class SearchConfig:
     simulated_cost_s: float = 0.0
     task_options: dict[str, Any] = field(default_factory=dict)
     ranker_options: dict[str, Any] = field(default_factory=dict)
+    strategy: str = "lmsearcher"
+    collm_options: dict[str, Any] = field(default_factory=dict)  # agent.collm.CollmOptions; LLM URLs as ranker's
+    workers: int = 1  # evaluations at once (agent/parallel.py)
+    backend: str = "local"  # local: processes on this machine; ray: actors on a Ray cluster
+    ray_address: str | None = None  # an existing cluster; None: a local Ray
+    mode: str = "auto"  # sync, async (agent/async_graph.py), auto: async when workers > 1 and batch == 1
+    eval_retries: int = 2  # retries of an evaluation whose worker died, before it is recorded as failed
+    worker_resources: dict[str, Any] = field(default_factory=dict)  # Ray actor options; {}: the evaluator's own
 
     @classmethod
     def from_stored(cls, stored: dict[str, Any]) -> SearchConfig:
@@ -54,6 +65,8 @@ class SearchConfig:
         return cls(**{key: value for key, value in stored.items() if key in known})
 
     def check(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise SearchError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}")
         if self.budget <= 0:
             raise SearchError(f"--budget must be a positive number of evaluations, got {self.budget}")
         if self.batch <= 0:
@@ -62,12 +75,44 @@ class SearchConfig:
             raise SearchError(f"--pool-size must be at least 1, got {self.pool_size}")
         if self.ranker in PROPOSER_DRIVEN and self.proposer not in (None, self.ranker):
             raise SearchError(f"--ranker {self.ranker} is a proposer-driven baseline; drop --proposer {self.proposer}")
-        if self.proposer is not None and self.proposer not in PROPOSERS:
+        if self.proposer is not None and self.proposer not in (*PROPOSERS, "generate"):
             raise SearchError(f"unknown proposer {self.proposer!r}; valid: {', '.join(PROPOSERS)}")
+        self._check_parallel()
+
+    def asynchronous(self) -> bool:
+        """Whether the asynchronous graph (agent/async_graph.py) drives this run."""
+        return self.mode == "async" or (self.mode == "auto" and self.workers > 1 and self.batch == 1)
+
+    def _check_parallel(self) -> None:
+        from agent.parallel import BACKENDS
+
+        if self.workers < 1:
+            raise SearchError(f"--workers must be at least 1, got {self.workers}")
+        if self.mode not in ("auto", "sync", "async"):
+            raise SearchError(f"unknown mode {self.mode!r}; valid: auto, sync, async")
+        if self.backend not in BACKENDS:
+            raise SearchError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
+        if self.eval_retries < 0:
+            raise SearchError(f"--eval-retries must be 0 or more, got {self.eval_retries}")
+        if self.mode == "async" and self.batch > 1:
+            raise SearchError("--mode async decides one code at a time; drop --batch (or use --mode sync)")
+        if self.strategy != "lmsearcher" and (self.workers > 1 or self.mode == "async"):
+            raise SearchError(f"--workers and --mode async apply to --strategy lmsearcher, not {self.strategy}")
+        if self.ray_address and self.backend != "ray":
+            raise SearchError("--ray-address needs --backend ray")
+        if self.backend == "ray" and importlib.util.find_spec("ray") is None:
+            raise SearchError("--backend ray needs Ray: pip install '.[distributed]' (or pip install ray)")
 
 
-def make_proposer(config: SearchConfig) -> Proposer:
+def make_proposer(config: SearchConfig, ranker: Ranker) -> Proposer:
     name = config.ranker if config.ranker in PROPOSER_DRIVEN else config.proposer
+    if name == "generate":
+        from agent.llm_generator import LLMGenerationProposer
+        from agent.llm_ranker import LLMRanker
+
+        if not isinstance(ranker, LLMRanker):
+            raise SearchError("--proposer generate needs an LLM ranker (llm, openai:MODEL or local:PATH)")
+        return LLMGenerationProposer(ranker.client, ranker.options)
     name = name or ("random" if config.ranker == "random" else "mixed")
     args = {
         "random_fraction": config.random_fraction,
@@ -132,7 +177,7 @@ class Search:
         if self.store.get_run(run_id) is not None:
             raise SearchError(f"run {run_id!r} already exists in {self.db_path}; resume it with --resume {run_id}")
         evaluator = make_evaluator(config.task, self._task_options(config))
-        ranker = make_ranker(config)  # a ranker that cannot start fails here, before any run exists
+        ranker = make_strategy(config)  # a ranker that cannot start fails here, before any run exists
         self.store.create_run(
             run_id, config.task, getattr(evaluator, "dataset", config.dataset or ""), evaluator.metric.name,
             evaluator.metric.maximize, config.budget, asdict(config),
@@ -148,7 +193,7 @@ class Search:
             raise SearchError(f"run {run_id!r} already finished; start a new one (without --resume)")
         config = SearchConfig.from_stored(run["config"])
         evaluator = make_evaluator(config.task, self._task_options(config))
-        ranker = make_ranker(config)
+        ranker = make_strategy(config)
         self.store.update_run(run_id, status="running", error=None)
         return self._drive(run_id, config, evaluator, ranker, on_progress)
 
@@ -157,27 +202,19 @@ class Search:
         return TaskOptions(dataset=config.dataset, seed=config.seed, **config.task_options)
 
     def _drive(
-        self, run_id: str, config: SearchConfig, evaluator: Evaluator, ranker: Ranker, on_progress: Any
+        self, run_id: str, config: SearchConfig, evaluator: Evaluator, ranker: Any, on_progress: Any
     ) -> RunResult:
+        pool = None
         try:
-            parts = LoopParts(
-                store=self.store,
-                evaluator=evaluator,
-                evaluate=_tool_caller(evaluator, config.simulated_cost_s),
-                proposer=make_proposer(config),
-                ranker=ranker,
-                budget=config.budget,
-                batch=config.batch,
-                pool_size=1 if config.ranker in PROPOSER_DRIVEN else config.pool_size,
-                seed=config.seed,
-                on_progress=on_progress,
-            )
-            graph = build_graph(parts).compile(checkpointer=self.checkpointer)
+            if config.strategy == "collm":
+                graph, first_state = _collm_graph(run_id, config, evaluator, ranker, self.store, on_progress)
+            else:
+                pool = _evaluation_pool(config, evaluator)
+                graph, first_state = _lmsearcher_graph(run_id, config, evaluator, ranker, self.store, on_progress, pool)
+            graph = graph.compile(checkpointer=self.checkpointer)
             thread = {"configurable": {"thread_id": run_id}, "recursion_limit": 10 * config.budget + 100}
             snapshot = graph.get_state(thread)
-            first_input = (
-                None if snapshot.values else {"run_id": run_id, "iteration": 0, "pool": [], "chosen": [], "done": False}
-            )
+            first_input = None if snapshot.values else first_state
             if first_input is not None or snapshot.next:
                 graph.invoke(first_input, thread, durability="sync")
         except KeyboardInterrupt:
@@ -188,6 +225,8 @@ class Search:
             raise
         finally:
             ranker.close()
+            if pool is not None:
+                pool.close()
         return self._finish(run_id, evaluator)
 
     def _finish(self, run_id: str, evaluator: Evaluator) -> RunResult:
@@ -197,6 +236,81 @@ class Search:
         return RunResult(
             run_id, "finished", run["n_evaluations"], run["best_ncode"], run["best_score"], final, evaluator
         )
+
+
+def make_strategy(config: SearchConfig) -> Any:
+    """The ranker of the LM-Searcher loop, or CoLLM-NAS's Navigator and Generator (checked before any run)."""
+    if config.strategy == "collm":
+        from agent.collm import make_collm_agents
+
+        return make_collm_agents(config.collm_options, config.ranker_options)
+    return make_ranker(config)
+
+
+def _evaluation_pool(config: SearchConfig, evaluator: Evaluator) -> Any:
+    """Workers for parallel or asynchronous runs (agent/parallel.py); None: evaluate in this process."""
+    if config.workers == 1 and not config.asynchronous():
+        return None
+    from agent.parallel import ParallelSetupError, WorkerSpec, make_pool
+
+    spec = WorkerSpec(config.task, Search._task_options(config), config.simulated_cost_s)
+    resources = config.worker_resources or dict(evaluator.resources)
+    try:
+        return make_pool(config.backend, config.workers, spec, config.eval_retries, config.ray_address, resources)
+    except ParallelSetupError as error:
+        raise SearchError(str(error)) from None
+
+
+def _lmsearcher_graph(
+    run_id: str, config: SearchConfig, evaluator: Evaluator, ranker: Ranker, store: RunStore, on_progress: Any,
+    pool: Any = None,
+) -> tuple[StateGraph, dict]:  # fmt: skip
+    if config.asynchronous():
+        from agent.async_graph import AsyncParts, build_async_graph, initial_state
+
+        async_parts = AsyncParts(
+            store=store,
+            evaluator=evaluator,
+            pool=pool,
+            proposer=make_proposer(config, ranker),
+            ranker=ranker,
+            budget=config.budget,
+            pool_size=1 if config.ranker in PROPOSER_DRIVEN else config.pool_size,
+            seed=config.seed,
+            on_progress=on_progress,
+        )
+        return build_async_graph(async_parts), dict(initial_state(run_id))
+    parts = LoopParts(
+        store=store,
+        evaluator=evaluator,
+        evaluate=_tool_caller(evaluator, config.simulated_cost_s),
+        proposer=make_proposer(config, ranker),
+        ranker=ranker,
+        budget=config.budget,
+        batch=config.batch,
+        pool_size=1 if config.ranker in PROPOSER_DRIVEN else config.pool_size,
+        seed=config.seed,
+        on_progress=on_progress,
+        evaluate_many=pool.evaluate_all if pool is not None else None,
+    )
+    return build_graph(parts), {"run_id": run_id, "iteration": 0, "pool": [], "chosen": [], "done": False}
+
+
+def _collm_graph(
+    run_id: str, config: SearchConfig, evaluator: Evaluator, agents: Any, store: RunStore, on_progress: Any
+) -> tuple[StateGraph, dict]:
+    from agent.collm import CollmParts, build_collm_graph, initial_state
+
+    parts = CollmParts(
+        store=store,
+        evaluator=evaluator,
+        evaluate=_tool_caller(evaluator, config.simulated_cost_s),
+        agents=agents,
+        budget=config.budget,
+        seed=config.seed,
+        on_progress=on_progress,
+    )
+    return build_collm_graph(parts), dict(initial_state(run_id))
 
 
 def _tool_caller(evaluator: Evaluator, simulated_cost_s: float):

@@ -19,7 +19,9 @@ from typing import Any
 import sqlite_utils
 
 SCHEMA_VERSION = 1
-OUR_TABLES = {"lmsearcher_meta", "runs", "evaluations", "decisions"}
+OUR_TABLES = {
+    "lmsearcher_meta", "runs", "evaluations", "decisions", "pending", "llm_calls", "conversations", "collm_rounds",
+}  # fmt: skip
 LANGGRAPH_TABLES = {"checkpoints", "writes"}
 
 
@@ -106,6 +108,39 @@ class RunStore:
             pk="id", if_not_exists=True, foreign_keys=[("run_id", "runs", "run_id")],
         )  # fmt: skip
         self.db["decisions"].create_index(["run_id", "iteration"], unique=True, if_not_exists=True)
+        # Evaluations in flight (asynchronous search): kept here, not only in memory, so that
+        # a resumed driver re-submits them.
+        self.db["pending"].create(
+            {"run_id": str, "ncode": str, "iteration": int, "submitted_at": float},
+            pk=("run_id", "ncode"), if_not_exists=True, foreign_keys=[("run_id", "runs", "run_id")],
+        )  # fmt: skip
+        self._create_collm_schema()
+
+    def _create_collm_schema(self) -> None:
+        """CoLLM-NAS: every LLM call, the Navigator's conversation, and the Coordinator's rounds."""
+        self.db["llm_calls"].create(
+            {
+                "id": int, "run_id": str, "iteration": int, "role": str, "model": str, "prompt_tokens": int,
+                "completion_tokens": int, "latency_s": float, "raw_answer": str, "transient_errors": int,
+                "error": str, "created_at": float,
+            },
+            pk="id", if_not_exists=True, foreign_keys=[("run_id", "runs", "run_id")],
+        )  # fmt: skip
+        self.db["llm_calls"].create_index(["run_id", "iteration", "role"], unique=True, if_not_exists=True)
+        self.db["conversations"].create(
+            {"id": int, "run_id": str, "iteration": int, "position": int, "role": str, "content": str,
+             "created_at": float},
+            pk="id", if_not_exists=True, foreign_keys=[("run_id", "runs", "run_id")],
+        )  # fmt: skip
+        self.db["conversations"].create_index(["run_id", "position"], unique=True, if_not_exists=True)
+        self.db["collm_rounds"].create(
+            {
+                "id": int, "run_id": str, "iteration": int, "proposed": str, "chosen": str, "valid": int,
+                "invalid": int, "duplicates": int, "topped_up": int, "created_at": float,
+            },
+            pk="id", if_not_exists=True, foreign_keys=[("run_id", "runs", "run_id")],
+        )  # fmt: skip
+        self.db["collm_rounds"].create_index(["run_id", "iteration"], unique=True, if_not_exists=True)
 
     # runs -----------------------------------------------------------------
     def create_run(
@@ -177,6 +212,30 @@ class RunStore:
                 [thread_id, thread_id, keep],
             )
 
+    # pending evaluations (asynchronous search) ------------------------------
+    def add_pending(self, run_id: str, ncode: str, iteration: int) -> None:
+        self.db["pending"].upsert(
+            {"run_id": run_id, "ncode": ncode, "iteration": iteration, "submitted_at": time.time()},
+            pk=("run_id", "ncode"),
+        )
+
+    def pending(self, run_id: str) -> dict[str, int]:
+        """NCode -> iteration of the run's evaluations in flight, oldest first."""
+        query = "SELECT ncode, iteration FROM pending WHERE run_id = ? ORDER BY iteration, submitted_at"
+        return dict(self.db.execute(query, [run_id]).fetchall())
+
+    def clear_pending(self, run_id: str, ncode: str) -> None:
+        self.db.execute("DELETE FROM pending WHERE run_id = ? AND ncode = ?", [run_id, ncode])
+
+    def last_iteration(self, run_id: str) -> int:
+        """The highest iteration of a run's evaluations and pending evaluations; -1 when none."""
+        query = (
+            "SELECT MAX(i) FROM (SELECT MAX(iteration) AS i FROM evaluations WHERE run_id = ? "
+            "UNION ALL SELECT MAX(iteration) FROM pending WHERE run_id = ?)"
+        )
+        found = self.db.execute(query, [run_id, run_id]).fetchone()[0]
+        return -1 if found is None else found
+
     # decisions --------------------------------------------------------------
     def record_decision(self, run_id: str, iteration: int, ranker: str, pool: list[str], decision: Any) -> None:
         """One row per iteration: a re-run rank step after a crash replaces its earlier row."""
@@ -193,3 +252,65 @@ class RunStore:
 
     def decisions(self, run_id: str) -> list[dict[str, Any]]:
         return list(self.db["decisions"].rows_where("run_id = ?", [run_id], order_by="iteration"))
+
+    # CoLLM-NAS --------------------------------------------------------------
+    def record_llm_call(
+        self, run_id: str, iteration: int, role: str, model: str, completion: Any = None, error: str | None = None
+    ) -> None:
+        """One row per (round, role): a call re-made after a crash replaces its earlier row."""
+        self.db["llm_calls"].upsert(
+            {
+                "run_id": run_id, "iteration": iteration, "role": role, "model": model,
+                "prompt_tokens": completion.prompt_tokens if completion else None,
+                "completion_tokens": completion.completion_tokens if completion else None,
+                "latency_s": completion.latency_s if completion else None,
+                "raw_answer": completion.text if completion else None,
+                "transient_errors": completion.transient_errors if completion else None,
+                "error": error, "created_at": time.time(),
+            },
+            pk=("run_id", "iteration", "role"),
+        )  # fmt: skip
+
+    def llm_calls(self, run_id: str) -> list[dict[str, Any]]:
+        return list(self.db["llm_calls"].rows_where("run_id = ?", [run_id], order_by="iteration, id"))
+
+    def add_messages(self, run_id: str, iteration: int, messages: list[dict[str, str]]) -> None:
+        """Append chat messages to a run's conversation, all or none (one transaction)."""
+        connection = self.db.conn
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            query = "SELECT COALESCE(MAX(position) + 1, 0) FROM conversations WHERE run_id = ?"
+            start = connection.execute(query, [run_id]).fetchone()[0]
+            connection.executemany(
+                "INSERT INTO conversations (run_id, iteration, position, role, content, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (run_id, iteration, start + offset, message["role"], message["content"], time.time())
+                    for offset, message in enumerate(messages)
+                ],
+            )
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def conversation(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's conversation in order: dicts with iteration, role and content."""
+        query = "SELECT iteration, role, content FROM conversations WHERE run_id = ? ORDER BY position"
+        return [{"iteration": row[0], "role": row[1], "content": row[2]} for row in self.db.execute(query, [run_id])]
+
+    def record_round(
+        self, run_id: str, iteration: int, proposed: list[str], chosen: list[str], invalid: int, duplicates: int,
+        topped_up: int,
+    ) -> None:  # fmt: skip
+        self.db["collm_rounds"].upsert(
+            {
+                "run_id": run_id, "iteration": iteration, "proposed": json.dumps(proposed),
+                "chosen": json.dumps(chosen), "valid": len(chosen) - topped_up, "invalid": invalid,
+                "duplicates": duplicates, "topped_up": topped_up, "created_at": time.time(),
+            },
+            pk=("run_id", "iteration"),
+        )  # fmt: skip
+
+    def collm_rounds(self, run_id: str) -> list[dict[str, Any]]:
+        return list(self.db["collm_rounds"].rows_where("run_id = ?", [run_id], order_by="iteration"))

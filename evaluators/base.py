@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from tools.ncode import SearchSpace
 
@@ -47,6 +47,9 @@ class Evaluator(ABC):
 
     space: SearchSpace
     metric: Metric
+    # What one evaluation needs on a Ray cluster (Ray actor options: num_cpus, num_gpus, memory,
+    # resources). A training evaluator on a GPU declares {"num_cpus": 1, "num_gpus": 1}.
+    resources: ClassVar[dict[str, Any]] = {"num_cpus": 1}
 
     @abstractmethod
     def evaluate(self, ncode: str) -> Outcome: ...

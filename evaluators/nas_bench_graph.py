@@ -3,7 +3,7 @@ the embedded default task, runnable with no download."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from evaluators.base import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import decode
@@ -13,6 +13,8 @@ NBG_DATASETS = ("cora", "citeseer", "pubmed", "cs", "physics", "photo", "compute
 
 
 class NasBenchGraphEvaluator(Evaluator):
+    resources: ClassVar[dict[str, Any]] = {"num_cpus": 0.5}  # a table lookup
+
     def __init__(self, dataset: str = "cora") -> None:
         if dataset not in NBG_DATASETS:
             raise EvaluatorSetupError(f"unknown NAS-Bench-Graph dataset {dataset!r}; valid: {', '.join(NBG_DATASETS)}")

@@ -18,6 +18,13 @@ class TaskOptions:
     metric: str | None = None  # metric column (--task table)
     minimize: bool = False
     seed: int = 0
+    model_path: str | None = None  # diffusion_lora: SD-1.5 folder (diffusers layout); sam_lora: SamModel folder
+    clip_path: str | None = None  # diffusion_lora: CLIPModel folder for CLIP-T / CLIP-I
+    concept_dir: str | None = None  # diffusion_lora: concept images
+    prompts: str | None = None  # diffusion_lora: validation prompts, one per line
+    steps: int | None = None  # training steps (diffusion_lora) or batches (sam_lora) per evaluation
+    device: str | None = None  # training tasks: cpu, cuda, cuda:N (default: cuda when present)
+    eval_timeout: float | None = None  # training tasks: seconds per evaluation before it counts as failed
 
 
 def _nas_bench_graph(options: TaskOptions) -> Evaluator:
@@ -38,10 +45,29 @@ def _table(options: TaskOptions) -> Evaluator:
     return TableEvaluator(options.space, options.data, options.metric, maximize=not options.minimize)
 
 
+def _diffusion_lora(options: TaskOptions) -> Evaluator:
+    from evaluators.diffusion_lora import DiffusionLoraEvaluator
+
+    return DiffusionLoraEvaluator(
+        options.model_path, options.clip_path, options.concept_dir, options.prompts, options.steps,
+        options.device, options.eval_timeout, options.seed,
+    )  # fmt: skip
+
+
+def _sam_lora(options: TaskOptions) -> Evaluator:
+    from evaluators.sam_lora import SamLoraEvaluator
+
+    return SamLoraEvaluator(
+        options.model_path, options.data, options.steps, options.device, options.eval_timeout, options.seed
+    )
+
+
 TASKS: dict[str, Callable[[TaskOptions], Evaluator]] = {
     "nas_bench_graph": _nas_bench_graph,
     "nb201": _nb201,
     "table": _table,
+    "diffusion_lora": _diffusion_lora,
+    "sam_lora": _sam_lora,
 }
 
 

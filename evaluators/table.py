@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from evaluators.base import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import InvalidNCode, SearchSpace, encode, validate
@@ -48,6 +48,8 @@ def _coerce(value: Any, options: tuple[Any, ...]) -> Any:
 
 
 class TableEvaluator(Evaluator):
+    resources: ClassVar[dict[str, Any]] = {"num_cpus": 0.5}  # a table lookup
+
     def __init__(self, space_path: str | None, data: str | None, metric: str | None, maximize: bool = True) -> None:
         if not space_path or not data or not metric:
             raise EvaluatorSetupError(

@@ -14,6 +14,8 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from evaluators.base import Metric
 from prompts.render import render
 from tools.ncode import InvalidNCode, SearchSpace, prune, sample, to_indices
@@ -40,14 +42,40 @@ class CurationOptions:
     history_cap: int = 200
 
 
-def _in_subspace(space: SearchSpace, code: str) -> bool:
-    return all(index in space.choices(slot) for slot, index in enumerate(to_indices(space, code)))
+# Option indices of every code of a table domain (one row per code, in ``Domain.codes`` order),
+# built once per codes tuple; the tuple is kept in the value so that its id is never reused.
+_INDEX_MATRICES: dict[int, tuple[tuple[str, ...], np.ndarray]] = {}
+
+
+def index_matrix(domain: Domain) -> np.ndarray:
+    """``codes x slots`` option indices of a table domain, cached."""
+    assert domain.codes is not None
+    cached = _INDEX_MATRICES.get(id(domain.codes))
+    if cached is None or cached[0] is not domain.codes:
+        rows = [to_indices(domain.space, code) for code in domain.codes]
+        matrix = np.array(rows, dtype=np.int8).reshape(len(rows), domain.space.length)
+        cached = _INDEX_MATRICES[id(domain.codes)] = (domain.codes, matrix)
+    return cached[1]
+
+
+def subspace_pool(domain: Domain, space: SearchSpace) -> Sequence[str]:
+    """The domain's codes that lie in ``space``, in ``Domain.codes`` order (a vectorised filter)."""
+    assert domain.codes is not None
+    if space.allowed is None:
+        return domain.codes
+    matrix = index_matrix(domain)
+    mask = np.ones(len(domain.codes), dtype=bool)
+    for slot, allowed in enumerate(space.allowed):
+        table = np.zeros(len(space.slots[slot].options), dtype=bool)
+        table[list(allowed)] = True
+        mask &= table[matrix[:, slot]]
+    return [domain.codes[i] for i in np.flatnonzero(mask)]
 
 
 def draw_architectures(domain: Domain, space: SearchSpace, n: int, rng: random.Random) -> list[str]:
     """Up to ``n`` distinct scored codes of ``space`` (a pruned copy of the domain's space)."""
     if domain.codes is not None:
-        pool = [code for code in domain.codes if _in_subspace(space, code)]
+        pool = subspace_pool(domain, space)
         return rng.sample(pool, min(n, len(pool)))
     found: dict[str, None] = {}
     for _ in range(20 * n):
@@ -108,3 +136,13 @@ def curate(
             continue
         samples.append(made)
     return samples
+
+
+def mix_weights(domains: Sequence[Domain], synthetic_share: float = 0.5) -> list[float] | None:
+    """Domain weights giving synthetic landscapes ``synthetic_share`` of the samples and tables the rest,
+    split evenly within each group; None (uniform over domains) when only one group is present."""
+    synthetic = sum(domain.codes is None for domain in domains)
+    tables = len(domains) - synthetic
+    if not synthetic or not tables:
+        return None
+    return [synthetic_share / synthetic if d.codes is None else (1 - synthetic_share) / tables for d in domains]

@@ -62,10 +62,15 @@ def nbg_domain(dataset: str) -> Domain:
     return Domain(f"nbg:{dataset}", space, evaluator.metric, scores.get, tuple(codes))
 
 
-def load_domain(spec: str, data: str | None = None, seed: int = 0) -> list[Domain]:
-    """The domains a spec names (``nbg:all`` and ``tb101:all`` name several)."""
+def refuse_forbidden(spec: str) -> None:
+    """Raise :class:`DomainError` for any spec naming NAS-Bench-201 (checked before anything loads)."""
     if any(word in spec.lower().replace("_", "-") for word in ("201", *FORBIDDEN)):
         raise DomainError(f"refusing {spec!r}: NAS-Bench-201 is the evaluation domain and must never be trained on")
+
+
+def load_domain(spec: str, data: str | None = None, seed: int = 0) -> list[Domain]:
+    """The domains a spec names (``nbg:all`` and ``tb101:all`` name several)."""
+    refuse_forbidden(spec)
     kind, _, arg = spec.partition(":")
     try:
         if kind == "nbg":

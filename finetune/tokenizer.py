@@ -23,9 +23,12 @@ CHAT_TEMPLATE = (
 )
 
 
+RANKER_TEMPLATES = ("paper", "compact", "generate")  # a fixed list: new prompt files must not shift the vocabulary
+
+
 def prompt_words() -> list[str]:
-    """Words of three or more letters in the prompt templates."""
-    text = " ".join(path.read_text() for path in sorted(PROMPT_DIR.glob("*.txt")))
+    """Words of three or more letters in the ranker's prompt templates."""
+    text = " ".join((PROMPT_DIR / f"{name}.txt").read_text() for name in RANKER_TEMPLATES)
     return sorted({word for word in re.findall(r"[A-Za-z]{3,}", text)})
 
 

@@ -2,7 +2,9 @@
 
 A real HTTP server on the loopback interface; only the model's words are
 scripted, because no model small enough to run here can be made to time out,
-fail with 503 or ramble on demand. Tests of the real model path use
+fail with 503 or ramble on demand (nor follow CoLLM-NAS's instructions).
+Token counts are estimates: prompt characters / 4; answers count 3 tokens for
+ranker prompts and characters / 4 otherwise. Tests of the real model path use
 ``transformers serve`` instead (see tests/agent/test_llm_ranker.py).
 """
 
@@ -20,11 +22,32 @@ Script = Callable[[dict, list[str]], tuple[int, str, float]]
 
 
 def candidates_of(request: dict) -> list[str]:
-    """The candidate codes of a prompt in either format."""
+    """The candidate codes of a ranker prompt in either format (none for other prompts)."""
     text = request["messages"][-1]["content"]
     if "Candidates:" in text:  # compact
         return re.findall(r"([0-9A-Za-z]+);", text.split("Candidates:")[1])
-    return text.split("Candidate:\n")[1].split()  # paper
+    if "Candidate:\n" in text:  # paper
+        return text.split("Candidate:\n")[1].split()
+    return []
+
+
+# A CoLLM-NAS reply: (HTTP status, answer text, seconds to wait) from the request alone.
+RoleScript = Callable[[dict], tuple[int, str, float]]
+
+
+def collm_script(navigator: RoleScript, generator: RoleScript) -> Script:
+    """One server for both CoLLM-NAS models, told apart by their system prompts."""
+    from prompts.collm import GENERATOR_MARK, NAVIGATOR_MARK
+
+    def script(request: dict, candidates: list[str]) -> tuple[int, str, float]:
+        system = request["messages"][0]["content"]
+        if system.startswith(NAVIGATOR_MARK):
+            return navigator(request)
+        if system.startswith(GENERATOR_MARK):
+            return generator(request)
+        return 400, "neither the Navigator nor the Generator asked", 0.0
+
+    return script
 
 
 class FakeOpenAI:
@@ -53,7 +76,8 @@ class FakeOpenAI:
                 request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.requests.append(request)
                 fake.headers.append({key.lower(): value for key, value in self.headers.items()})
-                status, text, delay = fake.script(request, candidates_of(request))
+                candidates = candidates_of(request)
+                status, text, delay = fake.script(request, candidates)
                 time.sleep(delay)
                 if status != 200:
                     self._send(status, {"error": {"message": text, "type": "server_error"}})
@@ -69,8 +93,8 @@ class FakeOpenAI:
                             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
                         ],
                         "usage": {
-                            "prompt_tokens": len(request["messages"][-1]["content"]) // 4,
-                            "completion_tokens": 3,
+                            "prompt_tokens": sum(len(m["content"]) for m in request["messages"]) // 4,
+                            "completion_tokens": 3 if candidates else max(1, len(text) // 4),
                             "total_tokens": 0,
                         },
                     },

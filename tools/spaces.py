@@ -123,12 +123,14 @@ def nas_bench_graph_space(dataset: str = "cora") -> SearchSpace:
 
 
 NB_ASR_MAIN_OPS = ("linear", "conv5", "conv5d2", "conv7", "conv7d2", "zero")
-NB_ASR_SKIP_OPS = ("identity", "zero")
+NB_ASR_SKIP_OPS = ("zero", "identity")  # the benchmark's skip bit: 0 = no connection, 1 = identity
 
 
 def nb_asr_space() -> SearchSpace:
     """NAS-Bench-ASR (Mehrotra et al. 2021): a cell of 4 nodes; node i>0 applies a main op
-    to node i-1 and receives a skip connection (identity or zero) from every earlier node."""
+    to node i-1 and receives a skip connection (identity or zero) from every earlier node.
+    Slot order and option indices follow the benchmark's arch vector
+    ``[[op, s], [op, s, s], [op, s, s, s]]``, so an NCode is that vector flattened."""
     slots = []
     for node in range(1, 4):
         slots.append(

@@ -79,7 +79,7 @@ def test_nb_asr_space_layout():
     assert [name for name in names if name.startswith("main_")] == ["main_1", "main_2", "main_3"]
     assert [name for name in names if name.startswith("skip_3_")] == ["skip_3_0", "skip_3_1", "skip_3_2"]
     assert all(len(slot.options) == 6 for slot in space.slots if slot.name.startswith("main_"))
-    assert all(slot.options == ("identity", "zero") for slot in space.slots if slot.name.startswith("skip_"))
+    assert all(slot.options == ("zero", "identity") for slot in space.slots if slot.name.startswith("skip_"))
 
 
 def test_nas_bench_graph_space_layout():

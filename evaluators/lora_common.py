@@ -1,0 +1,166 @@
+"""What the LoRA-rank evaluators (``diffusion_lora``, ``sam_lora``) share.
+
+- one LoRA rank per *group* of modules: a peft ``LoraConfig`` whose ``rank_pattern`` and
+  ``alpha_pattern`` give every module of group g the rank the NCode chose for slot g
+  (alpha = rank, so the LoRA scaling alpha/r is 1 for every rank and ranks compare fairly);
+- the device (``--device``; CUDA when present, else the CPU) and mixed precision on GPUs
+  (autocast bf16 where supported, else fp16 with a gradient scaler);
+- the per-evaluation time limit (``--eval-timeout``), checked between training and sampling
+  steps; going over raises ``TimeoutError``, which the evaluator tool records as a failed outcome;
+- failures as exceptions: a CUDA out-of-memory error becomes ``MemoryError`` (recorded as
+  "out of memory"), a NaN or infinite loss ``FloatingPointError``.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+
+from evaluators.base import EvaluatorSetupError
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``None``/``auto``: CUDA when present, else the CPU; anything else must be a usable torch device."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise EvaluatorSetupError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EvaluatorSetupError(f"--device {device} asked for, but no CUDA GPU is visible; use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise EvaluatorSetupError(
+                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible (cuda:0 ...)"
+            )
+    elif resolved.type != "cpu":
+        raise EvaluatorSetupError(f"--device {device}: only cpu and cuda devices are supported")
+    return resolved
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype on a GPU (bf16 where supported, else fp16); ``None`` (full fp32) on the CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """A live scaler only for fp16 (bf16 and fp32 need none)."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+
+class Deadline:
+    """The per-evaluation time limit; ``check`` raises ``TimeoutError`` once it has passed."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds if seconds and seconds > 0 else None
+        self.started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def check(self, where: str) -> None:
+        if self.seconds is not None and self.elapsed() > self.seconds:
+            raise TimeoutError(f"evaluation ran past --eval-timeout {self.seconds:g} s ({where})")
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run with ``count`` intra-op threads (``None``: leave as is). The tiny default models gain
+    nothing from threads, and on a busy machine spinning threads make them several times slower."""
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextmanager
+def failures_as_errors(device: torch.device) -> Iterator[None]:
+    """CUDA out-of-memory -> ``MemoryError``; memory is released whatever happens."""
+    try:
+        yield
+    except torch.OutOfMemoryError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "CUDA out of memory"
+        raise MemoryError(f"out of memory on {device}: {first_line}") from None
+    finally:
+        if device.type == "cuda":  # on the CPU reference counting frees the copy; a full collection costs ~0.5 s
+            gc.collect()
+            torch.cuda.empty_cache()
+
+
+def check_finite(value: torch.Tensor, what: str) -> float:
+    number = float(value.detach().float().mean())
+    if not np.isfinite(number):
+        raise FloatingPointError(f"{what} is {number}")
+    return number
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (LoRA initialisation draws from torch's global generator);
+    return a CPU generator for the evaluation's own noise."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def grouped_lora_config(groups: Sequence[Sequence[str]], ranks: Sequence[int], **extra: Any):
+    """A peft LoraConfig targeting exactly the modules of ``groups`` (full module names), with
+    group g's modules at rank ``ranks[g]`` and alpha equal to the rank."""
+    from peft import LoraConfig
+
+    if len(groups) != len(ranks):
+        raise ValueError(f"{len(groups)} module groups but {len(ranks)} ranks")
+    pattern = {re.escape(name): int(rank) for group, rank in zip(groups, ranks, strict=True) for name in group}
+    names = [name for group in groups for name in group]
+    return LoraConfig(
+        r=int(ranks[0]),
+        lora_alpha=int(ranks[0]),
+        target_modules=names,
+        rank_pattern=pattern,
+        alpha_pattern=dict(pattern),
+        lora_dropout=0.0,
+        bias="none",
+        **extra,
+    )
+
+
+def lora_ranks(model: torch.nn.Module, adapter: str = "default") -> dict[str, int]:
+    """The rank of every LoRA module of a peft-wrapped model, by its name in the base model."""
+    from peft.tuners.lora import LoraLayer
+
+    ranks = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer) and adapter in module.r:
+            ranks[name.removeprefix("base_model.model.")] = int(module.r[adapter])
+    return ranks
+
+
+def split_evenly(items: Sequence[Any], parts: int) -> list[list[Any]]:
+    """``items`` cut into ``parts`` contiguous runs whose lengths differ by at most one
+    (item i goes to part floor(i * parts / len(items)))."""
+    if len(items) < parts:
+        raise ValueError(f"cannot split {len(items)} items into {parts} non-empty groups")
+    out: list[list[Any]] = [[] for _ in range(parts)]
+    for index, item in enumerate(items):
+        out[index * parts // len(items)].append(item)
+    return out

@@ -1,0 +1,89 @@
+"""``python main.py finetune ...``: curate end to end, and one clear line with exit 2 on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from datasets import load_from_disk
+
+from finetune.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_curate_end_to_end(tmp_path: Path, capsys):
+    out = tmp_path / "curated"
+    argv = ["curate", "--domains", "nbg:cora", "synthetic:10", "--samples", "30", "--seed", "3", "--out", str(out)]
+    assert main([*argv, "--min-archs", "30", "--max-archs", "50", "--candidates", "8", "--history-cap", "40"]) == 0
+    printed = capsys.readouterr().out
+    assert "30 samples" in printed and "nbg" in printed and "synthetic" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["samples"] == 30 and summary["seed"] == 3 and summary["pruning"] is True
+    assert summary["per_family"]["nbg"] + summary["per_family"]["synthetic"] == 30
+    assert summary["candidates"] == 8 and summary["history_cap"] == 40
+    assert len(load_from_disk(str(out / "hf_dataset"))) == 30
+    rows = json.loads((out / "llamafactory" / "lmsearcher_ranking.json").read_text())
+    assert len(rows) == 30
+    assert "lmsearcher_ranking" in json.loads((out / "llamafactory" / "dataset_info.json").read_text())
+
+    again = tmp_path / "again"
+    assert main([*argv[:-1], str(again), "--min-archs", "30", "--max-archs", "50", "--candidates", "8",
+                 "--history-cap", "40"]) == 0  # fmt: skip
+    same = load_from_disk(str(again / "hf_dataset")).to_list() == load_from_disk(str(out / "hf_dataset")).to_list()
+    assert same  # deterministic by seed
+
+
+def test_no_prune_and_paper_format(tmp_path: Path):
+    out = tmp_path / "ablation"
+    argv = ["curate", "--domains", "synthetic:5", "--samples", "5", "--out", str(out), "--no-prune"]
+    assert main([*argv, "--prompt-format", "paper", "--min-archs", "20", "--max-archs", "30"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pruning"] is False and summary["prompt_format"] == "paper"
+    assert load_from_disk(str(out / "hf_dataset"))[0]["messages"][0]["role"] == "user"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["curate", "--domains", "nb201", "--out", "X"], "NAS-Bench-201"),
+        (["curate", "--domains", "synthetic:3", "NAS-Bench-201", "--out", "X"], "NAS-Bench-201"),
+        (["curate", "--domains", "nowhere", "--out", "X"], "unknown domain"),
+        (["curate", "--domains", "macro", "--data", "EMPTY", "--out", "X"], "not found"),
+        (["curate", "--domains", "synthetic:3", "--min-archs", "50", "--max-archs", "10", "--out", "X"], "min-archs"),
+        (["train", "--dataset", "X", "--model", "M", "--out", "X"], "no Hugging Face dataset"),
+        (["tiny", "--domains", "nb201"], "NAS-Bench-201"),
+        (["nonsense"], "unknown finetune command"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path: Path, capsys):
+    (tmp_path / "EMPTY").mkdir()
+    argv = [str(tmp_path / a) if a in ("X", "EMPTY") else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len([line for line in err.splitlines() if line.startswith("error")]) == 1
+
+
+def test_train_refuses_a_missing_model_path(tmp_path: Path, capsys):
+    data = tmp_path / "data"
+    assert main(["curate", "--domains", "synthetic:2", "--samples", "2", "--min-archs", "20", "--max-archs", "25",
+                 "--out", str(data)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["train", "--dataset", str(data), "--model", str(tmp_path / "no-model"), "--out", str(tmp_path)]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_main_py_dispatches_finetune(tmp_path: Path):
+    refused = subprocess.run(
+        [sys.executable, "main.py", "finetune", "curate", "--domains", "nb201", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2
+    assert "NAS-Bench-201" in refused.stderr and not list(tmp_path.iterdir())

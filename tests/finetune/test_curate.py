@@ -1,0 +1,153 @@
+"""Curation: pruning-based subspace sampling, labels, determinism, the no-pruning ablation, NB201 refusal."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from finetune.curate import (
+    CurationOptions,
+    curate,
+    draw_architectures,
+    make_sample,
+    mix_weights,
+    subspace_pool,
+)
+from finetune.domains import DomainError, load_domain
+from tests.finetune.helpers import grid_table_domain, parse_compact, synthetic_domains
+from tools.ncode import prune, to_indices
+
+OPTIONS = CurationOptions(min_archs=100, max_archs=200, candidates=10)
+
+
+@pytest.fixture(scope="module")
+def table():
+    return grid_table_domain(slots=5, options=4)  # 1024 rows
+
+
+@pytest.fixture(scope="module")
+def landscapes():
+    return [d for d in synthetic_domains(40) if d.space.size() >= 5000]
+
+
+@pytest.fixture(scope="module")
+def cora():
+    return load_domain("nbg:cora")[0]
+
+
+def sample_codes(sample: dict) -> tuple[list[str], list[str]]:
+    history, candidates = parse_compact(sample["messages"][0]["content"])
+    return [code for code, _ in history], candidates
+
+
+def constant_slots(codes: list[str]) -> int:
+    return sum(len({code[i] for code in codes}) == 1 for i in range(len(codes[0])))
+
+
+def test_sizes_and_label_is_the_best_candidate_by_the_domains_score(table, cora):
+    for domain in (table, cora):
+        rng = random.Random(3)
+        for _ in range(20):
+            sample = make_sample(domain, rng, OPTIONS)
+            history, candidates = sample_codes(sample)
+            assert len(candidates) == OPTIONS.candidates
+            assert len(history) == sample["history"] >= 2
+            assert not set(history) & set(candidates)
+            assert len(set(history + candidates)) == len(history) + len(candidates)  # distinct architectures
+            scores = {code: domain.score(code) for code in candidates}
+            best = max(candidates, key=lambda code: domain.metric.utility(scores[code]))
+            assert sample["answer"] == best
+            assert sample["answer"] in candidates
+
+
+def test_history_sizes_follow_min_and_max_archs_when_the_space_is_big_enough(landscapes):
+    options = CurationOptions(min_archs=30, max_archs=40, candidates=10, prune=False)
+    rng = random.Random(0)
+    for domain in landscapes[:5]:
+        sample = make_sample(domain, rng, options)
+        assert 20 <= sample["history"] <= 30
+
+
+def test_pruning_freezes_slots_and_the_ablation_draws_from_the_whole_space(landscapes):
+    """Each slot is frozen with p=0.5, so about half the slots of a pruned sample never vary;
+    without pruning, 100+ codes leave no slot constant."""
+    pruned_rng, whole_rng = random.Random(1), random.Random(1)
+    frozen_share, whole_constant = [], 0
+    for domain in landscapes:
+        pruned = None
+        while pruned is None:  # a pruned subspace can be too small for a sample; curate() draws again
+            pruned = make_sample(domain, pruned_rng, OPTIONS)
+        whole = make_sample(domain, whole_rng, CurationOptions(prune=False))
+        codes = [c for part in sample_codes(pruned) for c in part]
+        frozen_share.append(constant_slots(codes) / domain.space.length)
+        whole_codes = [c for part in sample_codes(whole) for c in part]
+        assert len(whole_codes) >= 100
+        whole_constant += constant_slots(whole_codes)
+    assert 0.3 < sum(frozen_share) / len(frozen_share) < 0.9
+    assert whole_constant == 0
+
+
+def test_drawn_codes_lie_in_the_pruned_subspace(table, landscapes):
+    rng = random.Random(2)
+    for domain in (table, *landscapes[:5]):
+        for _ in range(10):
+            space = prune(domain.space, rng)
+            for code in draw_architectures(domain, space, 50, rng):
+                assert all(i in space.choices(s) for s, i in enumerate(to_indices(domain.space, code)))
+
+
+def test_vectorised_subspace_filter_matches_the_plain_one(cora, table):
+    rng = random.Random(4)
+    for domain in (cora, table):
+        assert tuple(subspace_pool(domain, domain.space)) == domain.codes  # no pruning: every code
+        for _ in range(20):
+            space = prune(domain.space, rng)
+            plain = [
+                code
+                for code in domain.codes
+                if all(i in space.choices(s) for s, i in enumerate(to_indices(domain.space, code)))
+            ]
+            assert list(subspace_pool(domain, space)) == plain
+
+
+def test_small_table_subspaces_fall_back_to_the_whole_table():
+    small = grid_table_domain("small", slots=3, options=3)  # 27 rows
+    rng = random.Random(0)
+    options = CurationOptions(min_archs=20, max_archs=27, candidates=5)
+    samples = [make_sample(small, rng, options) for _ in range(10)]
+    assert all(s is not None and s["history"] + 5 >= 7 for s in samples)
+
+
+def test_deterministic_by_seed(landscapes, table):
+    domains = [table, *landscapes[:6]]
+    options = CurationOptions(min_archs=20, max_archs=40, candidates=5)
+    first = curate(domains, 15, seed=7, options=options)
+    assert curate(domains, 15, seed=7, options=options) == first
+    assert curate(domains, 15, seed=8, options=options) != first
+    assert curate(domains, 15, seed=7, options=CurationOptions(20, 40, 5, prune=False)) != first
+
+
+def test_mix_weights_split_tables_and_synthetic(table, landscapes):
+    domains = [table, *landscapes[:4]]
+    weights = mix_weights(domains, 0.25)
+    assert weights[0] == pytest.approx(0.75) and sum(weights[1:]) == pytest.approx(0.25)
+    assert mix_weights(landscapes) is None and mix_weights([table]) is None
+
+
+def test_history_cap_and_paper_format(table):
+    rng = random.Random(5)
+    capped = make_sample(table, rng, CurationOptions(history_cap=7, prune=False))
+    history, candidates = parse_compact(capped["messages"][0]["content"])
+    assert len(history) == 7 < capped["history"] and len(candidates) == 10
+    paper = make_sample(table, rng, CurationOptions(prompt_format="paper"))
+    assert [m["role"] for m in paper["messages"]] == ["user"]
+    assert paper["messages"][0]["content"].count("NCode: ") == paper["history"]
+
+
+@pytest.mark.parametrize(
+    "spec", ["nb201", "NB201", "NAS-Bench-201", "nas_bench_201", "nasbench201", "nbg:nb201", "tb101:201"]
+)
+def test_nas_bench_201_is_refused(spec):
+    with pytest.raises(DomainError, match="NAS-Bench-201"):
+        load_domain(spec)

@@ -1,0 +1,61 @@
+"""LM-Searcher-tiny's training loop: the loss falls on a fixed batch; checkpoints resume the step count."""
+
+from __future__ import annotations
+
+import torch
+
+from finetune.curate import CurationOptions, curate
+from finetune.tiny_model import TinySize, new_tiny
+from finetune.train_tiny import IGNORE, TrainOptions, collate, encode_sample, train
+from tests.finetune.helpers import synthetic_domains
+
+SIZE = TinySize(hidden=64, layers=2, heads=2, intermediate=128, max_positions=1024)
+
+
+def tiny_samples(count: int) -> list[dict]:
+    return curate(
+        synthetic_domains(4), count, seed=1, options=CurationOptions(min_archs=10, max_archs=14, candidates=4)
+    )
+
+
+def batch_loss(model, tokenizer, samples) -> float:
+    batch = collate([encode_sample(tokenizer, s, 1024) for s in samples], tokenizer.pad_token_id)
+    with torch.no_grad():
+        return model(**batch).loss.item()
+
+
+def test_encoded_labels_learn_the_answer_only():
+    _, tokenizer = new_tiny(SIZE)
+    sample = tiny_samples(1)[0]
+    _, labels = encode_sample(tokenizer, sample, 1024)
+    learned = [label for label in labels if label != IGNORE]
+    assert tokenizer.decode(learned) == sample["answer"] + tokenizer.eos_token
+    assert labels[: len(labels) - len(learned)] == [IGNORE] * (len(labels) - len(learned))
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model, tokenizer = new_tiny(SIZE)
+    samples = tiny_samples(4)
+    before = batch_loss(model, tokenizer, samples)
+    report = train(model, tokenizer, samples, TrainOptions(steps=15, batch_size=4, lr=3e-3, log_every=100), log=print)
+    after = batch_loss(model, tokenizer, samples)
+    assert report["steps"] == 15
+    assert after < before - 0.5, (before, after)
+
+
+def test_checkpoint_resume_continues_the_step_count(tmp_path):
+    samples = tiny_samples(4)
+    checkpoint = tmp_path / "train_state.pt"
+    model, tokenizer = new_tiny(SIZE)
+    first = train(model, tokenizer, samples, TrainOptions(steps=3, batch_size=2, log_every=1), checkpoint, log=print)
+    assert first["steps"] == 3 and checkpoint.is_file()
+    assert torch.load(checkpoint, weights_only=False)["step"] == 3
+
+    lines: list[str] = []
+    model, tokenizer = new_tiny(SIZE)  # a fresh process would start from new weights and load the checkpoint
+    again = train(model, tokenizer, samples, TrainOptions(steps=5, batch_size=2, log_every=1), checkpoint, lines.append)
+    assert any("resumed" in line and "step 3" in line for line in lines)
+    assert again["steps"] == 5
+    assert [line.split()[1] for line in lines if line.startswith("step ")] == ["4/5", "5/5"]
+    assert torch.load(checkpoint, weights_only=False)["step"] == 5

@@ -146,7 +146,10 @@ def build_async_graph(parts: AsyncParts) -> StateGraph:
             best_score=best.score if best else None,
         )
         if parts.on_progress:
-            last = [(code, Outcome(outcome.score, status=outcome.status)) for code, outcome in finished]
+            last = [
+                (code, Outcome(outcome.score, status=outcome.status, cost_s=outcome.cost_s))
+                for code, outcome in finished
+            ]
             parts.on_progress(
                 Progress(
                     len(history), parts.budget, best.ncode if best else None, best.score if best else None, last,

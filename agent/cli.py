@@ -74,7 +74,9 @@ def search_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-id", help="name of the new run (default: task, time and a random suffix)")
     parser.add_argument("--resume", metavar="RUN_ID", help="continue an unfinished run where it stopped")
     parser.add_argument(
-        "--data", help="benchmark folder (nb201), results table (table) or images/+masks/ folder (sam_lora)"
+        "--data",
+        help="benchmark folder (nb201, nb_asr), results table (table), images/+masks/ folder (sam_lora) "
+        "or parallel corpus folder (hat_mt)",
     )
     parser.add_argument("--space", help="YAML search space (--task table)")
     parser.add_argument("--metric", help="metric column to optimise (--task table)")
@@ -87,7 +89,9 @@ def search_parser() -> argparse.ArgumentParser:
         "--backend", choices=("local", "ray"), default="local",
         help="local: worker processes on this machine (default); ray: Ray actors (pip install '.[distributed]')",
     )  # fmt: skip
-    parallel.add_argument("--ray-address", help="an existing Ray cluster (e.g. 10.0.0.1:6379); default: a local Ray")
+    parallel.add_argument(
+        "--ray-address", help="an existing Ray cluster (e.g. 10.0.0.1:6379); default: $RAY_ADDRESS, else a local Ray"
+    )
     parallel.add_argument(
         "--mode", choices=("auto", "sync", "async"), default="auto",
         help="async: decide whenever a worker is free; sync: steps of --batch codes; auto (default): async when "
@@ -96,14 +100,18 @@ def search_parser() -> argparse.ArgumentParser:
     parallel.add_argument("--eval-retries", type=int, default=2, help="retries when a worker dies (default 2)")
     parallel.add_argument("--worker-cpus", type=float, help="CPUs per Ray worker (default: what the task declares)")
     parallel.add_argument("--worker-gpus", type=float, help="GPUs per Ray worker (default: what the task declares)")
-    train = parser.add_argument_group("training tasks (diffusion_lora, sam_lora); none given: tiny embedded defaults")
-    train.add_argument("--model-path", help="model folder: SD-1.5 in diffusers layout, or a SamModel (sam_lora)")
+    train = parser.add_argument_group("training tasks (diffusion_lora, sam_lora, hat_mt); none given: tiny defaults")
+    train.add_argument("--model-path", help="SD-1.5 folder (diffusers), SamModel folder, or super-net .pt (hat_mt)")
     train.add_argument("--clip-path", help="CLIPModel folder scoring the generated images (diffusion_lora)")
     train.add_argument("--concept-dir", help="folder of concept images, captions in <stem>.txt (diffusion_lora)")
     train.add_argument("--prompts", help="text file of validation prompts, one per line (diffusion_lora)")
-    train.add_argument("--steps", type=int, help="training steps (diffusion_lora) or batches (sam_lora) per evaluation")
+    train.add_argument("--steps", type=int, help="steps per evaluation (LoRA tasks); super-net steps (hat_mt)")
     train.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present, else cpu)")
     train.add_argument("--eval-timeout", type=float, help="seconds per evaluation; longer ones are recorded as failed")
+    train.add_argument(
+        "--latency-limit-ms", type=float, help="hat_mt: sub-transformers slower than this are infeasible (default 500)"
+    )
+    train.add_argument("--hat-scale", type=int, help="hat_mt: HAT's sizes divided by this (default 16; 1 = real size)")
     llm = parser.add_argument_group("LLM rankers (llm, openai:MODEL, local:PATH); keys come from the environment")
     llm.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (vLLM)")
     llm.add_argument("--model", help="model name the endpoint serves")
@@ -130,6 +138,7 @@ def search_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
     task_options = {key: getattr(args, key) for key in ("data", "space", "metric") if getattr(args, key)}
     training = ("model_path", "clip_path", "concept_dir", "prompts", "steps", "device", "eval_timeout")
+    training += ("latency_limit_ms", "hat_scale")
     task_options.update({key: getattr(args, key) for key in training if getattr(args, key) is not None})
     if args.minimize:
         task_options["minimize"] = True
@@ -210,6 +219,8 @@ class ProgressDisplay:
     def __call__(self, progress: LoopProgress) -> None:
         best = "-" if progress.best_score is None else f"{progress.best_score:.4g} ({progress.best_ncode})"
         counts = f"done {progress.evaluations} failed {progress.failed}"
+        if progress.last:
+            counts += f" | last evaluation {progress.last[-1][1].cost_s:.2f} s"
         if progress.running or progress.queued:
             counts = f"running {progress.running} queued {progress.queued} {counts}"
         if self.task_id is None:
@@ -226,6 +237,9 @@ def print_summary(result: RunResult, db: Path, wall_s: float) -> None:
     table.add_row(f"best {run_metric.name}", "-" if result.best_score is None else f"{result.best_score:.4f}")
     for name, value in result.final_metrics.items():
         table.add_row(f"  {name} of best", f"{value:.4f}" if isinstance(value, float) else str(value))
+    if result.costs_s:
+        costs = sorted(result.costs_s)
+        table.add_row("s per evaluation", f"median {costs[len(costs) // 2]:.3f}, max {costs[-1]:.3f}")
     table.add_row("wall time", f"{wall_s:.1f} s")
     table.add_row("database", str(db))
     stdout_console().print(table)

@@ -351,7 +351,7 @@ def build_collm_graph(parts: CollmParts) -> StateGraph:
         )
         if parts.on_progress:
             chosen = set(state["chosen"])
-            last = [(o.ncode, Outcome(o.score, status=o.status)) for o in history if o.ncode in chosen]
+            last = [(o.ncode, Outcome(o.score, status=o.status, cost_s=o.cost_s)) for o in history if o.ncode in chosen]
             parts.on_progress(
                 Progress(len(history), parts.budget, best.ncode if best else None, best.score if best else None, last)
             )

@@ -143,7 +143,7 @@ def build_graph(parts: LoopParts) -> StateGraph:
         )
         if parts.on_progress:
             chosen = set(state["chosen"])
-            last = [(o.ncode, Outcome(o.score, status=o.status)) for o in history if o.ncode in chosen]
+            last = [(o.ncode, Outcome(o.score, status=o.status, cost_s=o.cost_s)) for o in history if o.ncode in chosen]
             failed = sum(o.status != "ok" for o in history)
             parts.on_progress(
                 Progress(

@@ -237,6 +237,11 @@ def make_llm_ranker(spec: str, raw_options: dict[str, Any]) -> LLMRanker:
         if api_key is None:
             raise RankerSetupError(f"--ranker {spec} needs an API key in the environment variable OPENAI_API_KEY")
     else:
+        if spec == "local" and not local_path.is_dir():
+            raise RankerSetupError(
+                f"no LM-Searcher-tiny at {local_path} (not shipped yet: see README); build one with "
+                "'python main.py finetune tiny' or pass --ranker local:PATH"
+            )
         try:
             server = LocalServer(local_path).start()
         except LocalServerError as error:

@@ -284,15 +284,11 @@ class RayBackend(Backend):
         ray = self.ray
         quiet = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
         try:
-            if address in (None, "", "local"):
-                ray.init(address="local", **quiet)  # a Ray of our own on this machine
-            elif address == "auto":
-                try:
-                    ray.init(address="auto", **quiet)  # a cluster started here with `ray start --head`
-                except ConnectionError:
-                    ray.init(address="local", **quiet)
+            if address in (None, "", "auto"):
+                # $RAY_ADDRESS, else a cluster started on this machine with `ray start --head`, else a new local Ray
+                ray.init(**quiet)
             else:
-                ray.init(address=address, **quiet)
+                ray.init(address=address, **quiet)  # "local": a new local Ray in any case
         except Exception as error:
             raise ParallelSetupError(
                 f"cannot connect to Ray at {address!r} ({type(error).__name__}: {error}); start a cluster with "

@@ -153,6 +153,7 @@ class RunResult:
     best_score: float | None
     final_metrics: dict[str, Any]
     evaluator: Evaluator
+    costs_s: list[float]  # seconds of each evaluation, in order
 
 
 class Search:
@@ -233,8 +234,9 @@ class Search:
         run = self.store.get_run(run_id)
         final = evaluator.final_metrics(run["best_ncode"]) if run["best_ncode"] else {}
         self.store.update_run(run_id, status="finished", final_metrics=json.dumps(final))
+        costs = [row["cost_s"] for row in self.store.evaluations(run_id)]
         return RunResult(
-            run_id, "finished", run["n_evaluations"], run["best_ncode"], run["best_score"], final, evaluator
+            run_id, "finished", run["n_evaluations"], run["best_ncode"], run["best_score"], final, evaluator, costs
         )
 
 

@@ -37,6 +37,7 @@ class Observation:
     ncode: str
     score: float | None
     status: str
+    cost_s: float = 0.0
 
 
 def open_connection(path: str | Path) -> sqlite3.Connection:
@@ -68,9 +69,22 @@ def open_connection(path: str | Path) -> sqlite3.Connection:
             f"{path} is a SQLite database of another program (tables: {', '.join(sorted(tables))}); "
             "it was left untouched. Pass a new file with --db"
         )
-    connection.execute("PRAGMA journal_mode=WAL")
+    _retry_while_locked(lambda: connection.execute("PRAGMA journal_mode=WAL"))
     connection.execute("PRAGMA synchronous=NORMAL")
     return connection
+
+
+def _retry_while_locked(step: Any, attempts: int = 40) -> Any:
+    """Run a setup step that two processes opening one new file may race on: while one switches
+    the file to WAL, the other's statements fail at once with "database is locked" (SQLite's busy
+    timeout does not cover that), or find a table the other has just created."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return step()
+        except sqlite3.OperationalError as error:
+            if ("locked" not in str(error) and "already exists" not in str(error)) or attempt == attempts:
+                raise
+            time.sleep(0.05)
 
 
 class RunStore:
@@ -78,7 +92,7 @@ class RunStore:
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.db = sqlite_utils.Database(connection)
-        self._create_schema()
+        _retry_while_locked(self._create_schema)  # every statement is "if not exists": safe to repeat
 
     def _create_schema(self) -> None:
         meta = self.db["lmsearcher_meta"]
@@ -191,7 +205,8 @@ class RunStore:
 
     def observations(self, run_id: str, after_id: int = 0) -> list[tuple[int, Observation]]:
         """(row id, observation) of a run's evaluations with id > ``after_id``, in the order made."""
-        query = "SELECT id, iteration, ncode, score, status FROM evaluations WHERE run_id = ? AND id > ? ORDER BY id"
+        columns = "id, iteration, ncode, score, status, cost_s"
+        query = f"SELECT {columns} FROM evaluations WHERE run_id = ? AND id > ? ORDER BY id"
         return [(row[0], Observation(*row[1:])) for row in self.db.execute(query, [run_id, after_id])]
 
     def evaluations(self, run_id: str) -> Iterator[dict[str, Any]]:

@@ -68,6 +68,7 @@ from evaluators.lora_common import (
     resolve_device,
     seed_everything,
     split_evenly,
+    tiny_cpu_threads,
     torch_threads,
 )
 from tools.ncode import decode
@@ -256,12 +257,16 @@ def load_stable_diffusion(path: Path, dtype: torch.dtype) -> dict[str, Any]:
     return parts
 
 
-def load_clip(path: Path, dtype: torch.dtype):
+def check_clip_dir(path: Path) -> Path:
     if not (path / "config.json").is_file():
         raise EvaluatorSetupError(
             f"--clip-path {path} is not a CLIP model folder (no config.json); pass a transformers CLIPModel folder "
             "such as a download of openai/clip-vit-large-patch14"
         )
+    return path
+
+
+def load_clip(path: Path, dtype: torch.dtype):
     from transformers import CLIPModel, CLIPProcessor
 
     try:
@@ -338,11 +343,12 @@ class DiffusionLoraEvaluator(Evaluator):
         weight_dtype = self.amp or torch.float32
         self.seed, self.eval_timeout = seed, eval_timeout
         self.embedded = not model_path
-        # checked before anything heavy is loaded
+        # every path is checked before anything heavy is loaded
         concepts = load_concepts(Path(concept_dir).expanduser()) if concept_dir else None
         prompt_list = load_prompts(Path(prompts).expanduser()) if prompts else None
+        clip_dir = check_clip_dir(Path(clip_path).expanduser()) if clip_path else None
         parts = load_stable_diffusion(Path(model_path).expanduser(), weight_dtype) if model_path else None
-        clip = load_clip(Path(clip_path).expanduser(), weight_dtype) if clip_path else None
+        clip = load_clip(clip_dir, weight_dtype) if clip_dir else None
 
         if parts is None:
             parts = tiny_stable_diffusion()
@@ -357,7 +363,7 @@ class DiffusionLoraEvaluator(Evaluator):
         self.resolution = int(self.unet.config.sample_size) * vae_scale
         self.clip, self.clip_processor = clip or tiny_clip()
         self.clip = self.clip.to(self.device).requires_grad_(False).eval()
-        self._threads = 1 if self.embedded and self.device.type == "cpu" else None
+        self._threads = tiny_cpu_threads(self.device, self.unet)
         if concepts is None:
             images = tiny_concept_images(size=self.resolution)
             concepts = (images, [TINY_CAPTION] * len(images))
@@ -366,12 +372,12 @@ class DiffusionLoraEvaluator(Evaluator):
         self.dataset = Path(concept_dir).name if concept_dir else "tiny-shapes"
         with torch_threads(self._threads), torch.no_grad():
             self._precompute(parts["tokenizer"], parts["text_encoder"].to(self.device), concepts[1])
-        if self.embedded or clip_path is None:
+        tiny = [name for name, given in (("Stable Diffusion", model_path), ("CLIP", clip_path)) if not given]
+        if tiny:
             Console(stderr=True).print(
-                "[yellow]note:[/yellow] diffusion_lora runs on its embedded tiny models with random weights "
-                f"({'UNet, VAE, text encoder and CLIP' if self.embedded else 'CLIP'}): its scores only prove that the "
-                "pipeline works. For real scores pass --model-path (SD-1.5 in diffusers layout), --clip-path, "
-                "--concept-dir and --prompts.",
+                f"[yellow]note:[/yellow] diffusion_lora runs on embedded tiny {' and '.join(tiny)} models with random "
+                "weights: its scores only prove that the pipeline works. For real scores pass --model-path "
+                "(SD-1.5 in diffusers layout), --clip-path, --concept-dir and --prompts.",
                 highlight=False,
             )
 

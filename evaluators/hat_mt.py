@@ -20,7 +20,13 @@ FFN 64/128/192, qkv 32; 1 = HAT's real sizes). Without ``--data`` the corpus is 
 synthetic "translation" made here (sentences of a made-up language, translated word by word
 into another and reversed). Trained super-networks are cached under ``$LMSEARCHER_CACHE``
 (default ``~/.cache/lm-searcher``) keyed by corpus, sizes, steps and seed; ``--model-path``
-loads one directly.
+loads one directly. ``--eval-timeout`` bounds each evaluation (checked between decoding steps
+and validation batches; super-network training is set-up, not an evaluation). Tiny models run
+and are timed on one CPU thread.
+
+Simplifications against HAT's fairseq code: pre-norm layers, whitespace tokens (apply BPE to a
+real corpus beforehand), no "arbitrary encoder-decoder attention" (the space has no slot for it),
+and a measured latency instead of HAT's latency predictor.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evaluators.base import Evaluator, EvaluatorSetupError, Metric, Outcome
+from evaluators.lora_common import Deadline, resolve_device, torch_threads
 from tools.ncode import SearchSpace, decode, sample
 from tools.spaces import HAT_LAYERS, hat_space
 
@@ -54,6 +61,8 @@ PAD, BOS, EOS, UNK = range(4)
 SPLIT_FILES = ("train.src", "train.tgt", "valid.src", "valid.tgt")
 DEFAULT_SCALE = 16
 DEFAULT_LATENCY_LIMIT_MS = 500.0
+DEFAULT_STEPS = 300  # sandwich steps on the synthetic corpus (about 40-60 s on two busy CPU cores)
+TINY_WIDTH = 128  # super-networks this narrow run on one CPU thread (see cpu_threads)
 
 
 # ---------------------------------------------------------------- corpus
@@ -472,7 +481,7 @@ def make_batch(
 class TrainConfig:
     steps: int
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 3e-3
     warmup: int = 40
     label_smoothing: float = 0.1
     random_subnets: int = 2
@@ -524,25 +533,17 @@ def train_supernet(
     model.eval()
 
 
-class EvalTimeout(Exception):
-    """An evaluation that ran past --eval-timeout."""
-
-
-def _check(deadline: float | None) -> None:
-    if deadline is not None and time.perf_counter() > deadline:
-        raise EvalTimeout
-
-
 @torch.inference_mode()
 def greedy_decode(
-    model: SuperTransformer, src: torch.Tensor, max_steps: int, stop: bool = True, deadline: float | None = None
+    model: SuperTransformer, src: torch.Tensor, max_steps: int, stop: bool = True, deadline: Deadline | None = None
 ) -> torch.Tensor:
     """Greedy translations (ids after <s>); ``stop=False`` always runs ``max_steps`` steps (latency)."""
     memory, mask = model.encode(src)
     ys = torch.full((src.shape[0], 1), BOS, dtype=torch.long, device=src.device)
     done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
     for _ in range(max_steps):
-        _check(deadline)
+        if deadline is not None:
+            deadline.check("greedy decoding")
         following = model.decode(ys, memory, mask)[:, -1].argmax(-1)
         following = following.masked_fill(done, PAD)
         ys = torch.cat([ys, following[:, None]], dim=1)
@@ -611,18 +612,6 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[SuperTransformer,
     return model.to(device).eval(), payload
 
 
-def pick_device(requested: str | None) -> torch.device:
-    if requested in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError as error:
-        raise EvaluatorSetupError(f"--device {requested}: {error}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EvaluatorSetupError(f"--device {requested} asked for, but no CUDA GPU is visible; use --device cpu")
-    return device
-
-
 # ---------------------------------------------------------------- the evaluator
 
 
@@ -643,7 +632,7 @@ class HatMTEvaluator(Evaluator):
         log: Any = None,
     ) -> None:
         self.space = hat_space()
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         self.latency_limit_ms = DEFAULT_LATENCY_LIMIT_MS if latency_limit_ms is None else float(latency_limit_ms)
         if self.latency_limit_ms <= 0:
             raise EvaluatorSetupError(f"--latency-limit-ms must be positive, got {latency_limit_ms}")
@@ -658,6 +647,15 @@ class HatMTEvaluator(Evaluator):
         if model_path:
             self.model, payload = load_checkpoint(Path(model_path).expanduser(), self.device)
             self.vocab: list[str] = list(payload["vocab"])
+            if not data and payload.get("corpus") != "synthetic":
+                raise EvaluatorSetupError(
+                    f"{model_path} was trained on the corpus {payload.get('corpus')}; pass that folder with --data "
+                    "(its valid.src/valid.tgt score the sub-transformers)"
+                )
+            if scale is not None and scale != self.model.cfg.scale:
+                raise EvaluatorSetupError(
+                    f"{model_path} holds a 1/{self.model.cfg.scale}-size super-network; drop --hat-scale {scale}"
+                )
             self.corpus = read_corpus(data, need_train=False) if data else synthetic_corpus()
             self.checkpoint = Path(model_path).expanduser()
         else:
@@ -671,7 +669,7 @@ class HatMTEvaluator(Evaluator):
                 max_positions=min(256, longest + 2),
                 dropout=0.0 if data is None else 0.1,
             )
-            train = TrainConfig(steps=steps or (300 if data is None else 20000))
+            train = TrainConfig(steps=steps or (DEFAULT_STEPS if data is None else 20000))
             key = hashlib.sha256(
                 json.dumps(
                     [CHECKPOINT_FORMAT, self.corpus.digest(), asdict(cfg), asdict(train), seed], sort_keys=True
@@ -688,10 +686,15 @@ class HatMTEvaluator(Evaluator):
                 )
                 started = time.perf_counter()
                 self.model = SuperTransformer(cfg).to(self.device)
-                train_supernet(self.model, self.corpus, self.vocab, self.space, train, seed, self.device, self.log)
+                with torch_threads(1 if self.device.type == "cpu" and cfg.embed_dim <= TINY_WIDTH else None):
+                    train_supernet(self.model, self.corpus, self.vocab, self.space, train, seed, self.device, self.log)
                 save_checkpoint(self.checkpoint, self.model, self.vocab, self.corpus, {"train": asdict(train)})
                 self.log(f"trained in {time.perf_counter() - started:.1f} s")
         self.scale = self.model.cfg.scale
+        # tiny models run faster and time more steadily on one CPU thread (many small ops; on a busy
+        # machine spinning threads wait on each other); larger ones keep torch's default
+        self._threads = 1 if self.device.type == "cpu" and self.model.cfg.embed_dim <= TINY_WIDTH else None
+        self.resources = {"num_cpus": 1, "num_gpus": 1} if self.device.type == "cuda" else {"num_cpus": 1}
         self.index = {token: i for i, token in enumerate(self.vocab)}
         self.dataset = "synthetic" if self.corpus.name == "synthetic" else Path(self.corpus.name).name
         self.metric = Metric(
@@ -708,13 +711,14 @@ class HatMTEvaluator(Evaluator):
 
     # -- measurements
 
-    def _latency_ms(self, deadline: float | None) -> float:
+    def _latency_ms(self, deadline: Deadline | None) -> float:
+        """Median milliseconds to translate the first validation sentence (greedy, as many steps as
+        its reference has tokens plus one, no early stop), after one warm-up run."""
         src_tokens, tgt_tokens = self.corpus.valid[0]
         src, _, _ = make_batch([(src_tokens, tgt_tokens)], self.index, self.model.cfg.max_positions, self.device)
         steps = min(len(tgt_tokens) + 1, self.model.cfg.max_positions)
         times = []
         for run in range(self.latency_runs + 1):  # the first run warms up
-            _check(deadline)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             started = time.perf_counter()
@@ -726,10 +730,10 @@ class HatMTEvaluator(Evaluator):
         return median(times)
 
     @torch.inference_mode()
-    def _valid_loss(self, deadline: float | None, batch_size: int = 64) -> float:
+    def _valid_loss(self, deadline: Deadline, batch_size: int = 64) -> float:
         total, tokens = 0.0, 0
         for start in range(0, len(self.corpus.valid), batch_size):
-            _check(deadline)
+            deadline.check("validation loss")
             src, tgt_in, tgt_out = make_batch(
                 self.corpus.valid[start : start + batch_size], self.index, self.model.cfg.max_positions, self.device
             )
@@ -757,8 +761,11 @@ class HatMTEvaluator(Evaluator):
     # -- the Evaluator interface
 
     def evaluate(self, ncode: str) -> Outcome:
-        started = time.perf_counter()
-        deadline = None if self.eval_timeout is None else started + self.eval_timeout
+        with torch_threads(self._threads):
+            return self._evaluate(ncode)
+
+    def _evaluate(self, ncode: str) -> Outcome:
+        deadline = Deadline(self.eval_timeout)
         sub = sub_config(self.space, ncode, self.scale)
         self.model.eval()
         self.model.set_sample_config(sub)
@@ -773,17 +780,16 @@ class HatMTEvaluator(Evaluator):
                     error=f"latency {metrics['latency_ms']:.1f} ms > limit {self.latency_limit_ms:g} ms",
                 )
             loss = self._valid_loss(deadline)
-        except EvalTimeout:
-            return Outcome(
-                None,
-                metrics,
-                status="failed",
-                error=f"timed out after {time.perf_counter() - started:.1f} s (--eval-timeout {self.eval_timeout:g})",
-            )
+        except TimeoutError as error:  # Deadline.check: recorded as failed, with what was measured
+            return Outcome(None, metrics, status="failed", error=f"TimeoutError: {error}")
         metrics["valid_ppl"] = round(math.exp(min(loss, 50.0)), 4)
         return Outcome(loss, metrics)
 
     def final_metrics(self, ncode: str) -> dict[str, Any]:
+        with torch_threads(self._threads):
+            return self._final_metrics(ncode)
+
+    def _final_metrics(self, ncode: str) -> dict[str, Any]:
         sub = sub_config(self.space, ncode, self.scale)
         self.model.eval()
         self.model.set_sample_config(sub)

@@ -14,9 +14,9 @@
 from __future__ import annotations
 
 import gc
-import random
 import re
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -93,18 +93,35 @@ def torch_threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def tiny_cpu_threads(device: torch.device, model: torch.nn.Module, limit: int = 20_000_000) -> int | None:
+    """1 for a model under ``limit`` parameters on the CPU (see ``torch_threads``), else ``None``."""
+    small = sum(p.numel() for p in model.parameters()) < limit
+    return 1 if device.type == "cpu" and small else None
+
+
 @contextmanager
 def failures_as_errors(device: torch.device) -> Iterator[None]:
-    """CUDA out-of-memory -> ``MemoryError``; memory is released whatever happens."""
+    """CUDA out-of-memory -> ``MemoryError``. GPU memory is released whatever happens: a failed
+    evaluation's traceback frames (which hold its model copy) are cleared before the cache is emptied."""
     try:
         yield
     except torch.OutOfMemoryError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "CUDA out of memory"
+        first_line = (str(error).strip().splitlines() or ["CUDA out of memory"])[0]
+        _release(device, error)
         raise MemoryError(f"out of memory on {device}: {first_line}") from None
-    finally:
-        if device.type == "cuda":  # on the CPU reference counting frees the copy; a full collection costs ~0.5 s
-            gc.collect()
-            torch.cuda.empty_cache()
+    except BaseException as error:
+        _release(device, error)
+        raise
+    else:
+        _release(device, None)
+
+
+def _release(device: torch.device, error: BaseException | None) -> None:
+    if error is not None:
+        traceback.clear_frames(error.__traceback__)  # finished frames only; file and line numbers survive
+    if device.type == "cuda":  # on the CPU reference counting frees the copy; a full collection costs ~0.5 s
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def check_finite(value: torch.Tensor, what: str) -> float:
@@ -115,10 +132,8 @@ def check_finite(value: torch.Tensor, what: str) -> float:
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch (LoRA initialisation draws from torch's global generator);
-    return a CPU generator for the evaluation's own noise."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
+    """Seed torch's global generators (peft draws the LoRA initialisation from them) and return a
+    CPU generator for the evaluation's own noise; Python's and NumPy's global state is left alone."""
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 

@@ -30,7 +30,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 from statistics import mean
-from typing import Any
+from typing import Any, ClassVar
 
 from evaluators.base import Evaluator, EvaluatorSetupError, Metric, Outcome
 from evaluators.data_path import DATA_ENV, data_root
@@ -199,6 +199,8 @@ def _best(values: Any) -> float:
 
 class NBASREvaluator(Evaluator):
     """Validation PER for the search, test PER for the final report (averaged over seed files)."""
+
+    resources: ClassVar[dict[str, Any]] = {"num_cpus": 0.5}  # a table lookup
 
     def __init__(self, data: str | None = None, dataset: str | None = None) -> None:
         if dataset not in (None, "timit"):

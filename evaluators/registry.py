@@ -25,6 +25,8 @@ class TaskOptions:
     steps: int | None = None  # training steps (diffusion_lora) or batches (sam_lora) per evaluation
     device: str | None = None  # training tasks: cpu, cuda, cuda:N (default: cuda when present)
     eval_timeout: float | None = None  # training tasks: seconds per evaluation before it counts as failed
+    latency_limit_ms: float | None = None  # hat_mt: slower sub-transformers are infeasible (default 500)
+    hat_scale: int | None = None  # hat_mt: HAT's sizes divided by this (default 16; 1 = real HAT sizes)
 
 
 def _nas_bench_graph(options: TaskOptions) -> Evaluator:
@@ -62,12 +64,29 @@ def _sam_lora(options: TaskOptions) -> Evaluator:
     )
 
 
+def _nb_asr(options: TaskOptions) -> Evaluator:
+    from evaluators.nb_asr import NBASREvaluator
+
+    return NBASREvaluator(options.data, options.dataset)
+
+
+def _hat_mt(options: TaskOptions) -> Evaluator:
+    from evaluators.hat_mt import HatMTEvaluator
+
+    return HatMTEvaluator(
+        options.data, options.model_path, options.latency_limit_ms, options.device, options.steps,
+        options.eval_timeout, options.seed, options.hat_scale,
+    )  # fmt: skip
+
+
 TASKS: dict[str, Callable[[TaskOptions], Evaluator]] = {
     "nas_bench_graph": _nas_bench_graph,
     "nb201": _nb201,
     "table": _table,
     "diffusion_lora": _diffusion_lora,
     "sam_lora": _sam_lora,
+    "nb_asr": _nb_asr,
+    "hat_mt": _hat_mt,
 }
 
 

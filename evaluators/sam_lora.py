@@ -66,6 +66,7 @@ from evaluators.lora_common import (
     resolve_device,
     seed_everything,
     split_evenly,
+    tiny_cpu_threads,
     torch_threads,
 )
 from tools.ncode import decode
@@ -292,7 +293,7 @@ class SamLoraEvaluator(Evaluator):
         self.std = torch.tensor(std).view(3, 1, 1).to(self.device)
         base = TINY_PROXY if self.embedded else REAL_PROXY
         self.proxy = ProxySettings(base.batch_size, base.lr, steps or base.max_batches)
-        self._threads = 1 if self.embedded and self.device.type == "cpu" else None
+        self._threads = tiny_cpu_threads(self.device, self.model)
         if splits is None:
             with tempfile.TemporaryDirectory(prefix="sam_lora_") as tmp:
                 splits = load_splits(write_tiny_dataset(Path(tmp)), seed)

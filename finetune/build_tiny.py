@@ -32,6 +32,7 @@ def build(args: argparse.Namespace) -> dict:
         min_archs=args.min_archs,
         max_archs=args.max_archs,
         candidates=args.candidates,
+        min_candidates=args.min_candidates,
         prune=not args.no_prune,
         history_cap=args.history_cap,
     )
@@ -89,6 +90,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-archs", type=int, default=30)
     p.add_argument("--max-archs", type=int, default=60)
     p.add_argument("--candidates", type=int, default=10)
+    p.add_argument(
+        "--min-candidates", type=int, help="curriculum: offer 1..10 candidates so that copying a code is learned early"
+    )
     p.add_argument("--history-cap", type=int, default=40)
     p.add_argument("--no-prune", action="store_true", help="ablation: sample from the whole space")
     p.add_argument("--hidden", type=int, default=128)

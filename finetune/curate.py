@@ -37,6 +37,7 @@ class CurationOptions:
     min_archs: int = 100
     max_archs: int = 200
     candidates: int = 10
+    min_candidates: int | None = None  # curriculum: draw the count from [min_candidates, candidates]
     prune: bool = True
     prompt_format: str = "compact"
     history_cap: int = 200
@@ -102,7 +103,12 @@ def make_sample(domain: Domain, rng: random.Random, options: CurationOptions) ->
     scored = [(code, score) for code in codes if (score := domain.score(code)) is not None]
     if len(scored) < options.candidates + 2:
         return None
-    history, candidates = scored[: -options.candidates], scored[-options.candidates :]
+    shown = (
+        options.candidates
+        if options.min_candidates is None
+        else rng.randint(options.min_candidates, options.candidates)
+    )
+    history, candidates = scored[:-shown], scored[-shown:]
     best = max(candidates, key=lambda pair: domain.metric.utility(pair[1]))[0]
     messages = render(
         options.prompt_format,

@@ -112,6 +112,8 @@ def train(
             log(f"step {step}/{options.steps} loss {smoothed:.4f} ({time.perf_counter() - started:.0f} s)")
             if checkpoint is not None:
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
-                torch.save({**state, "scheduler": scheduler.state_dict(), "step": step, "rng": rng}, checkpoint)
+                partial = checkpoint.with_suffix(".partial")  # write then rename: a kill never leaves half a file
+                torch.save({**state, "scheduler": scheduler.state_dict(), "step": step, "rng": rng}, partial)
+                partial.replace(checkpoint)
     model.eval()
     return {"steps": step, "loss": smoothed, "seconds": time.perf_counter() - started}

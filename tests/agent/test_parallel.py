@@ -54,7 +54,7 @@ def kill_a_worker_mid_evaluation(db: Path, run_id: str, killed: list[int], delay
     """Once a worker has reported its pid, SIGKILL it while it works on its next evaluation."""
 
     def kill() -> None:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 240  # Ray actors start slowly on a loaded machine
         while time.monotonic() < deadline:
             try:
                 done = rows(db, run_id)

@@ -3,7 +3,9 @@ actually builds, set-up errors, time limits, NaN losses and a search through the
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 
 import pytest
 import torch
@@ -84,21 +86,26 @@ def test_other_unets_are_cut_into_48_contiguous_groups():
 
 
 def test_bad_paths_are_refused_before_the_search(tmp_path):
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    with pytest.raises(EvaluatorSetupError, match=r"--clip-path .*clip is not a CLIP model folder"):
+        DiffusionLoraEvaluator(model_path=str(tmp_path), clip_path=str(clip))
+    (clip / "config.json").write_text("{}")
     missing = tmp_path / "no-such-model"
-    with pytest.raises(EvaluatorSetupError, match=str(missing)):
-        DiffusionLoraEvaluator(model_path=str(missing), clip_path=str(tmp_path))
+    with pytest.raises(EvaluatorSetupError, match=re.escape(str(missing))):
+        DiffusionLoraEvaluator(model_path=str(missing), clip_path=str(clip))
     partial = tmp_path / "partial"
     (partial / "unet").mkdir(parents=True)
     with pytest.raises(EvaluatorSetupError, match=r"partial.*missing vae, text_encoder, tokenizer, unet/config.json"):
-        DiffusionLoraEvaluator(model_path=str(partial), clip_path=str(tmp_path))
+        DiffusionLoraEvaluator(model_path=str(partial), clip_path=str(clip))
     with pytest.raises(EvaluatorSetupError, match="needs --clip-path"):
         DiffusionLoraEvaluator(model_path=str(partial))
-    with pytest.raises(EvaluatorSetupError, match=str(tmp_path / "concepts")):
+    with pytest.raises(EvaluatorSetupError, match=re.escape(str(tmp_path / "concepts"))):
         DiffusionLoraEvaluator(concept_dir=str(tmp_path / "concepts"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(EvaluatorSetupError, match="holds no images"):
         DiffusionLoraEvaluator(concept_dir=str(tmp_path / "empty"))
-    with pytest.raises(EvaluatorSetupError, match="prompts.txt"):
+    with pytest.raises(EvaluatorSetupError, match=r"prompts\.txt"):
         DiffusionLoraEvaluator(prompts=str(tmp_path / "prompts.txt"))
     with pytest.raises(EvaluatorSetupError, match="--device"):
         DiffusionLoraEvaluator(device="tpu")
@@ -136,7 +143,8 @@ def test_a_model_folder_in_diffusers_layout_loads(tmp_path):
         str(model), str(tmp_path / "clip"), str(concepts), str(prompts), steps=2, device="cpu"
     )
     assert not evaluator.embedded and evaluator.prompts == ["a sks shape"] and evaluator.dataset == "concepts"
-    assert evaluator.proxy.steps == 2
+    assert evaluator.proxy.steps == 2 and evaluator.proxy.inference_steps == 25
+    evaluator.proxy = dataclasses.replace(evaluator.proxy, inference_steps=2)  # keep the CPU test short
     outcome = run_evaluation(evaluator, "0" * 48)
     assert outcome.status == "ok", outcome.error
     assert len(char_clip_tokenizer(32)("ab").input_ids) == 4  # bos, a, b</w>, eos
@@ -146,7 +154,7 @@ def test_search_runs_through_the_real_loop(tmp_path):
     search = Search(tmp_path / "runs.db")
     try:
         result = search.start(SearchConfig(task="diffusion_lora", budget=3, ranker="random", seed=1))
-        rows = search.store.evaluations(result.run_id)
+        rows = list(search.store.evaluations(result.run_id))
     finally:
         search.close()
     assert result.status == "finished" and result.evaluations == 3

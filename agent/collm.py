@@ -37,7 +37,7 @@ from typing import Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from agent.graph import HistoryView, Progress
+from agent.graph import HistoryView, Progress, record_step
 from agent.llm_ranker import OPENAI_BASE_URL, ChatClient, LLMOptions, RankerSetupError, RankerUnavailable, _api_key
 from agent.proposers import ProposalContext, unseen_random
 from agent.store import Observation, RunStore
@@ -342,19 +342,7 @@ def build_collm_graph(parts: CollmParts) -> StateGraph:
         run_id = state["run_id"]
         history = observations(run_id)
         best = next(iter(ranked(history, metric)), None)
-        parts.store.prune_checkpoints(run_id)
-        parts.store.update_run(
-            run_id,
-            n_evaluations=len(history),
-            best_ncode=best.ncode if best else None,
-            best_score=best.score if best else None,
-        )
-        if parts.on_progress:
-            chosen = set(state["chosen"])
-            last = [(o.ncode, Outcome(o.score, status=o.status, cost_s=o.cost_s)) for o in history if o.ncode in chosen]
-            parts.on_progress(
-                Progress(len(history), parts.budget, best.ncode if best else None, best.score if best else None, last)
-            )
+        record_step(parts.store, run_id, history, best, parts.budget, state["chosen"], parts.on_progress)
         done = len(history) >= parts.budget or target_reached(best, metric, options.target)
         return {"iteration": state["iteration"] + 1, "done": done}
 

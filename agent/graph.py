@@ -77,6 +77,26 @@ class HistoryView:
         return self.rows
 
 
+def record_step(
+    store: RunStore,
+    run_id: str,
+    history: list[Observation],
+    best: Observation | None,
+    budget: int,
+    chosen: list[str],
+    on_progress: Callable[[Progress], None] | None,
+) -> None:
+    """The common end of a step, whatever the strategy: update the run's row and report progress."""
+    store.prune_checkpoints(run_id)
+    best_ncode, best_score = (best.ncode, best.score) if best else (None, None)
+    store.update_run(run_id, n_evaluations=len(history), best_ncode=best_ncode, best_score=best_score)
+    if on_progress:
+        picked = set(chosen)
+        last = [(o.ncode, Outcome(o.score, status=o.status, cost_s=o.cost_s)) for o in history if o.ncode in picked]
+        failed = sum(o.status != "ok" for o in history)
+        on_progress(Progress(len(history), budget, best_ncode, best_score, last, failed=failed))
+
+
 def best_of(history: list[Observation], parts: LoopParts) -> Observation | None:
     ok = [o for o in history if o.score is not None]
     return max(ok, key=lambda o: parts.evaluator.metric.utility(o.score)) if ok else None
@@ -133,24 +153,9 @@ def build_graph(parts: LoopParts) -> StateGraph:
     def record(state: SearchState) -> dict:
         run_id = state["run_id"]
         history = observations(run_id)
-        best = best_of(history, parts)
-        parts.store.prune_checkpoints(run_id)
-        parts.store.update_run(
-            run_id,
-            n_evaluations=len(history),
-            best_ncode=best.ncode if best else None,
-            best_score=best.score if best else None,
+        record_step(
+            parts.store, run_id, history, best_of(history, parts), parts.budget, state["chosen"], parts.on_progress
         )
-        if parts.on_progress:
-            chosen = set(state["chosen"])
-            last = [(o.ncode, Outcome(o.score, status=o.status, cost_s=o.cost_s)) for o in history if o.ncode in chosen]
-            failed = sum(o.status != "ok" for o in history)
-            parts.on_progress(
-                Progress(
-                    len(history), parts.budget, best.ncode if best else None, best.score if best else None, last,
-                    failed=failed,
-                )
-            )  # fmt: skip
         return {"iteration": state["iteration"] + 1, "done": len(history) >= parts.budget}
 
     graph = StateGraph(SearchState)

@@ -114,9 +114,9 @@ def test_observations_in_evaluation_order_with_failures(store):
         store.add_evaluation("r1", iteration, position, code, {}, outcome)
     rows = store.observations("r1")
     assert [observation for _, observation in rows] == [
-        Observation(0, "444444", 80.0, "ok"),
-        Observation(0, "100010", None, "failed"),
-        Observation(1, "010001", 85.5, "ok"),
+        Observation(0, "444444", 80.0, "ok", 0.25),
+        Observation(0, "100010", None, "failed", 0.0),
+        Observation(1, "010001", 85.5, "ok", 0.25),
     ]
     # Reading on from a row id returns only the newer rows (the loop reads its history this way).
     assert [observation.ncode for _, observation in store.observations("r1", after_id=rows[0][0])] == [

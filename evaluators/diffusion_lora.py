@@ -59,17 +59,17 @@ from rich.console import Console
 from evaluators.base import Evaluator, EvaluatorSetupError, Metric, Outcome
 from evaluators.lora_common import (
     Deadline,
-    amp_dtype,
     autocast,
+    check_budget,
     check_finite,
     failures_as_errors,
     grad_scaler,
     grouped_lora_config,
-    resolve_device,
     seed_everything,
     split_evenly,
     tiny_cpu_threads,
     torch_threads,
+    training_device,
 )
 from tools.ncode import decode
 from tools.spaces import diffusion_lora_space
@@ -328,18 +328,12 @@ class DiffusionLoraEvaluator(Evaluator):
                 f"--model-path {model_path} needs --clip-path (a CLIPModel folder, e.g. openai/clip-vit-large-patch14) "
                 "to score the generated images"
             )
-        if steps is not None and steps <= 0:
-            raise EvaluatorSetupError(f"--steps must be a positive number of training steps, got {steps}")
-        if eval_timeout is not None and eval_timeout <= 0:
-            raise EvaluatorSetupError(f"--eval-timeout must be a positive number of seconds, got {eval_timeout}")
+        check_budget(steps, eval_timeout, "training steps")
         self.space = diffusion_lora_space()
         self.metric = Metric(
             "clip_score", True, "0.5 * CLIP-T + 0.5 * CLIP-I after a short DreamBooth-style LoRA fine-tune"
         )
-        self.device = resolve_device(device)
-        self.amp = amp_dtype(self.device)
-        # what one evaluation needs from a Ray cluster (Evaluator.resources), known once the device is
-        self.resources = {"num_cpus": 1, "num_gpus": 1} if self.device.type == "cuda" else {"num_cpus": 1}
+        self.device, self.amp, self.resources = training_device(device)
         weight_dtype = self.amp or torch.float32
         self.seed, self.eval_timeout = seed, eval_timeout
         self.embedded = not model_path

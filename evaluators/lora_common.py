@@ -47,6 +47,21 @@ def resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
+def check_budget(steps: int | None, eval_timeout: float | None, step_unit: str) -> None:
+    """Refuse a non-positive --steps or --eval-timeout before anything loads."""
+    if steps is not None and steps <= 0:
+        raise EvaluatorSetupError(f"--steps must be a positive number of {step_unit}, got {steps}")
+    if eval_timeout is not None and eval_timeout <= 0:
+        raise EvaluatorSetupError(f"--eval-timeout must be a positive number of seconds, got {eval_timeout}")
+
+
+def training_device(device: str | None) -> tuple[torch.device, torch.dtype | None, dict[str, float]]:
+    """The device, its mixed-precision dtype, and what one evaluation asks of a Ray cluster there."""
+    resolved = resolve_device(device)
+    resources = {"num_cpus": 1, "num_gpus": 1} if resolved.type == "cuda" else {"num_cpus": 1}
+    return resolved, amp_dtype(resolved), resources
+
+
 def amp_dtype(device: torch.device) -> torch.dtype | None:
     """The autocast dtype on a GPU (bf16 where supported, else fp16); ``None`` (full fp32) on the CPU."""
     if device.type != "cuda":

@@ -57,17 +57,17 @@ from rich.console import Console
 from evaluators.base import Evaluator, EvaluatorSetupError, Metric, Outcome
 from evaluators.lora_common import (
     Deadline,
-    amp_dtype,
     autocast,
+    check_budget,
     check_finite,
     failures_as_errors,
     grad_scaler,
     grouped_lora_config,
-    resolve_device,
     seed_everything,
     split_evenly,
     tiny_cpu_threads,
     torch_threads,
+    training_device,
 )
 from tools.ncode import decode
 from tools.spaces import sam_lora_space
@@ -262,18 +262,12 @@ class SamLoraEvaluator(Evaluator):
         eval_timeout: float | None = None,
         seed: int = 0,
     ) -> None:
-        if steps is not None and steps <= 0:
-            raise EvaluatorSetupError(f"--steps must be a positive number of batches, got {steps}")
-        if eval_timeout is not None and eval_timeout <= 0:
-            raise EvaluatorSetupError(f"--eval-timeout must be a positive number of seconds, got {eval_timeout}")
+        check_budget(steps, eval_timeout, "batches")
         self.space = sam_lora_space()
         self.metric = Metric(
             "seg_score", True, "0.25 S-alpha + 0.25 E-phi + 0.25 weighted F-beta + 0.125 IoU + 0.125 Dice"
         )
-        self.device = resolve_device(device)
-        self.amp = amp_dtype(self.device)
-        # what one evaluation needs from a Ray cluster (Evaluator.resources), known once the device is
-        self.resources = {"num_cpus": 1, "num_gpus": 1} if self.device.type == "cuda" else {"num_cpus": 1}
+        self.device, self.amp, self.resources = training_device(device)
         self.seed, self.eval_timeout = seed, eval_timeout
         self.embedded = not model_path
         # data and model paths are checked before anything heavy is loaded

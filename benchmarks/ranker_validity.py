@@ -23,12 +23,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--samples", type=int, default=40)
+    parser.add_argument("--candidates", type=int, default=10, help="candidates per prompt (1: a pure copy test)")
+    parser.add_argument("--history-cap", type=int, help="history items per prompt (default: the model's own)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model, tokenizer = AutoModelForCausalLM.from_pretrained(args.model), AutoTokenizer.from_pretrained(args.model)
     card = json.loads((args.model / "lmsearcher.json").read_text()) if (args.model / "lmsearcher.json").exists() else {}
     domains = [d for spec in ("nbg:citeseer", "channel", "synthetic:20") for d in load_domain(spec, seed=99)]
-    options = CurationOptions(min_archs=25, max_archs=45, history_cap=card.get("history_cap", 20))
+    cap = args.history_cap or card.get("history_cap", 20)
+    options = CurationOptions(
+        min_archs=args.candidates + 4, max_archs=args.candidates + 35, candidates=args.candidates, history_cap=cap
+    )
     samples = curate(domains, args.samples, 123, options)
     named = best = 0
     for sample in samples:
@@ -40,8 +45,10 @@ def main() -> None:
         choice = parse_choice(answer, candidates)
         named += choice is not None
         best += choice == sample["answer"]
-    print("| model | prompts | names a candidate | names the best (chance 0.10) |\n|---|---|---|---|")
-    print(f"| {args.model} | {len(samples)} | {named / len(samples):.2f} | {best / len(samples):.2f} |")
+    print("| model | prompts | candidates | history | names a candidate | names the best |")
+    print("|---|---|---|---|---|---|")
+    rates = f"{named / len(samples):.2f} | {best / len(samples):.2f}"
+    print(f"| {args.model} | {len(samples)} | {args.candidates} | {cap} | {rates} |")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,12 @@ class LocalServer:
         command = [*transformers_cli(), "serve", str(self.model_path), "--host", "127.0.0.1", "--port", str(self.port)]
         command += ["--device", "cpu", "--log-level", "warning"] if not _has_cuda() else ["--log-level", "warning"]
         self.process = subprocess.Popen(
-            command, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # only calls prctl: safe between fork and exec
         )
         atexit.register(self.stop)
         self._wait_until_ready()
@@ -121,6 +126,17 @@ class LocalServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM the server when the search process dies, even by SIGKILL or SIGTERM,
+    where neither ``stop`` nor ``atexit`` get to run. Elsewhere this does nothing."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _has_cuda() -> bool:

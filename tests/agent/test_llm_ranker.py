@@ -243,3 +243,32 @@ def test_server_killed_mid_run_then_resumed(tmp_path: Path, tiny_model_dir: Path
     assert len(after) == 8 and len(set(after)) == 8 and after[: len(before)] == before
     shown = run_main("show", "k", "--db", str(db))
     assert "fallback rate" in shown.stdout and "median latency s" in shown.stdout
+
+
+def process_gone(pid: int) -> bool:
+    """Exited, or a zombie waiting to be reaped."""
+    try:
+        return "zombie" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
+def test_managed_server_dies_with_a_killed_search(tiny_model_dir: Path) -> None:
+    """SIGKILL leaves no chance to clean up: the kernel's parent-death signal stops the server."""
+    script = (
+        "import sys, time\n"
+        "from agent.local_server import LocalServer\n"
+        "server = LocalServer(sys.argv[1]).start()\n"
+        "print(server.process.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(tiny_model_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    server_pid = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not process_gone(server_pid):
+        time.sleep(0.2)
+    assert process_gone(server_pid), "the server outlived its search"

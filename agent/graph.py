@@ -11,6 +11,7 @@ re-running a node after a crash repeats no evaluation.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -127,7 +128,7 @@ def build_graph(parts: LoopParts) -> StateGraph:
     def rank(state: SearchState) -> dict:
         history = observations(state["run_id"])
         iteration = state["iteration"]
-        repools = iter(range(1, 1_000_000))
+        repools = itertools.count(1)
         request = RankRequest(
             space, metric, history, state["pool"], steps_left(history), parts.rng(iteration, "rank"),
             repool=lambda: propose(history, parts.rng(iteration, f"repool{next(repools)}"), len(state["pool"])),

@@ -10,7 +10,6 @@ import re
 import pytest
 import torch
 
-from agent.search import Search, SearchConfig
 from evaluators.base import EvaluatorSetupError
 from evaluators.diffusion_lora import (
     DiffusionLoraEvaluator,
@@ -21,6 +20,7 @@ from evaluators.diffusion_lora import (
     unet_lora_groups,
 )
 from evaluators.lora_common import lora_ranks
+from tests.evaluators.loop import assert_short_search_finishes
 from tools.evaluator_tool import run_evaluation
 
 
@@ -151,12 +151,4 @@ def test_a_model_folder_in_diffusers_layout_loads(tmp_path):
 
 
 def test_search_runs_through_the_real_loop(tmp_path):
-    search = Search(tmp_path / "runs.db")
-    try:
-        result = search.start(SearchConfig(task="diffusion_lora", budget=3, ranker="random", seed=1))
-        rows = list(search.store.evaluations(result.run_id))
-    finally:
-        search.close()
-    assert result.status == "finished" and result.evaluations == 3
-    assert math.isfinite(result.best_score)
-    assert all(row["status"] == "ok" and row["cost_s"] > 0 for row in rows)
+    assert_short_search_finishes(tmp_path, "diffusion_lora")

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from agent.cli import config_from_args, search_parser
-from agent.search import Search, SearchConfig
 from evaluators.base import EvaluatorSetupError
 from evaluators.lora_common import lora_ranks
 from evaluators.sam_lora import WEIGHTS, SamLoraEvaluator, sam_lora_groups, tiny_sam, write_tiny_dataset
+from tests.evaluators.loop import assert_short_search_finishes
 from tools.evaluator_tool import run_evaluation
 
 
@@ -125,15 +125,7 @@ def test_a_saved_model_and_a_train_val_dataset_load(tmp_path):
 
 
 def test_search_runs_through_the_real_loop(tmp_path):
-    search = Search(tmp_path / "runs.db")
-    try:
-        result = search.start(SearchConfig(task="sam_lora", budget=3, ranker="random", seed=1))
-        rows = list(search.store.evaluations(result.run_id))
-    finally:
-        search.close()
-    assert result.status == "finished" and result.evaluations == 3
-    assert math.isfinite(result.best_score)
-    assert all(row["status"] == "ok" and row["cost_s"] > 0 for row in rows)
+    assert_short_search_finishes(tmp_path, "sam_lora")
 
 
 def test_cli_passes_training_flags_only_when_given():

@@ -28,6 +28,7 @@ METHODS: dict[str, tuple[str, str | None, int, bool]] = {
     "tpe": ("tpe", None, 10, False),
     "llm-random-pool": ("llm", "random", 10, True),  # the paper's inference setting
     "llm-mixed-pool": ("llm", "mixed", 10, True),  # 5 random + 5 mutations of the top 10
+    "random-mixed-pool": ("random", "mixed", 10, False),  # control: the mixed pool with a uniform pick
     "llm-generate": ("llm", "generate", 1, True),  # ablation: generation instead of ranking
 }
 

@@ -118,7 +118,10 @@ def search_parser() -> argparse.ArgumentParser:
     llm.add_argument("--temperature", type=float, default=0.0)
     llm.add_argument("--max-tokens", type=int, default=64, help="answer length limit")
     llm.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
-    llm.add_argument("--prompt-format", help="compact (released model; default) or paper (Table 1)")
+    llm.add_argument(
+        "--prompt-format",
+        help="compact (released model; default), paper (Table 1) or choice (labels; LM-Searcher-tiny's own)",
+    )
     llm.add_argument("--history-cap", type=int, help="history items in the prompt, best first (default 200)")
     llm.add_argument("--max-reasks", type=int, default=3, help="re-asks with a fresh pool before falling back")
     llm.add_argument("--llm-retries", type=int, default=4, help="retries of timeouts, 429 and 5xx per request")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from agent.llm_ranker import _TOKEN, ChatClient, LLMOptions
 from agent.proposers import ProposalContext, Proposer, unseen_random
+from prompts import choice
 from prompts.render import render_generation
 from tools.ncode import is_valid, normalize
 
@@ -22,6 +23,8 @@ class LLMGenerationProposer(Proposer):
         self.generated = 0  # codes taken from the model (the rest were random fill-ins)
 
     def _first_new_code(self, text: str, context: ProposalContext, taken: set[str]) -> str | None:
+        if self.options.prompt_format == "choice":
+            text = choice.untag(text)  # the choice format writes codes as slot-tagged characters
         for token in _TOKEN.findall(text):
             if len(token) == context.space.length and is_valid(context.space, token):
                 code = normalize(context.space, token)
@@ -32,7 +35,12 @@ class LLMGenerationProposer(Proposer):
     def propose(self, context: ProposalContext, n: int) -> list[str]:
         history = [(o.ncode, o.score) for o in context.history if o.score is not None]
         messages = render_generation(
-            context.space.name, context.space.length, context.metric, history, self.options.history_cap
+            self.options.prompt_format,
+            context.space.name,
+            context.space.length,
+            context.metric,
+            history,
+            self.options.history_cap,
         )
         found: list[str] = []
         for _ in range(n * (self.options.max_reasks + 1)):

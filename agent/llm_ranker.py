@@ -30,7 +30,9 @@ import openai
 
 from agent.local_server import LocalServer, LocalServerError
 from agent.rankers import Decision, Ranker, RankRequest
+from prompts import choice as choice_format
 from prompts.render import DEFAULT_HISTORY_CAP, FORMATS, render
+from tools.ncode import SearchSpace
 
 LLM_RANKER_PREFIXES = ("openai:", "local:", "local")
 DEFAULT_LOCAL_MODEL = Path(__file__).resolve().parent.parent / "models" / "lm-searcher-tiny"
@@ -185,7 +187,11 @@ class LLMRanker(Ranker):
                 decision.prompt_tokens += completion.prompt_tokens or 0
                 decision.completion_tokens += completion.completion_tokens or 0
                 decision.latency_s += completion.latency_s
-                choice = parse_choice(completion.text, remaining)
+                choice = (
+                    choice_format.parse_pick(completion.text, remaining, request.rng)
+                    if self.options.prompt_format == "choice"
+                    else parse_choice(completion.text, remaining)
+                )
                 if choice is not None:
                     break
             if choice is None:
@@ -215,8 +221,13 @@ def model_card(path: Path) -> dict[str, Any]:
     return {key: settings[key] for key in ("prompt_format", "history_cap") if key in settings}
 
 
-def make_llm_ranker(spec: str, raw_options: dict[str, Any]) -> LLMRanker:
-    """Flags given explicitly win; then the local model's own card; then LLMOptions' defaults."""
+def make_llm_ranker(
+    spec: str, raw_options: dict[str, Any], space: SearchSpace | None = None, pool_size: int = 10
+) -> LLMRanker:
+    """Flags given explicitly win; then the local model's own card; then LLMOptions' defaults.
+
+    ``space`` and ``pool_size`` are checked against the prompt format before any server starts.
+    """
     local_path = (
         (Path(spec.split(":", 1)[1]) if ":" in spec else DEFAULT_LOCAL_MODEL) if spec.startswith("local") else None
     )
@@ -224,6 +235,11 @@ def make_llm_ranker(spec: str, raw_options: dict[str, Any]) -> LLMRanker:
     options = LLMOptions(**{**(model_card(local_path) if local_path else {}), **given})
     if options.prompt_format not in FORMATS:
         raise RankerSetupError(f"unknown prompt format {options.prompt_format!r}; valid: {', '.join(FORMATS)}")
+    if options.prompt_format == "choice" and space is not None:
+        widest = max(len(slot.options) for slot in space.slots)
+        problem = choice_format.unsupported(space.length, widest, pool_size)
+        if problem:
+            raise RankerSetupError(problem)
     server = None
     if spec == "llm":
         if not options.base_url or not options.model:

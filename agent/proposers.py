@@ -104,7 +104,7 @@ class MutationProposer(Proposer):
 
 
 class MixedProposer(Proposer):
-    """``random_fraction`` of the pool random, the rest mutations of the best so far.
+    """``random_fraction`` of the pool random, the rest mutations of the best so far, shuffled.
 
     With only random candidates even a perfect ranker cannot beat evolution on
     NAS-Bench-201 (see DESIGN.md), so this is the default pool for LLM rankers.
@@ -124,6 +124,7 @@ class MixedProposer(Proposer):
         pool += self.mutation.propose(
             ProposalContext(**{**vars(context), "seen": context.seen | set(pool)}), n - len(pool)
         )
+        context.rng.shuffle(pool)  # so that a ranker's position bias cannot favour one half
         return pool
 
 

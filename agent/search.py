@@ -20,6 +20,7 @@ from agent.store import RunStore, StoreError, open_connection
 from evaluators.base import Evaluator
 from evaluators.registry import TaskOptions, make_evaluator
 from tools.evaluator_tool import make_evaluator_tool
+from tools.ncode import SearchSpace
 
 # Baselines whose proposer does the searching; the ranker just keeps its order.
 PROPOSER_DRIVEN = {"evolution", "tpe"}
@@ -125,7 +126,7 @@ def make_proposer(config: SearchConfig, ranker: Ranker) -> Proposer:
         raise SearchError(str(error)) from None
 
 
-def make_ranker(config: SearchConfig) -> Ranker:
+def make_ranker(config: SearchConfig, space: SearchSpace | None = None) -> Ranker:
     if config.ranker == "random":
         return RandomRanker()
     if config.ranker in PROPOSER_DRIVEN:
@@ -133,7 +134,7 @@ def make_ranker(config: SearchConfig) -> Ranker:
     from agent.llm_ranker import LLM_RANKER_PREFIXES, make_llm_ranker
 
     if config.ranker == "llm" or config.ranker.startswith(LLM_RANKER_PREFIXES):
-        return make_llm_ranker(config.ranker, config.ranker_options)
+        return make_llm_ranker(config.ranker, config.ranker_options, space, config.pool_size)
     raise SearchError(
         f"unknown ranker {config.ranker!r}; valid: {', '.join(BASELINE_RANKERS)}, llm, openai:MODEL, local:PATH"
     )
@@ -178,7 +179,7 @@ class Search:
         if self.store.get_run(run_id) is not None:
             raise SearchError(f"run {run_id!r} already exists in {self.db_path}; resume it with --resume {run_id}")
         evaluator = make_evaluator(config.task, self._task_options(config))
-        ranker = make_strategy(config)  # a ranker that cannot start fails here, before any run exists
+        ranker = make_strategy(config, evaluator.space)  # a ranker that cannot start fails here, before any run
         self.store.create_run(
             run_id, config.task, getattr(evaluator, "dataset", config.dataset or ""), evaluator.metric.name,
             evaluator.metric.maximize, config.budget, asdict(config),
@@ -194,7 +195,7 @@ class Search:
             raise SearchError(f"run {run_id!r} already finished; start a new one (without --resume)")
         config = SearchConfig.from_stored(run["config"])
         evaluator = make_evaluator(config.task, self._task_options(config))
-        ranker = make_strategy(config)
+        ranker = make_strategy(config, evaluator.space)
         self.store.update_run(run_id, status="running", error=None)
         return self._drive(run_id, config, evaluator, ranker, on_progress)
 
@@ -240,13 +241,13 @@ class Search:
         )
 
 
-def make_strategy(config: SearchConfig) -> Any:
+def make_strategy(config: SearchConfig, space: SearchSpace | None = None) -> Any:
     """The ranker of the LM-Searcher loop, or CoLLM-NAS's Navigator and Generator (checked before any run)."""
     if config.strategy == "collm":
         from agent.collm import make_collm_agents
 
         return make_collm_agents(config.collm_options, config.ranker_options)
-    return make_ranker(config)
+    return make_ranker(config, space)
 
 
 def _evaluation_pool(config: SearchConfig, evaluator: Evaluator) -> Any:

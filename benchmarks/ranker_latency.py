@@ -3,7 +3,7 @@
 1. Latency of one decision through a managed ``transformers serve`` of a local model
    (default: the shipped LM-Searcher-tiny) with a 100-item history on NAS-Bench-201
    codes: p50/p95 over ``--decisions`` decisions after one warm-up.
-2. Prompt tokens versus history length for both prompt formats, counted with the
+2. Prompt tokens versus history length for every prompt format, counted with the
    model's tokenizer, for 6-symbol (NAS-Bench-201) and 48-symbol (diffusion LoRA) codes.
 3. Loop overhead: wall time per step of a search with the LLM ranker versus the
    random ranker on the same task (the difference is what the LLM path adds).
@@ -27,7 +27,7 @@ from agent.rankers import RankRequest
 from agent.search import Search, SearchConfig
 from agent.store import Observation
 from evaluators.base import Metric
-from prompts.render import render
+from prompts.render import FORMATS, render
 from tools.ncode import sample
 from tools.spaces import diffusion_lora_space, nb201_space
 
@@ -50,7 +50,7 @@ def decision_latency(model: Path, decisions: int) -> dict:
     space, rng = nb201_space(), random.Random(0)
     # One request per decision (re-asks off), so that the number is the model's latency whatever
     # its answer quality; the fallback rate is reported next to it.
-    ranker = make_llm_ranker(f"local:{model}", {"history_cap": 100, "max_tokens": 16, "max_reasks": 0})
+    ranker = make_llm_ranker(f"local:{model}", {"history_cap": 100, "max_reasks": 0})
     try:
         latencies, prompt_tokens, fallbacks = [], [], 0
         for index in range(decisions + 1):
@@ -80,7 +80,7 @@ def prompt_sizes(model: Path) -> list[tuple[str, str, int, int]]:
         rng = random.Random(1)
         observations = synthetic_history(space, 200, rng)
         pool = [o.ncode for o in observations[200:]]
-        for fmt in ("compact", "paper"):
+        for fmt in FORMATS:
             for n in (10, 25, 50, 100, 200):
                 history = [(o.ncode, o.score) for o in observations[:n]]
                 messages = render(fmt, space.name, space.length, METRIC, history, pool, history_cap=n)
@@ -120,7 +120,7 @@ def main() -> None:
     print("| space | format | 10 | 25 | 50 | 100 | 200 |\n|---|---|---|---|---|---|---|")
     rows = prompt_sizes(args.model)
     for space in dict.fromkeys(r[0] for r in rows):
-        for fmt in ("compact", "paper"):
+        for fmt in FORMATS:
             sizes = [str(r[3]) for r in rows if r[0] == space and r[1] == fmt]
             print(f"| {space} | {fmt} | {' | '.join(sizes)} |")
 

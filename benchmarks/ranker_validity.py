@@ -1,14 +1,22 @@
-"""How often a ranker model names an offered candidate, and how often the best one, on held-out
-prompts (domains and seeds not used by ``finetune tiny``'s defaults).
+"""How often a ranker model names an offered candidate, how often the best one, and how good its
+pick is, on held-out prompts (domains and seeds not used by ``finetune tiny``'s defaults).
 
-    python benchmarks/ranker_validity.py --model PATH [--samples 40]
+    python benchmarks/ranker_validity.py --model PATH [--samples 200]
+
+"pick quality" is 1 - (rank of the pick among the candidates) / (candidates - 1): 1 for the
+best, 0 for the worst, 0.5 expected from a random pick (and counted so for an invalid answer).
+For choice-format models, "additive reference" is the pick quality of a classical predictor
+given the same prompt: each candidate scores the mean, over its slots, of the history scores
+of the shown codes that share that slot's option; it shows how much the prompt itself supports.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
+import statistics
 from pathlib import Path
 
 import torch
@@ -17,38 +25,75 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from agent.llm_ranker import parse_choice
 from finetune.curate import CurationOptions, curate
 from finetune.domains import load_domain
+from prompts.choice import parse_pick, untag
+
+HELD_OUT = ("nbg:citeseer", "channel", "synthetic:20")
+
+
+def additive_pick(content: str, candidates: list[str]) -> str:
+    """The candidate an additive per-slot model fitted to the prompt's history would pick."""
+    history = [(untag(code), int(score)) for score, code in re.findall(r"([0-9]):([^,]+),", content)]
+    overall = statistics.mean(score for _, score in history) if history else 0.0
+
+    def predicted(code: str) -> float:
+        per_slot = []
+        for slot, symbol in enumerate(code):
+            matches = [score for seen, score in history if seen[slot] == symbol]
+            per_slot.append(statistics.mean(matches) if matches else overall)
+        return statistics.mean(per_slot)
+
+    return max(candidates, key=predicted)
+
+
+def quality(pick: str | None, codes: list[str], order: list[int]) -> float:
+    return 1.0 - order.index(codes.index(pick)) / max(1, len(codes) - 1) if pick is not None else 0.5
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--samples", type=int, default=40)
+    parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--candidates", type=int, default=10, help="candidates per prompt (1: a pure copy test)")
     parser.add_argument("--history-cap", type=int, help="history items per prompt (default: the model's own)")
+    parser.add_argument("--domains", nargs="+", default=list(HELD_OUT))
     args = parser.parse_args()
     torch.set_num_threads(1)
     model, tokenizer = AutoModelForCausalLM.from_pretrained(args.model), AutoTokenizer.from_pretrained(args.model)
     card = json.loads((args.model / "lmsearcher.json").read_text()) if (args.model / "lmsearcher.json").exists() else {}
-    domains = [d for spec in ("nbg:citeseer", "channel", "synthetic:20") for d in load_domain(spec, seed=99)]
+    fmt = card.get("prompt_format", "compact")
+    domains = [d for spec in args.domains for d in load_domain(spec, seed=99)]
     cap = args.history_cap or card.get("history_cap", 20)
     options = CurationOptions(
-        min_archs=args.candidates + 4, max_archs=args.candidates + 35, candidates=args.candidates, history_cap=cap
+        min_archs=args.candidates + 4,
+        max_archs=args.candidates + 100,
+        candidates=args.candidates,
+        history_cap=cap,
+        prompt_format=fmt,
     )
     samples = curate(domains, args.samples, 123, options)
     named = best = 0
+    qualities: list[float] = []
+    reference: list[float] = []
+    rng = random.Random(0)  # breaks ties between equal grades
     for sample in samples:
         prompt = tokenizer.apply_chat_template(sample["messages"], add_generation_prompt=True, tokenize=False)
         inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-        output = model.generate(**inputs, max_new_tokens=24, do_sample=False)
+        output = model.generate(
+            **inputs, max_new_tokens=2 * args.candidates + 2 if fmt == "choice" else 60, do_sample=False
+        )
         answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        candidates = re.findall(r"([0-9A-Za-z]+);", sample["messages"][0]["content"].split("Candidates:")[1])
-        choice = parse_choice(answer, candidates)
+        codes, order = sample["candidates"], sample["ranking"]  # order: candidate indices, best first
+        choice = parse_pick(answer, codes, rng) if fmt == "choice" else parse_choice(answer, codes)
         named += choice is not None
-        best += choice == sample["answer"]
-    print("| model | prompts | candidates | history | names a candidate | names the best |")
-    print("|---|---|---|---|---|---|")
-    rates = f"{named / len(samples):.2f} | {best / len(samples):.2f}"
-    print(f"| {args.model} | {len(samples)} | {args.candidates} | {cap} | {rates} |")
+        best += choice == codes[order[0]]
+        qualities.append(quality(choice, codes, order))
+        if fmt == "choice":
+            reference.append(quality(additive_pick(sample["messages"][0]["content"], codes), codes, order))
+    print("| model | prompts | candidates | history | names a candidate | names the best | pick quality "
+          "| additive reference |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
+    rates = f"{named / len(samples):.2f} | {best / len(samples):.2f} | {statistics.mean(qualities):.3f}"
+    additive = f"{statistics.mean(reference):.3f}" if reference else "-"
+    print(f"| {args.model} | {len(samples)} | {args.candidates} | {cap} | {rates} | {additive} |")
 
 
 if __name__ == "__main__":

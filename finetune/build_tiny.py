@@ -4,6 +4,12 @@ Half of the samples come from benchmark tables (NAS-Bench-Graph, NAS-Bench-Macro
 Channel-Bench-Macro, NASLib samples) and half from synthetic landscapes; never
 from NAS-Bench-201. The model folder also gets ``lmsearcher.json``, the prompt
 settings it was trained with, which the ranker uses as its defaults.
+
+The default prompt format is ``choice`` (``prompts.choice``): slot-tagged code
+characters, labelled candidates, and an answer that grades every candidate
+(``A7B3...``) instead of copying a code, the easiest form of the task we found
+for a model trained from scratch (BENCHMARKS.md §4 has what each form reached).
+``--init`` continues from an earlier model folder (a curriculum stage).
 """
 
 from __future__ import annotations
@@ -14,12 +20,14 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import LlamaForCausalLM
 
 from agent.llm_ranker import MODEL_CARD
-from finetune.curate import CurationOptions, curate
+from finetune.curate import CurationOptions, curate, mix_weights
 from finetune.domains import DEFAULT_DOMAINS, load_domain
 from finetune.tiny_model import TinySize, new_tiny, save
 from finetune.train_tiny import TrainOptions, train
+from prompts.render import FORMATS
 
 
 def build(args: argparse.Namespace) -> dict:
@@ -27,20 +35,24 @@ def build(args: argparse.Namespace) -> dict:
     domains = [d for spec in args.domains for d in load_domain(spec, args.data, args.seed)]
     synthetic = sum(d.codes is None for d in domains)
     real = len(domains) - synthetic
-    weights = [0.5 / synthetic if d.codes is None else 0.5 / real for d in domains] if synthetic and real else None
     options = CurationOptions(
         min_archs=args.min_archs,
         max_archs=args.max_archs,
         candidates=args.candidates,
         min_candidates=args.min_candidates,
         prune=not args.no_prune,
+        prompt_format=args.prompt_format,
         history_cap=args.history_cap,
+        generation_share=args.generation_share,
     )
-    samples = curate(domains, args.samples, args.seed, options, weights)
+    samples = curate(domains, args.samples, args.seed, options, mix_weights(domains))
     print(f"curated {len(samples)} samples from {real} table and {synthetic} synthetic domains "
           f"in {time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
     size = TinySize(args.hidden, args.layers, args.heads, args.intermediate, args.max_positions)
     model, tokenizer = new_tiny(size)
+    if args.init:
+        model = LlamaForCausalLM.from_pretrained(args.init)
+        size = TinySize(**json.loads((Path(args.init) / MODEL_CARD).read_text())["size"])
     print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,7 +73,9 @@ def build(args: argparse.Namespace) -> dict:
     )
     save(model, tokenizer, out)
     card = {
-        "prompt_format": "compact",
+        "prompt_format": args.prompt_format,
+        "generation_share": args.generation_share,
+        "init": args.init,
         "history_cap": args.history_cap,
         "trained_on": list(args.domains),
         "samples": len(samples),
@@ -87,23 +101,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="folder of the training tables (default ../shared/data/train_domains)")
     p.add_argument("--domains", nargs="+", default=list(DEFAULT_DOMAINS))
     p.add_argument("--samples", type=int, default=40000)
-    p.add_argument("--min-archs", type=int, default=30)
-    p.add_argument("--max-archs", type=int, default=60)
+    p.add_argument("--min-archs", type=int, default=14)
+    p.add_argument("--max-archs", type=int, default=100)
     p.add_argument("--candidates", type=int, default=10)
-    p.add_argument(
-        "--min-candidates", type=int, help="curriculum: offer 1..10 candidates so that copying a code is learned early"
-    )
-    p.add_argument("--history-cap", type=int, default=40)
+    p.add_argument("--min-candidates", type=int, default=5, help="offer min..max candidates: pools of many sizes")
+    p.add_argument("--history-cap", type=int, default=12, help="history items shown (the best ones)")
+    p.add_argument("--prompt-format", choices=FORMATS, default="choice")
+    p.add_argument("--generation-share", type=float, default=0.15, help="share of generation samples")
+    p.add_argument("--init", help="continue from this model folder (its size is kept)")
     p.add_argument("--no-prune", action="store_true", help="ablation: sample from the whole space")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--intermediate", type=int, default=384)
     p.add_argument("--max-positions", type=int, default=2048)
-    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--minutes", type=float, default=55.0, help="wall-clock training budget")
+    p.add_argument("--minutes", type=float, default=48.0, help="wall-clock training budget")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", action="store_true", help="save resumable training state next to the model")
     return p

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from finetune.domains import DEFAULT_DOMAINS, DomainError, refuse_forbidden
 from finetune.export import DEFAULT_NAME
+from prompts.choice import LABELS
 from prompts.render import DEFAULT_HISTORY_CAP, FORMATS
 
 EXIT_BAD_INPUT = 2
@@ -52,6 +53,9 @@ def curate_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--synthetic-share", type=float, default=0.5, help="share of samples from synthetic landscapes (default 0.5)"
     )
+    p.add_argument(
+        "--generation-share", type=float, default=0.0, help="share of generation samples (ablation data; default 0)"
+    )
     p.add_argument("--name", default=DEFAULT_NAME, help="dataset name in LLaMA-Factory's dataset_info.json")
     return p
 
@@ -69,8 +73,10 @@ def run_curate(argv: list[str]) -> int:
         raise FinetuneUsageError("--samples, --candidates and --history-cap must be at least 1")
     if not 1 <= args.min_archs <= args.max_archs:
         raise FinetuneUsageError("need 1 <= --min-archs <= --max-archs")
-    if not 0.0 <= args.synthetic_share <= 1.0:
-        raise FinetuneUsageError("--synthetic-share must lie in [0, 1]")
+    if not 0.0 <= args.synthetic_share <= 1.0 or not 0.0 <= args.generation_share <= 1.0:
+        raise FinetuneUsageError("--synthetic-share and --generation-share must lie in [0, 1]")
+    if args.prompt_format == "choice" and args.candidates > len(LABELS):
+        raise FinetuneUsageError(f"the choice format labels at most {len(LABELS)} candidates; lower --candidates")
     for spec in args.domains:
         refuse_forbidden(spec)
     started = time.perf_counter()
@@ -84,6 +90,7 @@ def run_curate(argv: list[str]) -> int:
         prune=not args.no_prune,
         prompt_format=args.prompt_format,
         history_cap=args.history_cap,
+        generation_share=args.generation_share,
     )
     try:
         samples = curate(domains, args.samples, args.seed, options, mix_weights(domains, args.synthetic_share))
@@ -101,6 +108,7 @@ def run_curate(argv: list[str]) -> int:
         max_archs=options.max_archs,
         candidates=options.candidates,
         synthetic_share=args.synthetic_share,
+        generation_share=args.generation_share,
         domain_specs=list(args.domains),
         seconds=round(time.perf_counter() - started, 2),
     )

@@ -5,7 +5,11 @@ p=0.5, each option of a free slot dropped with p=0.5), draw 100-200 distinct
 architectures from it, show all but ``candidates`` of them with their scores as
 history, and label the best of the remaining candidates. ``prune=False`` is the
 paper's ablation (sample from the whole space). Prompts come from
-``prompts.render``, the same code the ranker uses at inference.
+``prompts.render``, the same code the ranker uses at inference. In the
+``choice`` format the answer grades every candidate's label by its place among
+the candidates, 0-9; with
+``generation_share`` > 0 that share of samples asks instead for a new code (the
+best held-out one), so one model also serves the generation ablation.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from evaluators.base import Metric
-from prompts.render import render
+from prompts import choice
+from prompts.render import render, render_generation
 from tools.ncode import InvalidNCode, SearchSpace, prune, sample, to_indices
 
 
@@ -41,6 +46,7 @@ class CurationOptions:
     prune: bool = True
     prompt_format: str = "compact"
     history_cap: int = 200
+    generation_share: float = 0.0  # share of generation samples (answer: the best held-out code)
 
 
 # Option indices of every code of a table domain (one row per code, in ``Domain.codes`` order),
@@ -109,17 +115,27 @@ def make_sample(domain: Domain, rng: random.Random, options: CurationOptions) ->
         else rng.randint(options.min_candidates, options.candidates)
     )
     history, candidates = scored[:-shown], scored[-shown:]
-    best = max(candidates, key=lambda pair: domain.metric.utility(pair[1]))[0]
-    messages = render(
-        options.prompt_format,
-        domain.space.name,
-        domain.space.length,
-        domain.metric,
-        history,
-        [code for code, _ in candidates],
-        options.history_cap,
-    )
-    return {"messages": messages, "answer": best, "domain": domain.name, "history": len(history)}
+    codes = [code for code, _ in candidates]
+    utilities = [domain.metric.utility(score) for _, score in candidates]
+    best = codes[utilities.index(max(utilities))]
+    space, metric, cap = domain.space, domain.metric, options.history_cap
+    if options.generation_share > 0 and rng.random() < options.generation_share:
+        messages = render_generation(options.prompt_format, space.name, space.length, metric, history, cap)
+        answer, task = (choice.tag(best) if options.prompt_format == "choice" else best), "generate"
+    else:
+        messages = render(options.prompt_format, space.name, space.length, metric, history, codes, cap)
+        answer = choice.answer(utilities) if options.prompt_format == "choice" else best
+        task = "rank"
+    ranking = sorted(range(len(codes)), key=lambda i: -utilities[i])
+    return {
+        "messages": messages,
+        "answer": answer,
+        "domain": domain.name,
+        "history": len(history),
+        "task": task,
+        "candidates": codes,  # kept for evaluation (benchmarks/ranker_validity.py), not exported
+        "ranking": ranking,
+    }
 
 
 def curate(

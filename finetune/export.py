@@ -38,13 +38,15 @@ LLAMAFACTORY_TAGS = {
 
 
 def records(samples: Sequence[dict]) -> list[dict]:
-    """The dataset rows: ``messages`` (the prompt turns), ``answer``, ``domain``, ``history`` (its length)."""
+    """The dataset rows: ``messages`` (the prompt turns), ``answer``, ``domain``, ``history`` (its length),
+    ``task`` (``rank`` or ``generate``)."""
     return [
         {
             "messages": [{"role": m["role"], "content": m["content"]} for m in sample["messages"]],
             "answer": sample["answer"],
             "domain": sample["domain"],
             "history": int(sample["history"]),
+            "task": sample["task"],
         }
         for sample in samples
     ]
@@ -106,6 +108,7 @@ def summarize(samples: Sequence[dict], **settings: Any) -> dict[str, Any]:
         "samples": len(samples),
         **settings,
         "domains": len(per_domain),
+        "per_task": dict(sorted(Counter(sample["task"] for sample in samples).items())),
         "per_family": dict(sorted(per_family.items())),
         "mean_history": sum(histories) / len(histories) if histories else 0.0,
         "min_history": min(histories, default=0),
@@ -119,10 +122,11 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     mix = ", ".join(f"{name} {count}" for name, count in summary["per_family"].items())
     lines = [
         f"{summary['samples']} samples from {summary['domains']} domains ({mix})",
+        "tasks: " + ", ".join(f"{task} {count}" for task, count in summary["per_task"].items()),
         f"history length mean {summary['mean_history']:.1f} (min {summary['min_history']}, "
         f"max {summary['max_history']})",
     ]
-    skip = ("per_domain", "per_family", "samples", "domains", "files", "domain_specs")
+    skip = ("per_domain", "per_family", "per_task", "samples", "domains", "files", "domain_specs")
     settings = {k: v for k, v in summary.items() if k not in skip and not k.endswith("_history")}
     lines.append(", ".join(f"{key} {value}" for key, value in settings.items()))
     return lines

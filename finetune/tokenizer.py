@@ -13,17 +13,19 @@ import string
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from prompts.choice import TAGGED_CHARACTERS
 from prompts.render import PROMPT_DIR
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>"]
-CHARACTERS = string.digits + string.ascii_letters + string.punctuation + " \n"
+CHARACTERS = string.digits + string.ascii_letters + string.punctuation + " \n" + TAGGED_CHARACTERS
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] + '</s>' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
 
 
-RANKER_TEMPLATES = ("paper", "compact", "generate")  # a fixed list: new prompt files must not shift the vocabulary
+# A fixed list: new prompt files must not shift the vocabulary.
+RANKER_TEMPLATES = ("paper", "compact", "generate", "choice", "choice_generate")
 
 
 def prompt_words() -> list[str]:

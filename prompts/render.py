@@ -8,6 +8,9 @@ Two formats:
 - ``compact``: the released LM-Searcher model's format. History as ``code|score,``
   items sorted best first with scores min-max normalised to [0, 1] (4 decimals),
   candidates as ``code;`` items, the whole prompt in the system message.
+- ``choice``: LM-Searcher-tiny's format (``prompts.choice``): slot-tagged code
+  characters, labelled candidates, answers as labels best first; no space name
+  or metric text, which a model trained from scratch cannot use.
 
 Minimised metrics (an error rate) are shown negated in the paper format and
 normalised with 1 = lowest error in the compact one, so "higher is better"
@@ -21,9 +24,10 @@ from pathlib import Path
 from string import Template
 
 from evaluators.base import Metric
+from prompts import choice
 
 PROMPT_DIR = Path(__file__).resolve().parent
-FORMATS = ("paper", "compact")
+FORMATS = ("paper", "compact", "choice")
 DEFAULT_HISTORY_CAP = 200
 
 
@@ -82,14 +86,28 @@ def render(
             candidates="".join(f"{code};" for code in candidates),
         )
         return [{"role": "system", "content": text.strip()}]
+    if fmt == "choice":
+        text = template("choice").substitute(
+            slots=slots,
+            history=choice.history_items(pairs, normalise([value for _, value in pairs])),
+            candidates=choice.candidate_items(candidates),
+        )
+        return [{"role": "system", "content": text.strip()}]
     raise ValueError(f"unknown prompt format {fmt!r}; valid: {', '.join(FORMATS)}")
 
 
 def render_generation(
-    space_name: str, slots: int, metric: Metric, history: Sequence[tuple[str, float]], history_cap: int
+    fmt: str, space_name: str, slots: int, metric: Metric, history: Sequence[tuple[str, float]], history_cap: int
 ) -> list[dict[str, str]]:
-    """The paper's ablation: ask for a new code instead of a choice among candidates (compact style)."""
+    """The paper's ablation: ask for a new code instead of a choice among candidates.
+
+    The ``choice`` format has its own short template; every other format uses the compact style.
+    """
     pairs = best_first(history, metric, history_cap)
+    if fmt == "choice":
+        history_items = choice.history_items(pairs, normalise([value for _, value in pairs]))
+        text = template("choice_generate").substitute(slots=slots, history=history_items)
+        return [{"role": "system", "content": text.strip()}]
     scores = normalise([value for _, value in pairs])
     items = "".join(f"{code}|{score:.4f}," for (code, _), score in zip(pairs, scores, strict=True))
     text = template("generate").substitute(

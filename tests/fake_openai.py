@@ -17,13 +17,17 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from prompts.choice import untag
+
 # A reply: (HTTP status, answer text, seconds to wait before replying)
 Script = Callable[[dict, list[str]], tuple[int, str, float]]
 
 
 def candidates_of(request: dict) -> list[str]:
-    """The candidate codes of a ranker prompt in either format (none for other prompts)."""
+    """The candidate codes of a ranker prompt in any format (none for other prompts)."""
     text = request["messages"][-1]["content"]
+    if "code=label:" in text:  # choice
+        return [untag(code) for code in re.findall(r"([^;:,=\s]+)=[A-Z];", text)]
     if "Candidates:" in text:  # compact
         return re.findall(r"([0-9A-Za-z]+);", text.split("Candidates:")[1])
     if "Candidate:\n" in text:  # paper

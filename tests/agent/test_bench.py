@@ -21,3 +21,16 @@ def test_bench_writes_table_plot_and_runs(tmp_path: Path, nb201_dir: Path) -> No
     table = out.with_suffix(".md").read_text()
     assert "| rs |" in table and "| re |" in table and "cifar10 val" in table
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_llm_methods_share_one_served_model(tmp_path: Path, nb201_dir: Path, tiny_model_dir: Path) -> None:
+    """A real ``transformers serve`` of the session's tiny model; its answers may fall back to random picks."""
+    out = tmp_path / "bench"
+    argv = ["--methods", "llm-random-pool", "random-mixed-pool", "--datasets", "cifar100", "--seeds", "1"]
+    assert bench_main([*argv, "--budget", "12", "--data", str(nb201_dir), "--model", str(tiny_model_dir),
+                       "--out", str(out)]) == 0  # fmt: skip
+    runs = {r["method"]: r for r in json.loads(out.with_suffix(".json").read_text())["runs"]}
+    assert set(runs) == {"llm-random-pool", "random-mixed-pool"}
+    assert 0.0 <= runs["llm-random-pool"]["fallback_rate"] <= 1.0, "the LLM was asked for every decision"
+    assert runs["random-mixed-pool"]["fallback_rate"] is None and len(runs["llm-random-pool"]["trajectory"]) == 12
+    assert "| llm-random-pool |" in out.with_suffix(".md").read_text()

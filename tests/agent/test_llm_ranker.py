@@ -16,6 +16,7 @@ import pytest
 from agent.llm_ranker import RankerSetupError, RankerUnavailable, parse_choice
 from agent.local_server import LocalServer
 from agent.search import Search, SearchConfig
+from prompts.choice import untag
 from tests.fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,6 +174,24 @@ def test_paper_prompt_format(tmp_path: Path) -> None:
         "Please analyze the history, rank the candidate and output the highest-performing candidate."
     )
     assert prompt["content"].count("NCode: ") == 2 and "\nCandidate:\n" in prompt["content"]
+
+
+def test_choice_format_picks_the_highest_predicted_score(tmp_path: Path) -> None:
+    with FakeOpenAI(lambda request, candidates: (200, "A1B2C9D0", 0.0)) as server:
+        search = Search(tmp_path / "runs.db")
+        search.start(llm_config(server.base_url, budget=4, prompt_format="choice"), run_id="r")
+    prompt = server.requests[-1]["messages"][0]["content"]
+    written = re.search(r"Candidates, as code=label: ((?:[^;=\s]{5}=[A-Z];){10}) ", prompt)
+    assert written and all(len(untag(code)) == 5 for code in re.findall(r"([^;=]+)=", written.group(1)))
+    for row in decisions(search, "r"):
+        assert json.loads(row["chosen"]) == [json.loads(row["pool"])[2]] and row["fallback"] == 0
+
+
+def test_choice_format_refuses_pools_larger_than_its_labels(tmp_path: Path) -> None:
+    config = llm_config("http://127.0.0.1:9/v1", prompt_format="choice")
+    config.pool_size = 27
+    with pytest.raises(RankerSetupError, match="at most 26 candidates; use --pool-size 26"):
+        Search(tmp_path / "runs.db").start(config)
 
 
 # --- a real transformers serve of a tiny model trained by the test session -----------------------

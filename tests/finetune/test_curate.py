@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
@@ -15,6 +16,7 @@ from finetune.curate import (
     subspace_pool,
 )
 from finetune.domains import DomainError, load_domain
+from prompts.choice import parse_pick, tag, untag
 from tests.finetune.helpers import grid_table_domain, parse_compact, synthetic_domains
 from tools.ncode import prune, to_indices
 
@@ -151,3 +153,35 @@ def test_history_cap_and_paper_format(table):
 def test_nas_bench_201_is_refused(spec):
     with pytest.raises(DomainError, match="NAS-Bench-201"):
         load_domain(spec)
+
+
+def test_choice_format_grades_every_label_by_its_place_among_the_candidates(table):
+    options = CurationOptions(min_archs=30, max_archs=40, candidates=8, prompt_format="choice")
+    rng = random.Random(5)
+    for _ in range(10):
+        sample = make_sample(table, rng, options)
+        content = sample["messages"][0]["content"]
+        labelled = {untag(code): label for code, label in re.findall(r"([^;:,=]+)=([A-Z]);", content)}
+        assert list(labelled) == sample["candidates"] and len(labelled) == 8
+        assert "".join(sample["answer"][0::2]) == "".join(labelled.values())
+        scores = [table.score(code) for code in sample["candidates"]]
+        grades = [int(grade) for grade in sample["answer"][1::2]]
+        assert sorted(range(8), key=lambda i: grades[i]) == sorted(range(8), key=lambda i: scores[i])
+        assert grades[sample["ranking"][0]] == 9 and min(grades) == 0
+        pick = parse_pick(sample["answer"], sample["candidates"], rng)
+        assert grades[sample["candidates"].index(pick)] == 9
+        assert sample["task"] == "rank"
+
+
+def test_generation_share_asks_for_the_best_held_out_code(table):
+    options = CurationOptions(min_archs=30, max_archs=40, prompt_format="choice", generation_share=0.5)
+    samples = curate([table], 60, seed=2, options=options)
+    generation = [s for s in samples if s["task"] == "generate"]
+    assert 15 <= len(generation) <= 45, "about half the samples should ask for a new code"
+    for sample in generation:
+        content = sample["messages"][0]["content"]
+        assert "Candidates" not in content and content.startswith("Design codes")
+        history = [untag(code) for code in re.findall(r"[0-9]:([^,]+),", content)]
+        assert len(history) == sample["history"] and untag(sample["answer"]) not in history
+        best = max(sample["candidates"], key=lambda code: table.metric.utility(table.score(code)))
+        assert sample["answer"] == tag(best)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaForCausalLM
 
 from agent.llm_ranker import MODEL_CARD
 from finetune.curate import CurationOptions, curate, mix_weights
@@ -48,11 +48,12 @@ def build(args: argparse.Namespace) -> dict:
     samples = curate(domains, args.samples, args.seed, options, mix_weights(domains))
     print(f"curated {len(samples)} samples from {real} table and {synthetic} synthetic domains "
           f"in {time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
-    size = TinySize(args.hidden, args.layers, args.heads, args.intermediate, args.max_positions)
-    model, tokenizer = new_tiny(size)
-    if args.init:
-        model = LlamaForCausalLM.from_pretrained(args.init)
+    if args.init:  # continue from an earlier model: its weights, tokenizer and size
+        model, tokenizer = LlamaForCausalLM.from_pretrained(args.init), AutoTokenizer.from_pretrained(args.init)
         size = TinySize(**json.loads((Path(args.init) / MODEL_CARD).read_text())["size"])
+    else:
+        size = TinySize(args.hidden, args.layers, args.heads, args.intermediate, args.max_positions)
+        model, tokenizer = new_tiny(size)
     print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

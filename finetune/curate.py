@@ -117,7 +117,8 @@ def make_sample(domain: Domain, rng: random.Random, options: CurationOptions) ->
     history, candidates = scored[:-shown], scored[-shown:]
     codes = [code for code, _ in candidates]
     utilities = [domain.metric.utility(score) for _, score in candidates]
-    best = codes[utilities.index(max(utilities))]
+    ranking = sorted(range(len(codes)), key=lambda i: -utilities[i])  # candidate indices, best first
+    best = codes[ranking[0]]
     space, metric, cap = domain.space, domain.metric, options.history_cap
     if options.generation_share > 0 and rng.random() < options.generation_share:
         messages = render_generation(options.prompt_format, space.name, space.length, metric, history, cap)
@@ -126,7 +127,6 @@ def make_sample(domain: Domain, rng: random.Random, options: CurationOptions) ->
         messages = render(options.prompt_format, space.name, space.length, metric, history, codes, cap)
         answer = choice.answer(utilities) if options.prompt_format == "choice" else best
         task = "rank"
-    ranking = sorted(range(len(codes)), key=lambda i: -utilities[i])
     return {
         "messages": messages,
         "answer": answer,

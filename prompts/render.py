@@ -9,7 +9,7 @@ Two formats:
   items sorted best first with scores min-max normalised to [0, 1] (4 decimals),
   candidates as ``code;`` items, the whole prompt in the system message.
 - ``choice``: LM-Searcher-tiny's format (``prompts.choice``): slot-tagged code
-  characters, labelled candidates, answers as labels best first; no space name
+  characters, labelled candidates, answers as a grade per label; no space name
   or metric text, which a model trained from scratch cannot use.
 
 Minimised metrics (an error rate) are shown negated in the paper format and

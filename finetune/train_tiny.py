@@ -1,6 +1,7 @@
 """Training LM-Searcher-tiny from scratch on curated ranking samples (CPU-friendly).
 
-A plain PyTorch loop: loss on the answer only, AdamW with warm-up and cosine
+A plain PyTorch loop: loss on the answer only (logits computed at the answer
+positions only, not over the whole prompt), AdamW with warm-up and cosine
 decay, length-bucketed batches, a wall-clock budget, and checkpoints that a
 later call resumes from.
 """
@@ -63,6 +64,14 @@ def collate(items: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, 
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
 
 
+def answer_loss(model: LlamaForCausalLM, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled positions."""
+    hidden = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    learned = targets != IGNORE
+    return torch.nn.functional.cross_entropy(model.lm_head(hidden[:, :-1][learned]), targets[learned])
+
+
 def train(
     model: LlamaForCausalLM,
     tokenizer: PreTrainedTokenizerFast,
@@ -100,7 +109,7 @@ def train(
             log(f"time budget of {options.time_budget_s:.0f} s reached at step {step}")
             break
         batch = collate([encoded[i] for i in next(stream)], tokenizer.pad_token_id)
-        loss = model(**batch).loss
+        loss = answer_loss(model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -6,7 +6,7 @@ import torch
 
 from finetune.curate import CurationOptions, curate
 from finetune.tiny_model import TinySize, new_tiny
-from finetune.train_tiny import IGNORE, TrainOptions, collate, encode_sample, train
+from finetune.train_tiny import IGNORE, TrainOptions, answer_loss, collate, encode_sample, train
 from tests.finetune.helpers import synthetic_domains
 
 SIZE = TinySize(hidden=64, layers=2, heads=2, intermediate=128, max_positions=1024)
@@ -31,6 +31,14 @@ def test_encoded_labels_learn_the_answer_only():
     learned = [label for label in labels if label != IGNORE]
     assert tokenizer.decode(learned) == sample["answer"] + tokenizer.eos_token
     assert labels[: len(labels) - len(learned)] == [IGNORE] * (len(labels) - len(learned))
+
+
+def test_answer_loss_equals_the_full_models_loss():
+    torch.manual_seed(0)
+    model, tokenizer = new_tiny(SIZE)
+    batch = collate([encode_sample(tokenizer, s, 1024) for s in tiny_samples(3)], tokenizer.pad_token_id)
+    with torch.no_grad():
+        assert torch.allclose(answer_loss(model, batch), model(**batch).loss, atol=1e-5)
 
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch():

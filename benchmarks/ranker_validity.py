@@ -8,14 +8,18 @@ best, 0 for the worst, 0.5 expected from a random pick (and counted so for an in
 For choice-format models, "additive reference" is the pick quality of a classical predictor
 given the same prompt: each candidate scores the mean, over its slots, of the history scores
 of the shown codes that share that slot's option; it shows how much the prompt itself supports.
+"grade loss" is the model's mean cross-entropy (nats) on the training answer's grade digits,
+next to the entropy of those digits' overall distribution: a model that reads nothing from the
+prompt can at best match the entropy, so the gap is what it has learned.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import math
 import random
-import re
 import statistics
 from pathlib import Path
 
@@ -25,14 +29,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from agent.llm_ranker import parse_choice
 from finetune.curate import CurationOptions, curate
 from finetune.domains import load_domain
-from prompts.choice import parse_pick, untag
+from finetune.train_tiny import IGNORE, encode_sample
+from prompts.choice import parse_pick, read_history
 
 HELD_OUT = ("nbg:citeseer", "channel", "synthetic:20")
 
 
 def additive_pick(content: str, candidates: list[str]) -> str:
     """The candidate an additive per-slot model fitted to the prompt's history would pick."""
-    history = [(untag(code), int(score)) for score, code in re.findall(r"([0-9]):([^,]+),", content)]
+    history = read_history(content)
     overall = statistics.mean(score for _, score in history) if history else 0.0
 
     def predicted(code: str) -> float:
@@ -47,6 +52,22 @@ def additive_pick(content: str, candidates: list[str]) -> str:
 
 def quality(pick: str | None, codes: list[str], order: list[int]) -> float:
     return 1.0 - order.index(codes.index(pick)) / max(1, len(codes) - 1) if pick is not None else 0.5
+
+
+def grade_losses(model, tokenizer, sample: dict) -> list[tuple[str, float]]:
+    """(digit, cross-entropy) for each grade digit of the sample's training answer."""
+    ids, labels = encode_sample(tokenizer, sample, tokenizer.model_max_length)
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, :-1]
+    losses = torch.nn.functional.cross_entropy(logits, torch.tensor(labels[1:]), reduction="none")
+    tokens = tokenizer.convert_ids_to_tokens([label for label in labels[1:] if label != IGNORE])
+    learned = [loss for loss, label in zip(losses.tolist(), labels[1:], strict=True) if label != IGNORE]
+    return [(token, loss) for token, loss in zip(tokens, learned, strict=True) if token.isdigit()]
+
+
+def entropy(counts: collections.Counter) -> float:
+    total = sum(counts.values())
+    return -sum(count / total * math.log(count / total) for count in counts.values())
 
 
 def main() -> None:
@@ -74,6 +95,7 @@ def main() -> None:
     named = best = 0
     qualities: list[float] = []
     reference: list[float] = []
+    graded: list[tuple[str, float]] = []
     rng = random.Random(0)  # breaks ties between equal grades
     for sample in samples:
         prompt = tokenizer.apply_chat_template(sample["messages"], add_generation_prompt=True, tokenize=False)
@@ -89,11 +111,14 @@ def main() -> None:
         qualities.append(quality(choice, codes, order))
         if fmt == "choice":
             reference.append(quality(additive_pick(sample["messages"][0]["content"], codes), codes, order))
+            graded.extend(grade_losses(model, tokenizer, sample))
     print("| model | prompts | candidates | history | names a candidate | names the best | pick quality "
-          "| additive reference |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
+          "| additive reference | grade loss (entropy) |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     rates = f"{named / len(samples):.2f} | {best / len(samples):.2f} | {statistics.mean(qualities):.3f}"
     additive = f"{statistics.mean(reference):.3f}" if reference else "-"
-    print(f"| {args.model} | {len(samples)} | {args.candidates} | {cap} | {rates} | {additive} |")
+    loss = statistics.mean(loss for _, loss in graded) if graded else None
+    digits = f"{loss:.3f} ({entropy(collections.Counter(d for d, _ in graded)):.3f})" if graded else "-"
+    print(f"| {args.model} | {len(samples)} | {args.candidates} | {cap} | {rates} | {additive} | {digits} |")
 
 
 if __name__ == "__main__":

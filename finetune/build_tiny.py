@@ -5,10 +5,12 @@ Channel-Bench-Macro, NASLib samples) and half from synthetic landscapes; never
 from NAS-Bench-201. The model folder also gets ``lmsearcher.json``, the prompt
 settings it was trained with, which the ranker uses as its defaults.
 
-The default prompt format is ``choice`` (``prompts.choice``): slot-tagged code
-characters, labelled candidates, and an answer that grades every candidate
-(``A7B3...``) instead of copying a code, the easiest form of the task we found
-for a model trained from scratch (BENCHMARKS.md §4 has what each form reached).
+The default prompt format is ``choice`` (``prompts.choice``): one character per
+code symbol naming its slot and option (and, in the history, the code's score;
+in a candidate, its label), and an answer that grades every candidate
+(``A7B3...``) instead of copying a code; the model starts from built code
+embeddings and matching attention (``finetune.tiny_model``). BENCHMARKS.md §4
+has what each form reached.
 ``--init`` continues from an earlier model folder (a curriculum stage).
 """
 
@@ -25,7 +27,7 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 from agent.llm_ranker import MODEL_CARD
 from finetune.curate import CurationOptions, curate, mix_weights
 from finetune.domains import DEFAULT_DOMAINS, load_domain
-from finetune.tiny_model import TinySize, new_tiny, save
+from finetune.tiny_model import TinySize, frozen_token_ids, new_tiny, save
 from finetune.train_tiny import TrainOptions, train
 from prompts.render import FORMATS
 
@@ -71,6 +73,7 @@ def build(args: argparse.Namespace) -> dict:
         ),
         checkpoint=out / "train_state.pt" if args.checkpoint else None,
         log=lambda line: print(line, flush=True),
+        frozen_rows=frozen_token_ids(tokenizer),
     )
     save(model, tokenizer, out)
     card = {
@@ -106,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-archs", type=int, default=100)
     p.add_argument("--candidates", type=int, default=10)
     p.add_argument("--min-candidates", type=int, default=5, help="offer min..max candidates: pools of many sizes")
-    p.add_argument("--history-cap", type=int, default=12, help="history items shown (the best ones)")
+    p.add_argument("--history-cap", type=int, default=12, help="history items shown (best half, rest spread)")
     p.add_argument("--prompt-format", choices=FORMATS, default="choice")
     p.add_argument("--generation-share", type=float, default=0.15, help="share of generation samples")
     p.add_argument("--init", help="continue from this model folder (its size is kept)")
@@ -116,10 +119,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--intermediate", type=int, default=384)
     p.add_argument("--max-positions", type=int, default=2048)
-    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--steps", type=int, default=2500)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--minutes", type=float, default=48.0, help="wall-clock training budget")
+    p.add_argument("--minutes", type=float, default=46.0, help="wall-clock training budget")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", action="store_true", help="save resumable training state next to the model")
     return p

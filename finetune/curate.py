@@ -6,8 +6,8 @@ architectures from it, show all but ``candidates`` of them with their scores as
 history, and label the best of the remaining candidates. ``prune=False`` is the
 paper's ablation (sample from the whole space). Prompts come from
 ``prompts.render``, the same code the ranker uses at inference. In the
-``choice`` format the answer grades every candidate's label by its place among
-the candidates, 0-9; with
+``choice`` format the answer grades every candidate's label on the history's
+0-9 scale; with
 ``generation_share`` > 0 that share of samples asks instead for a new code (the
 best held-out one), so one model also serves the generation ablation.
 """
@@ -125,7 +125,8 @@ def make_sample(domain: Domain, rng: random.Random, options: CurationOptions) ->
         answer, task = (choice.tag(best) if options.prompt_format == "choice" else best), "generate"
     else:
         messages = render(options.prompt_format, space.name, space.length, metric, history, codes, cap)
-        answer = choice.answer(utilities) if options.prompt_format == "choice" else best
+        shown = [metric.utility(score) for _, score in history]  # the capped history keeps its best and worst
+        answer = choice.answer(utilities, shown) if options.prompt_format == "choice" else best
         task = "rank"
     return {
         "messages": messages,

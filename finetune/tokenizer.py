@@ -13,11 +13,12 @@ import string
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from prompts.choice import TAGGED_CHARACTERS
+from prompts.choice import GRADED_CHARACTERS, LABELLED_CHARACTERS, TAGGED_CHARACTERS
 from prompts.render import PROMPT_DIR
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>"]
-CHARACTERS = string.digits + string.ascii_letters + string.punctuation + " \n" + TAGGED_CHARACTERS
+CODE_CHARACTERS = TAGGED_CHARACTERS + GRADED_CHARACTERS + LABELLED_CHARACTERS
+CHARACTERS = string.digits + string.ascii_letters + string.punctuation + " \n" + CODE_CHARACTERS
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] + '</s>' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"

@@ -1,8 +1,10 @@
 """Training LM-Searcher-tiny from scratch on curated ranking samples (CPU-friendly).
 
-A plain PyTorch loop: loss on the answer only, AdamW with warm-up and cosine
-decay, length-bucketed batches, a wall-clock budget, and checkpoints that a
-later call resumes from.
+A plain PyTorch loop: loss on the answer only (logits computed at the answer
+positions only, which matters with a vocabulary of ten thousand code
+characters), AdamW with warm-up and cosine decay, length-bucketed batches, a
+wall-clock budget, optional frozen embedding rows, and checkpoints that a later
+call resumes from.
 """
 
 from __future__ import annotations
@@ -63,6 +65,14 @@ def collate(items: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, 
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
 
 
+def answer_loss(model: LlamaForCausalLM, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled positions."""
+    hidden = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    learned = targets != IGNORE
+    return torch.nn.functional.cross_entropy(model.lm_head(hidden[:, :-1][learned]), targets[learned])
+
+
 def train(
     model: LlamaForCausalLM,
     tokenizer: PreTrainedTokenizerFast,
@@ -70,8 +80,12 @@ def train(
     options: TrainOptions,
     checkpoint: Path | None = None,
     log: Callable[[str], None] = print,
+    frozen_rows: torch.Tensor | None = None,
 ) -> dict:
-    """Train in place; returns steps done, final smoothed loss and seconds."""
+    """Train in place; returns steps done, final smoothed loss and seconds.
+
+    ``frozen_rows``: token ids whose embeddings get no gradient (they keep their values,
+    up to weight decay)."""
     torch.manual_seed(options.seed)
     rng = random.Random(options.seed)
     encoded = [encode_sample(tokenizer, sample, options.max_length) for sample in samples]
@@ -92,6 +106,8 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         step, rng = state["step"], state["rng"]
         log(f"resumed from {checkpoint} at step {step}")
+    if frozen_rows is not None:
+        model.get_input_embeddings().weight.register_hook(lambda grad: grad.index_fill(0, frozen_rows, 0.0))
     model.train()
     started, smoothed = time.perf_counter(), None
     stream = batches(encoded, options.batch_size, rng)
@@ -100,7 +116,7 @@ def train(
             log(f"time budget of {options.time_budget_s:.0f} s reached at step {step}")
             break
         batch = collate([encoded[i] for i in next(stream)], tokenizer.pad_token_id)
-        loss = model(**batch).loss
+        loss = answer_loss(model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -55,6 +55,12 @@ def metric_text(metric: Metric) -> str:
     return f"{name}: {metric.description}" if metric.description else name
 
 
+def choice_history(history: Sequence[tuple[str, float]], metric: Metric, cap: int) -> str:
+    """The ``choice`` format's history: best first, capped by ``choice.spread``, scores 0-9."""
+    pairs = choice.spread(best_first(history, metric, len(history)), cap)
+    return choice.history_items(pairs, normalise([value for _, value in pairs]))
+
+
 def render(
     fmt: str,
     space_name: str,
@@ -89,7 +95,7 @@ def render(
     if fmt == "choice":
         text = template("choice").substitute(
             slots=slots,
-            history=choice.history_items(pairs, normalise([value for _, value in pairs])),
+            history=choice_history(history, metric, history_cap),
             candidates=choice.candidate_items(candidates),
         )
         return [{"role": "system", "content": text.strip()}]
@@ -103,11 +109,10 @@ def render_generation(
 
     The ``choice`` format has its own short template; every other format uses the compact style.
     """
-    pairs = best_first(history, metric, history_cap)
     if fmt == "choice":
-        history_items = choice.history_items(pairs, normalise([value for _, value in pairs]))
-        text = template("choice_generate").substitute(slots=slots, history=history_items)
+        text = template("choice_generate").substitute(slots=slots, history=choice_history(history, metric, history_cap))
         return [{"role": "system", "content": text.strip()}]
+    pairs = best_first(history, metric, history_cap)
     scores = normalise([value for _, value in pairs])
     items = "".join(f"{code}|{score:.4f}," for (code, _), score in zip(pairs, scores, strict=True))
     text = template("generate").substitute(

@@ -16,7 +16,7 @@ from finetune.curate import (
     subspace_pool,
 )
 from finetune.domains import DomainError, load_domain
-from prompts.choice import parse_pick, tag, untag
+from prompts.choice import parse_pick, read_history, tag, untag
 from tests.finetune.helpers import grid_table_domain, parse_compact, synthetic_domains
 from tools.ncode import prune, to_indices
 
@@ -155,8 +155,8 @@ def test_nas_bench_201_is_refused(spec):
         load_domain(spec)
 
 
-def test_choice_format_grades_every_label_by_its_place_among_the_candidates(table):
-    options = CurationOptions(min_archs=30, max_archs=40, candidates=8, prompt_format="choice")
+def test_choice_format_grades_every_label_on_the_history_scale(table):
+    options = CurationOptions(min_archs=30, max_archs=40, candidates=8, prompt_format="choice", history_cap=12)
     rng = random.Random(5)
     for _ in range(10):
         sample = make_sample(table, rng, options)
@@ -164,12 +164,16 @@ def test_choice_format_grades_every_label_by_its_place_among_the_candidates(tabl
         labelled = {untag(code): label for code, label in re.findall(r"([^;:,=]+)=([A-Z]);", content)}
         assert list(labelled) == sample["candidates"] and len(labelled) == 8
         assert "".join(sample["answer"][0::2]) == "".join(labelled.values())
-        scores = [table.score(code) for code in sample["candidates"]]
+        shown = read_history(content)
+        assert len(shown) == min(12, sample["history"])
+        assert shown[0][1] == 9 and shown[-1][1] == 0, "the capped history keeps the best and the worst"
+        low, high = (table.score(shown[i][0]) for i in (-1, 0))
         grades = [int(grade) for grade in sample["answer"][1::2]]
-        assert sorted(range(8), key=lambda i: grades[i]) == sorted(range(8), key=lambda i: scores[i])
-        assert grades[sample["ranking"][0]] == 9 and min(grades) == 0
+        for code, grade in zip(sample["candidates"], grades, strict=True):
+            assert grade == round(min(9.0, max(0.0, 9 * (table.score(code) - low) / (high - low))))
+        assert grades[sample["ranking"][0]] == max(grades)
         pick = parse_pick(sample["answer"], sample["candidates"], rng)
-        assert grades[sample["candidates"].index(pick)] == 9
+        assert grades[sample["candidates"].index(pick)] == max(grades)
         assert sample["task"] == "rank"
 
 
@@ -181,7 +185,7 @@ def test_generation_share_asks_for_the_best_held_out_code(table):
     for sample in generation:
         content = sample["messages"][0]["content"]
         assert "Candidates" not in content and content.startswith("Design codes")
-        history = [untag(code) for code in re.findall(r"[0-9]:([^,]+),", content)]
+        history = [code for code, _ in read_history(content)]
         assert len(history) == sample["history"] and untag(sample["answer"]) not in history
         best = max(sample["candidates"], key=lambda code: table.metric.utility(table.score(code)))
         assert sample["answer"] == tag(best)

@@ -1,4 +1,4 @@
-"""The choice format: slot-tagged codes, labelled candidates, answers as a predicted score per label."""
+"""The choice format: slot-tagged candidates, score-carrying history codes, answers as a grade per label."""
 
 from __future__ import annotations
 
@@ -8,7 +8,18 @@ from collections import Counter
 import pytest
 
 from evaluators.base import Metric
-from prompts.choice import LABELS, answer, parse_pick, tag, unsupported, untag
+from prompts.choice import (
+    LABELS,
+    answer,
+    graded,
+    labelled,
+    parse_pick,
+    read_history,
+    spread,
+    tag,
+    unsupported,
+    untag,
+)
 from prompts.render import render, render_generation
 
 ACCURACY = Metric("accuracy", True, "validation accuracy")
@@ -23,18 +34,33 @@ def test_tags_name_slot_and_option_and_round_trip() -> None:
         tag("0g")
 
 
+def test_history_characters_carry_slot_option_and_score_and_read_back() -> None:
+    assert graded("10", 7) == chr(0xF0000 + 10 * 1 + 7) + chr(0xF0000 + 10 * 16 + 7)
+    assert graded("1", 7) != graded("1", 6), "the same option with another score is another token"
+    text = f"x {graded('0f3', 9)},{graded('120', 0)}, {tag('111')}=A;"
+    assert read_history(text) == [("0f3", 9), ("120", 0)], "candidates are not history"
+
+
 def test_prompt_lists_history_best_first_with_scores_0_to_9_and_labels_candidates() -> None:
     history = [("000", 0.5), ("111", 1.0), ("222", 0.9)]
     [message] = render("choice", "toy", 3, ACCURACY, history, ["012", "210"])
     assert message["role"] == "system"
-    assert f"9:{tag('111')},7:{tag('222')},0:{tag('000')}," in message["content"]
-    assert f"{tag('012')}=A;{tag('210')}=B;" in message["content"]
+    assert f"{graded('111', 9)},{graded('222', 7)},{graded('000', 0)}," in message["content"]
+    assert f"{labelled('012', 'A')}=A;{labelled('210', 'B')}=B;" in message["content"]
     assert "toy" not in message["content"] and "accuracy" not in message["content"]
 
 
 def test_minimised_metrics_get_9_for_the_lowest_error() -> None:
     [message] = render("choice", "toy", 2, ERROR, [("00", 0.3), ("11", 0.1)], ["01"])
-    assert f"9:{tag('11')},0:{tag('00')}," in message["content"]
+    assert f"{graded('11', 9)},{graded('00', 0)}," in message["content"]
+
+
+def test_a_capped_history_keeps_the_best_half_and_spreads_the_rest_down_to_the_worst() -> None:
+    ranked = [(f"{i:02d}", -float(i)) for i in range(20)]  # best first
+    assert [code for code, _ in spread(ranked, 6)] == ["00", "01", "02", "03", "11", "19"]
+    assert spread(ranked[:5], 6) == ranked[:5]
+    [message] = render("choice", "toy", 2, ACCURACY, [(code, -value) for code, value in ranked], ["01"], 6)
+    assert [code for code, _ in read_history(message["content"])] == ["19", "18", "17", "16", "08", "00"]
 
 
 def test_more_candidates_than_labels_are_refused() -> None:
@@ -52,10 +78,16 @@ def test_unsupported_names_the_limit_and_the_way_out(slots: int, options: int, p
     assert found is None if problem is None else problem in found
 
 
-def test_answer_grades_each_candidate_by_its_place_among_the_candidates() -> None:
-    assert answer([0.2, 0.9, 0.5, 1.3, 0.0]) == "A2B7C5D9E0"
-    assert answer([0.4, 0.4, 0.1]) == "A9B9C0", "ties share a grade"
-    assert answer([0.7]) == "A0"
+def test_candidate_characters_carry_slot_option_and_label() -> None:
+    assert labelled("10", "C") == chr(0x100000 + 26 * 1 + 2) + chr(0x100000 + 26 * 16 + 2)
+    assert labelled("1", "A") != labelled("1", "B") and untag(labelled("0f3", "Z")) == "0f3"
+
+
+def test_answer_grades_each_candidate_on_the_history_scale() -> None:
+    history = [0.0, 3.0, 9.0]
+    assert answer([0.0, 7.0, 4.5, 10.0, -1.0], history) == "A0B7C5D9E0", "outside the history's range: clipped"
+    assert answer([0.4, 0.4], [0.3, 0.5]) == "A5B5", "equal scores share a grade, halves round up"
+    assert answer([0.5, 0.1], [0.5]) == "A9B0", "an all-equal history is all best, as in the prompt"
 
 
 @pytest.mark.parametrize(
@@ -75,5 +107,5 @@ def test_parse_pick_breaks_ties_at_random_not_by_position() -> None:
 def test_generation_prompt_is_short_and_tagged() -> None:
     [short] = render_generation("choice", "toy", 2, ACCURACY, [("00", 0.1), ("11", 0.2)], 20)
     [compact] = render_generation("compact", "toy", 2, ACCURACY, [("00", 0.1), ("11", 0.2)], 20)
-    assert f"9:{tag('11')},0:{tag('00')}," in short["content"] and "11|1.0000,00|0.0000," in compact["content"]
+    assert f"{graded('11', 9)},{graded('00', 0)}," in short["content"] and "11|1.0000,00|0.0000," in compact["content"]
     assert len(short["content"]) < len(compact["content"])

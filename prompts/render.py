@@ -55,9 +55,8 @@ def metric_text(metric: Metric) -> str:
     return f"{name}: {metric.description}" if metric.description else name
 
 
-def choice_history(history: Sequence[tuple[str, float]], metric: Metric, cap: int) -> str:
-    """The ``choice`` format's history items: best first, capped, scores as digits 0-9."""
-    pairs = best_first(history, metric, cap)
+def choice_history(pairs: Sequence[tuple[str, float]]) -> str:
+    """The ``choice`` format's history items from ``best_first`` pairs, scores as digits 0-9."""
     return choice.history_items(pairs, normalise([value for _, value in pairs]))
 
 
@@ -95,7 +94,7 @@ def render(
     if fmt == "choice":
         text = template("choice").substitute(
             slots=slots,
-            history=choice_history(history, metric, history_cap),
+            history=choice_history(pairs),
             candidates=choice.candidate_items(candidates),
         )
         return [{"role": "system", "content": text.strip()}]
@@ -109,10 +108,10 @@ def render_generation(
 
     The ``choice`` format has its own short template; every other format uses the compact style.
     """
-    if fmt == "choice":
-        text = template("choice_generate").substitute(slots=slots, history=choice_history(history, metric, history_cap))
-        return [{"role": "system", "content": text.strip()}]
     pairs = best_first(history, metric, history_cap)
+    if fmt == "choice":
+        text = template("choice_generate").substitute(slots=slots, history=choice_history(pairs))
+        return [{"role": "system", "content": text.strip()}]
     scores = normalise([value for _, value in pairs])
     items = "".join(f"{code}|{score:.4f}," for (code, _), score in zip(pairs, scores, strict=True))
     text = template("generate").substitute(

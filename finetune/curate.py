@@ -7,9 +7,9 @@ history, and label the best of the remaining candidates. ``prune=False`` is the
 paper's ablation (sample from the whole space). Prompts come from
 ``prompts.render``, the same code the ranker uses at inference. In the
 ``choice`` format the answer grades every candidate's label by its place among
-the candidates, 0-9; with
-``generation_share`` > 0 that share of samples asks instead for a new code (the
-best held-out one), so one model also serves the generation ablation.
+the candidates, 0-9; with ``generation_share`` > 0 that share of samples asks
+instead for a new code (the best held-out one), so one model also serves the
+generation ablation.
 """
 
 from __future__ import annotations

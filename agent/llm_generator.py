@@ -23,8 +23,8 @@ class LLMGenerationProposer(Proposer):
         self.generated = 0  # codes taken from the model (the rest were random fill-ins)
 
     def _first_new_code(self, text: str, context: ProposalContext, taken: set[str]) -> str | None:
-        if self.options.prompt_format == "choice":
-            text = choice.untag(text)  # the choice format writes codes as slot-tagged characters
+        if self.options.prompt_format in ("choice", "grade"):
+            text = choice.untag(text)  # these formats write codes as slot-tagged characters
         for token in _TOKEN.findall(text):
             if len(token) == context.space.length and is_valid(context.space, token):
                 code = normalize(context.space, token)

@@ -31,6 +31,7 @@ import openai
 from agent.local_server import LocalServer, LocalServerError
 from agent.rankers import Decision, Ranker, RankRequest
 from prompts import choice as choice_format
+from prompts import grade as grade_format
 from prompts.render import DEFAULT_HISTORY_CAP, FORMATS, render
 from tools.ncode import SearchSpace
 
@@ -162,8 +163,9 @@ class LLMRanker(Ranker):
         history = [(o.ncode, o.score) for o in request.history if o.score is not None]
         pool = list(request.pool)
         decision = Decision(chosen=[], pool=pool, prompt_tokens=0, completion_tokens=0, latency_s=0.0)
-        answers: list[str] = []
-        transient = 0
+        self._answers: list[str] = []
+        self._transient = 0
+        grades: dict[str, int | None] = {}  # grade format: each candidate is asked about once per decision
         while len(decision.chosen) < min(request.k, len(request.pool)):
             remaining = [code for code in pool if code not in decision.chosen]
             choice = None
@@ -172,26 +174,7 @@ class LLMRanker(Ranker):
                     fresh = [code for code in request.repool() if code not in decision.chosen]
                     remaining = fresh or remaining
                     decision.retries += 1
-                messages = render(
-                    self.options.prompt_format,
-                    request.space.name,
-                    request.space.length,
-                    request.metric,
-                    history,
-                    remaining,
-                    self.options.history_cap,
-                )
-                completion = self.client.complete(messages)
-                answers.append(completion.text)
-                transient += completion.transient_errors
-                decision.prompt_tokens += completion.prompt_tokens or 0
-                decision.completion_tokens += completion.completion_tokens or 0
-                decision.latency_s += completion.latency_s
-                choice = (
-                    choice_format.parse_pick(completion.text, remaining, request.rng)
-                    if self.options.prompt_format == "choice"
-                    else parse_choice(completion.text, remaining)
-                )
+                choice = self._pick(request, history, remaining, decision, grades)
                 if choice is not None:
                     break
             if choice is None:
@@ -200,9 +183,48 @@ class LLMRanker(Ranker):
             decision.chosen.append(choice)
             pool = remaining
         decision.pool = pool if request.k == 1 else decision.pool
-        decision.raw_answer = "\n---\n".join(answers)
-        decision.error = f"{transient} transient error(s) retried" if transient else None
+        decision.raw_answer = "\n---\n".join(self._answers)
+        decision.error = f"{self._transient} transient error(s) retried" if self._transient else None
         return decision
+
+    def _pick(
+        self,
+        request: RankRequest,
+        history: list[tuple[str, float]],
+        remaining: list[str],
+        decision: Decision,
+        grades: dict[str, int | None],
+    ) -> str | None:
+        """One question (or, in the grade format, one per ungraded candidate); the pick, or None."""
+        fmt = self.options.prompt_format
+        if fmt == "grade":
+            for code in remaining:
+                if code not in grades:
+                    grades[code] = grade_format.parse_grade(self._ask(request, history, [code], decision))
+            graded = {code: grade for code in remaining if (grade := grades[code]) is not None}
+            if not graded:
+                for code in remaining:  # a re-ask asks again
+                    grades.pop(code, None)
+                return None
+            top = max(graded.values())
+            return request.rng.choice([code for code, grade in graded.items() if grade == top])
+        text = self._ask(request, history, remaining, decision)
+        if fmt == "choice":
+            return choice_format.parse_pick(text, remaining, request.rng)
+        return parse_choice(text, remaining)
+
+    def _ask(self, request: RankRequest, history: list[tuple[str, float]], codes: list[str], decision: Decision) -> str:
+        space, options = request.space, self.options
+        messages = render(
+            options.prompt_format, space.name, space.length, request.metric, history, codes, options.history_cap
+        )
+        completion = self.client.complete(messages)
+        self._answers.append(completion.text)
+        self._transient += completion.transient_errors
+        decision.prompt_tokens += completion.prompt_tokens or 0
+        decision.completion_tokens += completion.completion_tokens or 0
+        decision.latency_s += completion.latency_s
+        return completion.text
 
 
 def _api_key(*names: str) -> str | None:
@@ -235,9 +257,9 @@ def make_llm_ranker(
     options = LLMOptions(**{**(model_card(local_path) if local_path else {}), **given})
     if options.prompt_format not in FORMATS:
         raise RankerSetupError(f"unknown prompt format {options.prompt_format!r}; valid: {', '.join(FORMATS)}")
-    if options.prompt_format == "choice" and space is not None:
+    if options.prompt_format in ("choice", "grade") and space is not None:
         widest = max(len(slot.options) for slot in space.slots)
-        problem = choice_format.unsupported(space.length, widest, pool_size)
+        problem = choice_format.unsupported(space.length, widest, pool_size if options.prompt_format == "choice" else 1)
         if problem:
             raise RankerSetupError(problem)
     server = None
@@ -255,8 +277,8 @@ def make_llm_ranker(
     else:
         if spec == "local" and not local_path.is_dir():
             raise RankerSetupError(
-                f"no LM-Searcher-tiny at {local_path} (not shipped yet: see README); build one with "
-                "'python main.py finetune tiny' or pass --ranker local:PATH"
+                f"no LM-Searcher-tiny at {local_path} (it ships in the repository's models/ folder); "
+                "restore it with git, build one with 'python main.py finetune tiny', or pass --ranker local:PATH"
             )
         try:
             server = LocalServer(local_path).start()

@@ -3,8 +3,9 @@
 1. Latency of one decision through a managed ``transformers serve`` of a local model
    (default: the shipped LM-Searcher-tiny) with a 100-item history on NAS-Bench-201
    codes: p50/p95 over ``--decisions`` decisions after one warm-up.
-2. Prompt tokens versus history length for every prompt format, counted with the
-   model's tokenizer, for 6-symbol (NAS-Bench-201) and 48-symbol (diffusion LoRA) codes.
+2. Prompt tokens versus history length for every prompt format (per request: the
+   ``grade`` format asks once per candidate), counted with the model's tokenizer,
+   for 6-symbol (NAS-Bench-201) and 48-symbol (diffusion LoRA) codes.
 3. Loop overhead: wall time per step of a search with the LLM ranker versus the
    random ranker on the same task (the difference is what the LLM path adds).
 
@@ -48,11 +49,11 @@ def percentile(values: list[float], q: float) -> float:
 
 def decision_latency(model: Path, decisions: int) -> dict:
     space, rng = nb201_space(), random.Random(0)
-    # One request per decision (re-asks off), so that the number is the model's latency whatever
-    # its answer quality; the fallback rate is reported next to it.
+    # Re-asks off: one request per decision (one per candidate in the grade format), so that the
+    # number is the model's latency whatever its answer quality; the fallback rate is reported next to it.
     ranker = make_llm_ranker(f"local:{model}", {"history_cap": 100, "max_reasks": 0})
     try:
-        latencies, prompt_tokens, fallbacks = [], [], 0
+        latencies, prompt_tokens, requests, fallbacks = [], [], [], 0
         for index in range(decisions + 1):
             observations = synthetic_history(space, 110, rng)
             request = RankRequest(space, METRIC, observations[:100], [o.ncode for o in observations[100:]], 1, rng)
@@ -62,6 +63,7 @@ def decision_latency(model: Path, decisions: int) -> dict:
                 continue  # warm-up
             latencies.append((time.perf_counter() - started) * 1000)
             prompt_tokens.append(decision.prompt_tokens)
+            requests.append(len(decision.raw_answer.split("\n---\n")))
             fallbacks += decision.fallback
     finally:
         ranker.close()
@@ -69,6 +71,7 @@ def decision_latency(model: Path, decisions: int) -> dict:
         "p50_ms": statistics.median(latencies),
         "p95_ms": percentile(latencies, 0.95),
         "prompt_tokens": statistics.median(prompt_tokens),
+        "requests": statistics.median(requests),
         "fallback_rate": fallbacks / decisions,
     }
 
@@ -83,7 +86,8 @@ def prompt_sizes(model: Path) -> list[tuple[str, str, int, int]]:
         for fmt in FORMATS:
             for n in (10, 25, 50, 100, 200):
                 history = [(o.ncode, o.score) for o in observations[:n]]
-                messages = render(fmt, space.name, space.length, METRIC, history, pool, history_cap=n)
+                asked = pool[:1] if fmt == "grade" else pool  # grade: one prompt per candidate
+                messages = render(fmt, space.name, space.length, METRIC, history, asked, history_cap=n)
                 text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
                 rows.append((space.name, fmt, n, len(tokenizer(text, add_special_tokens=False)["input_ids"])))
     return rows
@@ -112,9 +116,9 @@ def main() -> None:
 
     latency = decision_latency(args.model, args.decisions)
     print(f"## Decision latency, {args.model}, 100-item history, {args.decisions} decisions, no re-asks\n")
-    print("| p50 ms | p95 ms | prompt tokens | fallback rate |\n|---|---|---|---|")
-    print(f"| {latency['p50_ms']:.0f} | {latency['p95_ms']:.0f} | {latency['prompt_tokens']:.0f} "
-          f"| {latency['fallback_rate']:.2f} |\n")  # fmt: skip
+    print("| p50 ms | p95 ms | requests | prompt tokens | fallback rate |\n|---|---|---|---|---|")
+    print(f"| {latency['p50_ms']:.0f} | {latency['p95_ms']:.0f} | {latency['requests']:.0f} "
+          f"| {latency['prompt_tokens']:.0f} | {latency['fallback_rate']:.2f} |\n")  # fmt: skip
 
     print("## Prompt tokens versus history length\n")
     print("| space | format | 10 | 25 | 50 | 100 | 200 |\n|---|---|---|---|---|---|---|")

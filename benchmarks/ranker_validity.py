@@ -31,14 +31,15 @@ from agent.llm_ranker import parse_choice
 from finetune.curate import CurationOptions, curate
 from finetune.domains import load_domain
 from finetune.train_tiny import IGNORE, encode_sample
+from prompts import grade as grade_format
 from prompts.choice import parse_pick, untag
+from prompts.grade import parse_grade
 
 HELD_OUT = ("nbg:citeseer", "channel", "synthetic:20")
 
 
-def additive_pick(content: str, candidates: list[str]) -> str:
-    """The candidate an additive per-slot model fitted to the prompt's history would pick."""
-    history = [(untag(code), int(score)) for score, code in re.findall(r"([0-9]):([^,]+),", content)]
+def additive_pick(history: list[tuple[str, int]], candidates: list[str]) -> str:
+    """The candidate an additive per-slot model fitted to the prompt's (code, digit) history would pick."""
     overall = statistics.mean(score for _, score in history) if history else 0.0
 
     def predicted(code: str) -> float:
@@ -71,6 +72,53 @@ def entropy(counts: collections.Counter) -> float:
     return -sum(count / total * math.log(count / total) for count in counts.values())
 
 
+def grade_table(model, tokenizer, domains, samples: list[dict], args: argparse.Namespace, cap: int) -> None:
+    """The same columns for a ``grade``-format model: each draw's candidates are graded one prompt each
+    (the greedy answer's digit, as the ranker reads it) and the highest grade is the pick."""
+    by_name = {domain.name: domain for domain in domains}
+    draws: dict[int, list[dict]] = collections.defaultdict(list)
+    for sample in samples:
+        draws[sample["group"]].append(sample)
+    rng = random.Random(0)  # breaks ties between equal grades
+    named = best = 0
+    qualities, reference, graded = [], [], []
+    for rows in draws.values():
+        domain = by_name[rows[0]["domain"]]
+        codes = [row["candidates"][0] for row in rows]
+        utilities = [domain.metric.utility(domain.score(code)) for code in codes]
+        order = sorted(range(len(codes)), key=lambda i: -utilities[i])
+        grades = {}
+        for code, row in zip(codes, rows, strict=True):
+            ids, labels = encode_sample(tokenizer, row, tokenizer.model_max_length)
+            start = labels.index(next(label for label in labels if label != IGNORE))
+            with torch.no_grad():
+                logits = model(torch.tensor([ids[:start]])).logits[0, -1]
+            text = tokenizer.decode([int(logits.argmax())], skip_special_tokens=True)
+            graded.append((row["answer"], float(torch.log_softmax(logits, -1)[labels[start]].neg())))
+            if (grade := parse_grade(text)) is not None:
+                grades[code] = grade
+        pick = None
+        if grades:
+            top = max(grades.values())
+            pick = rng.choice([code for code, grade in grades.items() if grade == top])
+        named += pick is not None
+        best += pick == codes[order[0]]
+        qualities.append(quality(pick, codes, order))
+        history = grade_format.unscored(rows[0]["messages"][0]["content"])
+        reference.append(quality(additive_pick(history, codes), codes, order))
+    print_table(args.model, len(draws), args.candidates, cap, named, best, qualities, reference, graded)
+
+
+def print_table(model, prompts, candidates, cap, named, best, qualities, reference, graded) -> None:
+    print("| model | prompts | candidates | history | names a candidate | names the best | pick quality "
+          "| additive reference | grade loss (entropy) |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+    rates = f"{named / prompts:.2f} | {best / prompts:.2f} | {statistics.mean(qualities):.3f}"
+    additive = f"{statistics.mean(reference):.3f}" if reference else "-"
+    loss = statistics.mean(loss for _, loss in graded) if graded else None
+    digits = f"{loss:.3f} ({entropy(collections.Counter(d for d, _ in graded)):.3f})" if graded else "-"
+    print(f"| {model} | {prompts} | {candidates} | {cap} | {rates} | {additive} | {digits} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True)
@@ -92,6 +140,9 @@ def main() -> None:
         history_cap=cap,
         prompt_format=fmt,
     )
+    if fmt == "grade":
+        grade_table(model, tokenizer, domains, curate(domains, args.samples * args.candidates, 123, options), args, cap)
+        return
     samples = curate(domains, args.samples, 123, options)
     named = best = 0
     qualities: list[float] = []
@@ -111,15 +162,11 @@ def main() -> None:
         best += choice == codes[order[0]]
         qualities.append(quality(choice, codes, order))
         if fmt == "choice":
-            reference.append(quality(additive_pick(sample["messages"][0]["content"], codes), codes, order))
+            content = sample["messages"][0]["content"]
+            history = [(untag(code), int(score)) for score, code in re.findall(r"([0-9]):([^,]+),", content)]
+            reference.append(quality(additive_pick(history, codes), codes, order))
             graded.extend(grade_losses(model, tokenizer, sample))
-    print("| model | prompts | candidates | history | names a candidate | names the best | pick quality "
-          "| additive reference | grade loss (entropy) |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
-    rates = f"{named / len(samples):.2f} | {best / len(samples):.2f} | {statistics.mean(qualities):.3f}"
-    additive = f"{statistics.mean(reference):.3f}" if reference else "-"
-    loss = statistics.mean(loss for _, loss in graded) if graded else None
-    digits = f"{loss:.3f} ({entropy(collections.Counter(d for d, _ in graded)):.3f})" if graded else "-"
-    print(f"| {args.model} | {len(samples)} | {args.candidates} | {cap} | {rates} | {additive} | {digits} |")
+    print_table(args.model, len(samples), args.candidates, cap, named, best, qualities, reference, graded)
 
 
 if __name__ == "__main__":

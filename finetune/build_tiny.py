@@ -5,11 +5,18 @@ Channel-Bench-Macro, NASLib samples) and half from synthetic landscapes; never
 from NAS-Bench-201. The model folder also gets ``lmsearcher.json``, the prompt
 settings it was trained with, which the ranker uses as its defaults.
 
-The default prompt format is ``choice`` (``prompts.choice``): slot-tagged code
-characters, labelled candidates, and an answer that grades every candidate
-(``A7B3...``) instead of copying a code, the easiest form of the task we found
-for a model trained from scratch (BENCHMARKS.md §4 has what each form reached).
-``--init`` continues from an earlier model folder (a curriculum stage).
+The default prompt format is ``grade`` (``prompts.grade``): one candidate per
+prompt, history symbols that carry their code's score, the answer one digit; the
+one form of the task a model trained from scratch here has learned (BENCHMARKS.md
+§4 has what each form reached). A draw's candidates are trained as one packed
+sequence (``train_tiny.pack``).
+
+Training runs in two stages. A warm-up on synthetic landscapes of 1-2 slots comes
+first: there a code's score is half decided by each symbol, and the model finds
+the lookup (a symbol's matches in the history and their scores) that it would
+not find, in the time we have, on spaces of many slots, where one symbol says
+little; the main stage then trains on the full mix. ``--init`` continues from an
+earlier model folder instead (no warm-up).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,24 +38,28 @@ from finetune.train_tiny import TrainOptions, train
 from prompts.render import FORMATS
 
 
-def build(args: argparse.Namespace) -> dict:
+def stage_samples(specs: list[str], count: int, args: argparse.Namespace, seed: int, prune: bool) -> list[dict]:
     started = time.perf_counter()
-    domains = [d for spec in args.domains for d in load_domain(spec, args.data, args.seed)]
+    domains = [d for spec in specs for d in load_domain(spec, args.data, args.seed)]
     synthetic = sum(d.codes is None for d in domains)
-    real = len(domains) - synthetic
     options = CurationOptions(
         min_archs=args.min_archs,
         max_archs=args.max_archs,
         candidates=args.candidates,
         min_candidates=args.min_candidates,
-        prune=not args.no_prune,
+        prune=prune,
         prompt_format=args.prompt_format,
         history_cap=args.history_cap,
         generation_share=args.generation_share,
     )
-    samples = curate(domains, args.samples, args.seed, options, mix_weights(domains))
-    print(f"curated {len(samples)} samples from {real} table and {synthetic} synthetic domains "
+    samples = curate(domains, count, seed, options, mix_weights(domains))
+    print(f"curated {len(samples)} samples from {len(domains) - synthetic} table and {synthetic} synthetic domains "
           f"in {time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
+    return samples
+
+
+def build(args: argparse.Namespace) -> dict:
+    samples = stage_samples(args.domains, args.samples, args, args.seed, prune=not args.no_prune)
     if args.init:  # continue from an earlier model: its weights, tokenizer and size
         model, tokenizer = LlamaForCausalLM.from_pretrained(args.init), AutoTokenizer.from_pretrained(args.init)
         size = TinySize(**json.loads((Path(args.init) / MODEL_CARD).read_text())["size"])
@@ -57,21 +69,18 @@ def build(args: argparse.Namespace) -> dict:
     print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = train(
-        model,
-        tokenizer,
-        samples,
-        TrainOptions(
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            time_budget_s=args.minutes * 60,
-            seed=args.seed,
-            log_every=25,
-        ),
-        checkpoint=out / "train_state.pt" if args.checkpoint else None,
-        log=lambda line: print(line, flush=True),
-    )
+    checkpoint = out / "train_state.pt" if args.checkpoint else None
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    warmup = None
+    if not args.init and args.warmup_minutes > 0 and not (checkpoint and checkpoint.exists()):
+        print("warm-up stage", flush=True)
+        # Never pruned: a pruned space of one or two slots is mostly a single code.
+        warmup_samples = stage_samples(args.warmup_domains, args.warmup_samples, args, args.seed + 1, prune=False)
+        options = TrainOptions(args.steps, args.batch_size, args.lr, time_budget_s=args.warmup_minutes * 60)
+        warmup = train(model, tokenizer, warmup_samples, replace(options, seed=args.seed, log_every=25), log=log)
+        print("main stage", flush=True)
+    options = TrainOptions(args.steps, args.batch_size, args.lr, time_budget_s=args.minutes * 60)
+    report = train(model, tokenizer, samples, replace(options, seed=args.seed, log_every=25), checkpoint, log)
     save(model, tokenizer, out)
     card = {
         "prompt_format": args.prompt_format,
@@ -79,6 +88,7 @@ def build(args: argparse.Namespace) -> dict:
         "init": args.init,
         "history_cap": args.history_cap,
         "trained_on": list(args.domains),
+        "warmup": warmup and {"domains": list(args.warmup_domains), **warmup},
         "samples": len(samples),
         "pruning": not args.no_prune,
         "size": vars(size),
@@ -101,25 +111,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="models/lm-searcher-tiny")
     p.add_argument("--data", help="folder of the training tables (default ../shared/data/train_domains)")
     p.add_argument("--domains", nargs="+", default=list(DEFAULT_DOMAINS))
-    p.add_argument("--samples", type=int, default=40000)
+    p.add_argument("--samples", type=int, default=300000, help="training examples of the main stage")
+    p.add_argument("--warmup-domains", nargs="+", default=["synthetic:400:1-2"])
+    p.add_argument("--warmup-samples", type=int, default=150000)
+    p.add_argument("--warmup-minutes", type=float, default=10.0, help="warm-up budget (0: no warm-up)")
     p.add_argument("--min-archs", type=int, default=14)
     p.add_argument("--max-archs", type=int, default=100)
     p.add_argument("--candidates", type=int, default=10)
-    p.add_argument("--min-candidates", type=int, default=5, help="offer min..max candidates: pools of many sizes")
-    p.add_argument("--history-cap", type=int, default=12, help="history items shown (the best ones)")
-    p.add_argument("--prompt-format", choices=FORMATS, default="choice")
-    p.add_argument("--generation-share", type=float, default=0.15, help="share of generation samples")
+    p.add_argument("--min-candidates", type=int, help="offer min..max candidates: pools of many sizes")
+    p.add_argument("--history-cap", type=int, default=24, help="history items shown")
+    p.add_argument("--prompt-format", choices=FORMATS, default="grade")
+    p.add_argument("--generation-share", type=float, default=0.02, help="share of draws asking for a new code")
     p.add_argument("--init", help="continue from this model folder (its size is kept)")
     p.add_argument("--no-prune", action="store_true", help="ablation: sample from the whole space")
     p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--intermediate", type=int, default=384)
+    p.add_argument("--intermediate", type=int, default=512)
     p.add_argument("--max-positions", type=int, default=2048)
-    p.add_argument("--steps", type=int, default=6000)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--batch-size", type=int, default=8, help="draws per batch (a grade draw packs its candidates)")
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--minutes", type=float, default=48.0, help="wall-clock training budget")
+    p.add_argument("--minutes", type=float, default=45.0, help="wall-clock budget of the main stage")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", action="store_true", help="save resumable training state next to the model")
     return p

@@ -7,9 +7,10 @@ history, and label the best of the remaining candidates. ``prune=False`` is the
 paper's ablation (sample from the whole space). Prompts come from
 ``prompts.render``, the same code the ranker uses at inference. In the
 ``choice`` format the answer grades every candidate's label by its place among
-the candidates, 0-9; with ``generation_share`` > 0 that share of samples asks
-instead for a new code (the best held-out one), so one model also serves the
-generation ablation.
+the candidates, 0-9; in the ``grade`` format each candidate is its own example,
+answered with its score on the shown history's 0-9 scale. With
+``generation_share`` > 0 that share of draws asks instead for a new code (the
+best held-out one), so one model also serves the generation ablation.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from evaluators.base import Metric
-from prompts import choice
-from prompts.render import render, render_generation
+from prompts import choice, grade
+from prompts.render import grade_history, render, render_generation
 from tools.ncode import InvalidNCode, SearchSpace, prune, sample, to_indices
 
 
@@ -80,10 +81,20 @@ def subspace_pool(domain: Domain, space: SearchSpace) -> Sequence[str]:
 
 
 def draw_architectures(domain: Domain, space: SearchSpace, n: int, rng: random.Random) -> list[str]:
-    """Up to ``n`` distinct scored codes of ``space`` (a pruned copy of the domain's space)."""
+    """``n`` scored codes of ``space`` (a pruned copy of the domain's space), distinct where it can.
+
+    A table gives at most its rows. A landscape's space smaller than ``n`` codes is
+    drawn with repeats, as when an architecture is evaluated again; with one or two
+    slots that is what lets a candidate's symbols be found in the history at all.
+    """
     if domain.codes is not None:
         pool = subspace_pool(domain, space)
         return rng.sample(pool, min(n, len(pool)))
+    if space.size() < n:
+        try:
+            return [sample(space, rng, max_tries=50) for _ in range(n)]
+        except InvalidNCode:
+            return []  # the pruned subspace holds no valid code
     found: dict[str, None] = {}
     for _ in range(20 * n):
         if len(found) == n:
@@ -95,9 +106,11 @@ def draw_architectures(domain: Domain, space: SearchSpace, n: int, rng: random.R
     return list(found)
 
 
-def make_sample(domain: Domain, rng: random.Random, options: CurationOptions) -> dict | None:
-    """One training example, or None when the drawn subspace is too small to hold one.
+def make_samples(domain: Domain, rng: random.Random, options: CurationOptions) -> list[dict]:
+    """The training examples of one draw (one history), or none when the drawn subspace is too small.
 
+    One example in the ``paper``, ``compact`` and ``choice`` formats; in the
+    ``grade`` format one per candidate, sharing the draw's ``group`` number.
     A small table (hundreds of rows) rarely has enough rows in a pruned subspace;
     it is then sampled whole, so that it still contributes examples.
     """
@@ -108,7 +121,7 @@ def make_sample(domain: Domain, rng: random.Random, options: CurationOptions) ->
         codes = draw_architectures(domain, domain.space, wanted, rng)
     scored = [(code, score) for code in codes if (score := domain.score(code)) is not None]
     if len(scored) < options.candidates + 2:
-        return None
+        return []
     shown = (
         options.candidates
         if options.min_candidates is None
@@ -119,23 +132,37 @@ def make_sample(domain: Domain, rng: random.Random, options: CurationOptions) ->
     utilities = [domain.metric.utility(score) for _, score in candidates]
     ranking = sorted(range(len(codes)), key=lambda i: -utilities[i])  # candidate indices, best first
     best = codes[ranking[0]]
-    space, metric, cap = domain.space, domain.metric, options.history_cap
+    space, metric, cap, fmt = domain.space, domain.metric, options.history_cap, options.prompt_format
+    common = {"domain": domain.name, "history": len(history)}
+    held_out = {"candidates": codes, "ranking": ranking}  # kept for evaluation (ranker_validity), not exported
     if options.generation_share > 0 and rng.random() < options.generation_share:
-        messages = render_generation(options.prompt_format, space.name, space.length, metric, history, cap)
-        answer, task = (choice.tag(best) if options.prompt_format == "choice" else best), "generate"
-    else:
-        messages = render(options.prompt_format, space.name, space.length, metric, history, codes, cap)
-        answer = choice.answer(utilities) if options.prompt_format == "choice" else best
-        task = "rank"
-    return {
-        "messages": messages,
-        "answer": answer,
-        "domain": domain.name,
-        "history": len(history),
-        "task": task,
-        "candidates": codes,  # kept for evaluation (benchmarks/ranker_validity.py), not exported
-        "ranking": ranking,
-    }
+        messages = render_generation(fmt, space.name, space.length, metric, history, cap)
+        answer = choice.tag(best) if fmt in ("choice", "grade") else best
+        return [{"messages": messages, "answer": answer, "task": "generate", **common, **held_out}]
+    if fmt == "grade":
+        scale = [utility for _, utility in grade_history(history, metric, cap)]
+        return [
+            {
+                "messages": render(fmt, space.name, space.length, metric, history, [code], cap),
+                "answer": grade.answer(utility, scale),
+                "task": "grade",
+                **common,
+                "candidates": [code],
+                "ranking": [0],
+            }
+            for code, utility in zip(codes, utilities, strict=True)
+        ]
+    messages = render(fmt, space.name, space.length, metric, history, codes, cap)
+    answer = choice.answer(utilities) if fmt == "choice" else best
+    return [
+        {
+            "messages": messages,
+            "answer": answer,
+            "task": "rank",
+            **common,
+            **held_out,
+        }
+    ]
 
 
 def curate(
@@ -145,19 +172,24 @@ def curate(
     options: CurationOptions,
     weights: Sequence[float] | None = None,
 ) -> list[dict]:
-    """``n_samples`` examples, each from a domain drawn at random (by ``weights``); deterministic by seed."""
+    """``n_samples`` examples, each draw from a domain drawn at random (by ``weights``); deterministic by seed.
+
+    Every example carries ``group``, the number of its draw: the examples of one
+    draw (the ``grade`` format's candidates) share a history and are trained together.
+    """
     rng = random.Random(seed)
     samples: list[dict] = []
-    misses = 0
+    draws = misses = 0
     while len(samples) < n_samples:
-        made = make_sample(rng.choices(list(domains), weights)[0], rng, options)
-        if made is None:
+        made = make_samples(rng.choices(list(domains), weights)[0], rng, options)
+        if not made:
             misses += 1
             if misses > 50 * n_samples + 100:
                 raise ValueError("the domains are too small for these curation options; lower --min-archs")
             continue
-        samples.append(made)
-    return samples
+        samples.extend({**sample, "group": draws} for sample in made)
+        draws += 1
+    return samples[:n_samples]
 
 
 def mix_weights(domains: Sequence[Domain], synthetic_share: float = 0.5) -> list[float] | None:

@@ -4,7 +4,8 @@
 - ``macro`` and ``channel``: NAS-Bench-Macro and Channel-Bench-Macro tables;
 - ``nb101``, ``nb301``, ``tb101:TASK``: NASLib's NAS-Bench-Suite-Zero samples, where each
   architecture tuple becomes a code (one slot per varying position of the tuple);
-- ``synthetic:N``: N synthetic landscapes (see ``finetune.landscapes``).
+- ``synthetic:N`` or ``synthetic:N:LO-HI``: N synthetic landscapes (see
+  ``finetune.landscapes``) of 3-16 slots, or LO-HI slots (a warm-up curriculum).
 The tables are read from ``--data`` (default ../shared/data/train_domains).
 """
 
@@ -98,13 +99,18 @@ def load_domain(spec: str, data: str | None = None, seed: int = 0) -> list[Domai
                 if t in table
             ]
         if kind == "synthetic":
-            rng = random.Random(f"synthetic/{seed}")
-            landscapes = [random_landscape(rng) for _ in range(int(arg or 100))]
+            count, _, slots = arg.partition(":")
+            low, _, high = (slots or "3-16").partition("-")
+            if not 1 <= int(low) <= int(high or low):
+                raise ValueError(f"slot range {slots!r} is empty; write LO-HI with 1 <= LO <= HI")
+            rng = random.Random(f"synthetic/{seed}" + (f"/{slots}" if slots else ""))
+            landscapes = [random_landscape(rng, (int(low), int(high or low))) for _ in range(int(count or 100))]
             return [Domain(land.space.name, land.space, METRIC, land.score) for land in landscapes]
     except EvaluatorSetupError as error:
         raise DomainError(str(error)) from None
     except (KeyError, ValueError) as error:
         raise DomainError(f"domain {spec!r} cannot be read: {error}") from None
     raise DomainError(
-        f"unknown domain {spec!r}; valid: nbg[:DATASET], macro, channel, nb101, nb301, tb101[:TASK], synthetic:N"
+        f"unknown domain {spec!r}; valid: nbg[:DATASET], macro, channel, nb101, nb301, tb101[:TASK], "
+        "synthetic:N[:LO-HI]"
     )

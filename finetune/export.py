@@ -39,7 +39,8 @@ LLAMAFACTORY_TAGS = {
 
 def records(samples: Sequence[dict]) -> list[dict]:
     """The dataset rows: ``messages`` (the prompt turns), ``answer``, ``domain``, ``history`` (its length),
-    ``task`` (``rank`` or ``generate``)."""
+    ``task`` (``rank``, ``grade`` or ``generate``), ``group`` (the draw: a ``grade`` draw gives one row per
+    candidate, all with the same history)."""
     return [
         {
             "messages": [{"role": m["role"], "content": m["content"]} for m in sample["messages"]],
@@ -47,6 +48,7 @@ def records(samples: Sequence[dict]) -> list[dict]:
             "domain": sample["domain"],
             "history": int(sample["history"]),
             "task": sample["task"],
+            "group": int(sample["group"]),
         }
         for sample in samples
     ]

@@ -1,6 +1,6 @@
 """Synthetic training landscapes: many spaces, not one, so the ranker learns to rank in context.
 
-A landscape draws a space (3-16 slots, 2-12 options per slot, so codes use digits
+A landscape draws a space (3-16 slots by default, 2-12 options per slot, so codes use digits
 and sometimes letters) and a score function made of additive per-option effects,
 pairwise interactions between a few slot pairs, and Gaussian noise. The relative
 weight of each part is drawn per landscape, from nearly additive to strongly
@@ -37,15 +37,16 @@ class Landscape:
 METRIC = Metric("score", True, "synthetic benchmark score")
 
 
-def random_landscape(rng: random.Random) -> Landscape:
+def random_landscape(rng: random.Random, slots: tuple[int, int] = (3, 16)) -> Landscape:
+    """A landscape of ``slots[0]``-``slots[1]`` slots (few slots: a warm-up curriculum's easy spaces)."""
     seed = rng.randrange(2**31)
-    n_slots = rng.randint(3, 16)
+    n_slots = rng.randint(*slots)
     slots = tuple(Slot(f"s{i}", tuple(range(rng.choice((2, 3, 3, 4, 4, 5, 5, 6, 8, 12))))) for i in range(n_slots))
     space = SearchSpace(f"synthetic-{seed}", slots, description="synthetic landscape")
     additive_scale, interaction_scale = rng.uniform(0.2, 1.0), rng.uniform(0.0, 1.0)
     additive = tuple(tuple(rng.gauss(0.0, additive_scale) for _ in slot.options) for slot in slots)
     interactions = []
-    for _ in range(rng.randint(0, n_slots)):
+    for _ in range(rng.randint(0, n_slots) if n_slots > 1 else 0):
         left, right = rng.sample(range(n_slots), 2)
         table = tuple(
             tuple(rng.gauss(0.0, interaction_scale) for _ in slots[right].options) for _ in slots[left].options

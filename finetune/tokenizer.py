@@ -14,10 +14,11 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from prompts.choice import TAGGED_CHARACTERS
+from prompts.grade import SCORED_CHARACTERS
 from prompts.render import PROMPT_DIR
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>"]
-CHARACTERS = string.digits + string.ascii_letters + string.punctuation + " \n" + TAGGED_CHARACTERS
+CHARACTERS = string.digits + string.ascii_letters + string.punctuation + " \n" + TAGGED_CHARACTERS + SCORED_CHARACTERS
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] + '</s>' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
@@ -25,7 +26,7 @@ CHAT_TEMPLATE = (
 
 
 # A fixed list: new prompt files must not shift the vocabulary.
-RANKER_TEMPLATES = ("paper", "compact", "generate", "choice", "choice_generate")
+RANKER_TEMPLATES = ("paper", "compact", "generate", "choice", "choice_generate", "grade", "grade_generate")
 
 
 def prompt_words() -> list[str]:

@@ -1,6 +1,6 @@
 """The one place where ranker prompts are rendered, for inference and for training data alike.
 
-Two formats:
+The formats:
 
 - ``paper``: the paper's Table 1. An instruction, ``History:`` with one
   ``NCode: <code>, <metric>: <value>;`` line per evaluation, ``Candidate:`` with one
@@ -8,9 +8,11 @@ Two formats:
 - ``compact``: the released LM-Searcher model's format. History as ``code|score,``
   items sorted best first with scores min-max normalised to [0, 1] (4 decimals),
   candidates as ``code;`` items, the whole prompt in the system message.
-- ``choice``: LM-Searcher-tiny's format (``prompts.choice``): slot-tagged code
-  characters, labelled candidates, answers as a grade per label; no space name
-  or metric text, which a model trained from scratch cannot use.
+- ``choice``: an earlier LM-Searcher-tiny format (``prompts.choice``): slot-tagged
+  code characters, labelled candidates, answers as a grade per label; no space
+  name or metric text, which a model trained from scratch cannot use.
+- ``grade``: LM-Searcher-tiny's format (``prompts.grade``): one candidate per
+  prompt, history symbols that carry their code's score, the answer one digit.
 
 Minimised metrics (an error rate) are shown negated in the paper format and
 normalised with 1 = lowest error in the compact one, so "higher is better"
@@ -24,10 +26,10 @@ from pathlib import Path
 from string import Template
 
 from evaluators.base import Metric
-from prompts import choice
+from prompts import choice, grade
 
 PROMPT_DIR = Path(__file__).resolve().parent
-FORMATS = ("paper", "compact", "choice")
+FORMATS = ("paper", "compact", "choice", "grade")
 DEFAULT_HISTORY_CAP = 200
 
 
@@ -53,6 +55,11 @@ def normalise(values: list[float]) -> list[float]:
 def metric_text(metric: Metric) -> str:
     name = metric.name if metric.maximize else f"negative {metric.name} (lower {metric.name} is better)"
     return f"{name}: {metric.description}" if metric.description else name
+
+
+def grade_history(history: Sequence[tuple[str, float]], metric: Metric, cap: int) -> list[tuple[str, float]]:
+    """The ``grade`` format's shown history: (code, utility) pairs, best first, spread down to the worst."""
+    return grade.spread(best_first(history, metric, len(history)), cap)
 
 
 def choice_history(pairs: Sequence[tuple[str, float]]) -> str:
@@ -98,6 +105,16 @@ def render(
             candidates=choice.candidate_items(candidates),
         )
         return [{"role": "system", "content": text.strip()}]
+    if fmt == "grade":
+        if len(candidates) != 1:
+            raise ValueError(f"the grade format asks about one candidate per prompt, got {len(candidates)}")
+        shown = grade_history(history, metric, history_cap)
+        text = template("grade").substitute(
+            slots=slots,
+            history=grade.history_items(shown, normalise([value for _, value in shown])),
+            candidate=choice.tag(candidates[0]),
+        )
+        return [{"role": "system", "content": text.strip()}]
     raise ValueError(f"unknown prompt format {fmt!r}; valid: {', '.join(FORMATS)}")
 
 
@@ -106,8 +123,13 @@ def render_generation(
 ) -> list[dict[str, str]]:
     """The paper's ablation: ask for a new code instead of a choice among candidates.
 
-    The ``choice`` format has its own short template; every other format uses the compact style.
+    The ``choice`` and ``grade`` formats have their own short templates; the others use the compact style.
     """
+    if fmt == "grade":
+        shown = grade_history(history, metric, history_cap)
+        items = grade.history_items(shown, normalise([value for _, value in shown]))
+        text = template("grade_generate").substitute(slots=slots, history=items)
+        return [{"role": "system", "content": text.strip()}]
     pairs = best_first(history, metric, history_cap)
     if fmt == "choice":
         text = template("choice_generate").substitute(slots=slots, history=choice_history(pairs))

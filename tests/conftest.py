@@ -40,3 +40,23 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model, tokenizer = new_tiny(TinySize(hidden=64, layers=2, heads=2, intermediate=128, max_positions=2048))
     train(model, tokenizer, samples, TrainOptions(steps=80, batch_size=16, lr=3e-3, log_every=1000), log=lambda _: None)
     return save(model, tokenizer, tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def grade_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny LLaMA in the ``grade`` format (as ``finetune tiny`` builds, but for a few steps), with the
+    model card that makes ``--ranker local:PATH`` ask it one candidate at a time."""
+    import json
+
+    from finetune.curate import CurationOptions, curate
+    from finetune.domains import load_domain
+    from finetune.tiny_model import TinySize, new_tiny, save
+    from finetune.train_tiny import TrainOptions, train
+
+    options = CurationOptions(min_archs=12, max_archs=20, candidates=4, prompt_format="grade", history_cap=8)
+    samples = curate(load_domain("synthetic:20"), 200, 0, options)
+    model, tokenizer = new_tiny(TinySize(hidden=64, layers=2, heads=2, intermediate=128, max_positions=2048))
+    train(model, tokenizer, samples, TrainOptions(steps=150, batch_size=8, lr=3e-3, log_every=1000), log=lambda _: None)
+    folder = save(model, tokenizer, tmp_path_factory.mktemp("models") / "grade")
+    (folder / "lmsearcher.json").write_text(json.dumps({"prompt_format": "grade", "history_cap": 8}))
+    return folder

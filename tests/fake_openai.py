@@ -26,6 +26,8 @@ Script = Callable[[dict, list[str]], tuple[int, str, float]]
 def candidates_of(request: dict) -> list[str]:
     """The candidate codes of a ranker prompt in any format (none for other prompts)."""
     text = request["messages"][-1]["content"]
+    if " Code: " in text:  # grade: one candidate per prompt
+        return [untag(text.split(" Code: ")[1].split()[0])]
     if "code=label:" in text:  # choice
         return [untag(code) for code in re.findall(r"([^;:,=\s]+)=[A-Z];", text)]
     if "Candidates:" in text:  # compact

@@ -17,6 +17,7 @@ from agent.llm_ranker import RankerSetupError, RankerUnavailable, parse_choice
 from agent.local_server import LocalServer
 from agent.search import Search, SearchConfig
 from prompts.choice import untag
+from prompts.grade import unscored
 from tests.fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,6 +195,27 @@ def test_choice_format_refuses_pools_larger_than_its_labels(tmp_path: Path) -> N
         Search(tmp_path / "runs.db").start(config)
 
 
+def test_grade_format_asks_once_per_candidate_and_picks_the_highest_grade(tmp_path: Path) -> None:
+    """The scripted server grades a code by its digit sum: the pick must be the pool's highest."""
+
+    def by_digit_sum(request: dict, candidates: list[str]) -> tuple[int, str, float]:
+        [code] = candidates
+        return 200, str(min(9, sum(int(symbol) for symbol in code) // 2)), 0.0
+
+    with FakeOpenAI(by_digit_sum) as server:
+        search = Search(tmp_path / "runs.db")
+        search.start(llm_config(server.base_url, budget=4, prompt_format="grade", history_cap=6), run_id="r")
+    asked = [request["messages"][0]["content"] for request in server.requests]
+    assert len(asked) == 10 * 4  # four decisions of ten candidates, one question each
+    history = unscored(asked[-1].split(" Code: ")[0])
+    assert len(history) == 3 and all(len(code) == 5 for code, _ in history)
+    for row in decisions(search, "r"):
+        pool, [chosen] = json.loads(row["pool"]), json.loads(row["chosen"])
+        grades = [min(9, sum(map(int, code)) // 2) for code in pool]
+        assert grades[pool.index(chosen)] == max(grades) and row["fallback"] == 0
+        assert len(row["raw_answer"].split("\n---\n")) == 10
+
+
 # --- a real transformers serve of a tiny model trained by the test session -----------------------
 
 
@@ -223,6 +245,41 @@ def test_local_model_ranks_a_search_end_to_end(tmp_path: Path, tiny_model_dir: P
         assert prompt_tokens > 100 and completion_tokens >= 1 and latency_s > 0
     assert any(any(ch.isdigit() for ch in row[2]) for row in rows), "the tiny model should answer with digits"
     assert serve_processes(tiny_model_dir) == [], "the managed server outlived the search"
+
+
+def test_local_grade_model_is_asked_once_per_candidate_end_to_end(tmp_path: Path, grade_model_dir: Path) -> None:
+    """The shipped model's format through a real ``transformers serve``: its card sets the format."""
+    db = tmp_path / "runs.db"
+    done = run_main(
+        "--ranker", f"local:{grade_model_dir}", "--budget", "3", "--db", str(db), "--run-id", "g", "--quiet"
+    )
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("SELECT pool, chosen, raw_answer, fallback FROM decisions").fetchall()
+    assert len(rows) == 3
+    for pool, chosen, answers, _ in rows:
+        assert json.loads(chosen)[0] in json.loads(pool)
+        assert len(answers.split("\n---\n")) == len(json.loads(pool)) == 10  # one question per candidate
+    assert all(fallback == 0 for *_, fallback in rows), "every answer should hold a grade"
+
+
+def test_shipped_lm_searcher_tiny_serves_as_ranker_local(tmp_path: Path) -> None:
+    """models/lm-searcher-tiny: a LLaMA in Hugging Face format under 30 MB, trained never on NAS-Bench-201,
+    in the grade format, answering every question with a grade through ``--ranker local``."""
+    folder = ROOT / "models" / "lm-searcher-tiny"
+    assert (folder / "model.safetensors").stat().st_size < 30 * 2**20
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["head_dim"] >= 32
+    card = json.loads((folder / "lmsearcher.json").read_text())
+    assert card["prompt_format"] == "grade" and card["pruning"] is True
+    assert not any("201" in domain for domain in card["trained_on"] + card["warmup"]["domains"])
+    db = tmp_path / "runs.db"
+    done = run_main("--ranker", "local", "--budget", "3", "--db", str(db), "--run-id", "tiny", "--quiet")
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("SELECT raw_answer, fallback FROM decisions").fetchall()
+    assert len(rows) == 3 and all(fallback == 0 for _, fallback in rows)
+    assert all(re.fullmatch(r"[0-9]", answer) for row in rows for answer in row[0].split("\n---\n"))
 
 
 def test_server_killed_mid_run_then_resumed(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -11,12 +11,13 @@ from finetune.curate import (
     CurationOptions,
     curate,
     draw_architectures,
-    make_sample,
+    make_samples,
     mix_weights,
     subspace_pool,
 )
 from finetune.domains import DomainError, load_domain
 from prompts.choice import parse_pick, tag, untag
+from prompts.grade import unscored
 from tests.finetune.helpers import grid_table_domain, parse_compact, synthetic_domains
 from tools.ncode import prune, to_indices
 
@@ -51,7 +52,7 @@ def test_sizes_and_label_is_the_best_candidate_by_the_domains_score(table, cora)
     for domain in (table, cora):
         rng = random.Random(3)
         for _ in range(20):
-            sample = make_sample(domain, rng, OPTIONS)
+            [sample] = make_samples(domain, rng, OPTIONS)
             history, candidates = sample_codes(sample)
             assert len(candidates) == OPTIONS.candidates
             assert len(history) == sample["history"] >= 2
@@ -67,7 +68,7 @@ def test_history_sizes_follow_min_and_max_archs_when_the_space_is_big_enough(lan
     options = CurationOptions(min_archs=30, max_archs=40, candidates=10, prune=False)
     rng = random.Random(0)
     for domain in landscapes[:5]:
-        sample = make_sample(domain, rng, options)
+        [sample] = make_samples(domain, rng, options)
         assert 20 <= sample["history"] <= 30
 
 
@@ -77,10 +78,11 @@ def test_pruning_freezes_slots_and_the_ablation_draws_from_the_whole_space(lands
     pruned_rng, whole_rng = random.Random(1), random.Random(1)
     frozen_share, whole_constant = [], 0
     for domain in landscapes:
-        pruned = None
-        while pruned is None:  # a pruned subspace can be too small for a sample; curate() draws again
-            pruned = make_sample(domain, pruned_rng, OPTIONS)
-        whole = make_sample(domain, whole_rng, CurationOptions(prune=False))
+        made = []
+        while not made:  # a pruned subspace can be too small for a sample; curate() draws again
+            made = make_samples(domain, pruned_rng, OPTIONS)
+        [pruned] = made
+        [whole] = make_samples(domain, whole_rng, CurationOptions(prune=False))
         codes = [c for part in sample_codes(pruned) for c in part]
         frozen_share.append(constant_slots(codes) / domain.space.length)
         whole_codes = [c for part in sample_codes(whole) for c in part]
@@ -117,8 +119,8 @@ def test_small_table_subspaces_fall_back_to_the_whole_table():
     small = grid_table_domain("small", slots=3, options=3)  # 27 rows
     rng = random.Random(0)
     options = CurationOptions(min_archs=20, max_archs=27, candidates=5)
-    samples = [make_sample(small, rng, options) for _ in range(10)]
-    assert all(s is not None and s["history"] + 5 >= 7 for s in samples)
+    samples = [make_samples(small, rng, options) for _ in range(10)]
+    assert all(len(s) == 1 and s[0]["history"] + 5 >= 7 for s in samples)
 
 
 def test_deterministic_by_seed(landscapes, table):
@@ -139,10 +141,10 @@ def test_mix_weights_split_tables_and_synthetic(table, landscapes):
 
 def test_history_cap_and_paper_format(table):
     rng = random.Random(5)
-    capped = make_sample(table, rng, CurationOptions(history_cap=7, prune=False))
+    [capped] = make_samples(table, rng, CurationOptions(history_cap=7, prune=False))
     history, candidates = parse_compact(capped["messages"][0]["content"])
     assert len(history) == 7 < capped["history"] and len(candidates) == 10
-    paper = make_sample(table, rng, CurationOptions(prompt_format="paper"))
+    [paper] = make_samples(table, rng, CurationOptions(prompt_format="paper"))
     assert [m["role"] for m in paper["messages"]] == ["user"]
     assert paper["messages"][0]["content"].count("NCode: ") == paper["history"]
 
@@ -159,7 +161,7 @@ def test_choice_format_grades_every_label_by_its_place_among_the_candidates(tabl
     options = CurationOptions(min_archs=30, max_archs=40, candidates=8, prompt_format="choice")
     rng = random.Random(5)
     for _ in range(10):
-        sample = make_sample(table, rng, options)
+        [sample] = make_samples(table, rng, options)
         content = sample["messages"][0]["content"]
         labelled = {untag(code): label for code, label in re.findall(r"([^;:,=]+)=([A-Z]);", content)}
         assert list(labelled) == sample["candidates"] and len(labelled) == 8
@@ -185,3 +187,38 @@ def test_generation_share_asks_for_the_best_held_out_code(table):
         assert len(history) == sample["history"] and untag(sample["answer"]) not in history
         best = max(sample["candidates"], key=lambda code: table.metric.utility(table.score(code)))
         assert sample["answer"] == tag(best)
+
+
+def test_grade_format_makes_one_example_per_candidate_on_the_shown_historys_scale(table):
+    options = CurationOptions(30, 60, 6, prune=False, prompt_format="grade", history_cap=10)
+    samples = curate([table], 60, seed=4, options=options)
+    assert len(samples) == 60 and {s["task"] for s in samples} == {"grade"}
+    draws: dict[int, list[dict]] = {}
+    for sample in samples:
+        draws.setdefault(sample["group"], []).append(sample)
+    assert all(len(rows) == 6 for rows in draws.values())
+    for rows in draws.values():
+        history = unscored(rows[0]["messages"][0]["content"])
+        assert len(history) == 10 < rows[0]["history"]  # capped, and spread down to the worst
+        shown = {code: grade for code, grade in history}
+        assert max(shown.values()) == 9 and min(shown.values()) == 0
+        for row in rows:
+            shared, asked = row["messages"][0]["content"].split("Code: ")
+            assert shared == rows[0]["messages"][0]["content"].split("Code: ")[0]  # one history per draw
+            [code] = row["candidates"]
+            assert untag(asked) == code
+            # the answer is the candidate's score on the shown history's scale (clipped): a shown
+            # code that is worse never has a higher grade, a better one never a lower grade
+            utility = table.metric.utility(table.score(code))
+            for seen, grade in shown.items():
+                if table.metric.utility(table.score(seen)) < utility:
+                    assert grade <= int(row["answer"])
+                if table.metric.utility(table.score(seen)) > utility:
+                    assert grade >= int(row["answer"])
+
+
+def test_small_synthetic_spaces_are_drawn_with_repeats():
+    [domain] = load_domain("synthetic:1:1-1", seed=0)
+    assert domain.space.length == 1
+    codes = draw_architectures(domain, domain.space, 40, random.Random(0))
+    assert len(codes) == 40 and len(set(codes)) <= len(domain.space.slots[0].options) < 40

@@ -6,7 +6,7 @@ import torch
 
 from finetune.curate import CurationOptions, curate
 from finetune.tiny_model import TinySize, new_tiny
-from finetune.train_tiny import IGNORE, TrainOptions, answer_loss, collate, encode_sample, train
+from finetune.train_tiny import IGNORE, TrainOptions, answer_loss, collate, encode_sample, groups, pack, train
 from tests.finetune.helpers import synthetic_domains
 
 SIZE = TinySize(hidden=64, layers=2, heads=2, intermediate=128, max_positions=1024)
@@ -19,7 +19,7 @@ def tiny_samples(count: int) -> list[dict]:
 
 
 def batch_loss(model, tokenizer, samples) -> float:
-    batch = collate([encode_sample(tokenizer, s, 1024) for s in samples], tokenizer.pad_token_id)
+    batch = collate([pack(tokenizer, [s], 1024) for s in samples], tokenizer.pad_token_id)
     with torch.no_grad():
         return model(**batch).loss.item()
 
@@ -36,9 +36,26 @@ def test_encoded_labels_learn_the_answer_only():
 def test_answer_loss_equals_the_full_models_loss():
     torch.manual_seed(0)
     model, tokenizer = new_tiny(SIZE)
-    batch = collate([encode_sample(tokenizer, s, 1024) for s in tiny_samples(3)], tokenizer.pad_token_id)
+    batch = collate([pack(tokenizer, [s], 1024) for s in tiny_samples(3)], tokenizer.pad_token_id)
     with torch.no_grad():
         assert torch.allclose(answer_loss(model, batch), model(**batch).loss, atol=1e-5)
+
+
+def test_a_packed_draw_has_the_loss_of_its_examples_trained_one_by_one():
+    """Packing shares the history's computation only: each block sees the prefix and itself."""
+    torch.manual_seed(0)
+    model, tokenizer = new_tiny(SIZE)
+    options = CurationOptions(min_archs=12, max_archs=20, candidates=4, prompt_format="grade", history_cap=8)
+    samples = curate(synthetic_domains(4), 12, seed=3, options=options)
+    draws = groups(samples)
+    assert [len(draw) for draw in draws] == [4, 4, 4]
+    packed = [pack(tokenizer, draw, 1024) for draw in draws]
+    alone = [pack(tokenizer, [sample], 1024) for sample in samples]
+    assert sum(len(p.ids) for p in packed) < sum(len(p.ids) for p in alone) / 2
+    with torch.no_grad():
+        together = answer_loss(model, collate(packed, tokenizer.pad_token_id))
+        one_by_one = answer_loss(model, collate(alone, tokenizer.pad_token_id))
+    assert torch.allclose(together, one_by_one, atol=1e-5)
 
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch():

@@ -22,7 +22,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,14 @@ def parse_choice(answer: str, pool: list[str]) -> str | None:
         return stripped
     named = {token for token in _TOKEN.findall(answer) if token in offered}
     return named.pop() if len(named) == 1 else None
+
+
+@dataclass
+class Calls:
+    """What one decision's requests returned: every answer, and the transient errors retried."""
+
+    answers: list[str] = field(default_factory=list)
+    transient: int = 0
 
 
 class ChatClient:
@@ -163,8 +171,7 @@ class LLMRanker(Ranker):
         history = [(o.ncode, o.score) for o in request.history if o.score is not None]
         pool = list(request.pool)
         decision = Decision(chosen=[], pool=pool, prompt_tokens=0, completion_tokens=0, latency_s=0.0)
-        self._answers: list[str] = []
-        self._transient = 0
+        calls = Calls()
         grades: dict[str, int | None] = {}  # grade format: each candidate is asked about once per decision
         while len(decision.chosen) < min(request.k, len(request.pool)):
             remaining = [code for code in pool if code not in decision.chosen]
@@ -174,7 +181,7 @@ class LLMRanker(Ranker):
                     fresh = [code for code in request.repool() if code not in decision.chosen]
                     remaining = fresh or remaining
                     decision.retries += 1
-                choice = self._pick(request, history, remaining, decision, grades)
+                choice = self._pick(request, history, remaining, decision, calls, grades)
                 if choice is not None:
                     break
             if choice is None:
@@ -183,8 +190,8 @@ class LLMRanker(Ranker):
             decision.chosen.append(choice)
             pool = remaining
         decision.pool = pool if request.k == 1 else decision.pool
-        decision.raw_answer = "\n---\n".join(self._answers)
-        decision.error = f"{self._transient} transient error(s) retried" if self._transient else None
+        decision.raw_answer = "\n---\n".join(calls.answers)
+        decision.error = f"{calls.transient} transient error(s) retried" if calls.transient else None
         return decision
 
     def _pick(
@@ -193,6 +200,7 @@ class LLMRanker(Ranker):
         history: list[tuple[str, float]],
         remaining: list[str],
         decision: Decision,
+        calls: Calls,
         grades: dict[str, int | None],
     ) -> str | None:
         """One question (or, in the grade format, one per ungraded candidate); the pick, or None."""
@@ -200,7 +208,7 @@ class LLMRanker(Ranker):
         if fmt == "grade":
             for code in remaining:
                 if code not in grades:
-                    grades[code] = grade_format.parse_grade(self._ask(request, history, [code], decision))
+                    grades[code] = grade_format.parse_grade(self._ask(request, history, [code], decision, calls))
             graded = {code: grade for code in remaining if (grade := grades[code]) is not None}
             if not graded:
                 for code in remaining:  # a re-ask asks again
@@ -208,19 +216,26 @@ class LLMRanker(Ranker):
                 return None
             top = max(graded.values())
             return request.rng.choice([code for code, grade in graded.items() if grade == top])
-        text = self._ask(request, history, remaining, decision)
+        text = self._ask(request, history, remaining, decision, calls)
         if fmt == "choice":
             return choice_format.parse_pick(text, remaining, request.rng)
         return parse_choice(text, remaining)
 
-    def _ask(self, request: RankRequest, history: list[tuple[str, float]], codes: list[str], decision: Decision) -> str:
+    def _ask(
+        self,
+        request: RankRequest,
+        history: list[tuple[str, float]],
+        codes: list[str],
+        decision: Decision,
+        calls: Calls,
+    ) -> str:
         space, options = request.space, self.options
         messages = render(
             options.prompt_format, space.name, space.length, request.metric, history, codes, options.history_cap
         )
         completion = self.client.complete(messages)
-        self._answers.append(completion.text)
-        self._transient += completion.transient_errors
+        calls.answers.append(completion.text)
+        calls.transient += completion.transient_errors
         decision.prompt_tokens += completion.prompt_tokens or 0
         decision.completion_tokens += completion.completion_tokens or 0
         decision.latency_s += completion.latency_s

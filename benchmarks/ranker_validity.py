@@ -30,7 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from agent.llm_ranker import parse_choice
 from finetune.curate import CurationOptions, curate
 from finetune.domains import load_domain
-from finetune.train_tiny import IGNORE, encode_sample
+from finetune.train_tiny import IGNORE, answer_start, encode_sample
 from prompts import grade as grade_format
 from prompts.choice import parse_pick, untag
 from prompts.grade import parse_grade
@@ -90,7 +90,7 @@ def grade_table(model, tokenizer, domains, samples: list[dict], args: argparse.N
         grades = {}
         for code, row in zip(codes, rows, strict=True):
             ids, labels = encode_sample(tokenizer, row, tokenizer.model_max_length)
-            start = labels.index(next(label for label in labels if label != IGNORE))
+            start = answer_start(labels)
             with torch.no_grad():
                 logits = model(torch.tensor([ids[:start]])).logits[0, -1]
             text = tokenizer.decode([int(logits.argmax())], skip_special_tokens=True)

@@ -12,9 +12,9 @@ one form of the task a model trained from scratch here has learned (BENCHMARKS.m
 sequence (``train_tiny.pack``).
 
 Training runs in two stages. A warm-up on synthetic landscapes of 1-2 slots comes
-first: there a code's score is half decided by each symbol, and the model finds
-the lookup (a symbol's matches in the history and their scores) that it would
-not find, in the time we have, on spaces of many slots, where one symbol says
+first: there one or two symbols decide a code's score, and the model finds the
+lookup (a symbol's matches in the history and their scores) that it does not
+find, in the time we have, on spaces of many slots, where one symbol says
 little; the main stage then trains on the full mix. ``--init`` continues from an
 earlier model folder instead (no warm-up).
 """
@@ -70,7 +70,10 @@ def build(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "train_state.pt" if args.checkpoint else None
-    log = lambda line: print(line, flush=True)  # noqa: E731
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
     warmup = None
     if not args.init and args.warmup_minutes > 0 and not (checkpoint and checkpoint.exists()):
         print("warm-up stage", flush=True)

@@ -44,6 +44,11 @@ def encode_sample(tokenizer: PreTrainedTokenizerFast, sample: dict, max_length: 
     return prompt_ids + answer_ids, [IGNORE] * len(prompt_ids) + answer_ids
 
 
+def answer_start(labels: Sequence[int]) -> int:
+    """Index of the first learned token (the answer's first token) of ``encode_sample``'s labels."""
+    return next(i for i, label in enumerate(labels) if label != IGNORE)
+
+
 @dataclass
 class Packed:
     """One training sequence: a shared prompt prefix (block 0), then each example's rest in its own block."""
@@ -64,7 +69,7 @@ def pack(tokenizer: PreTrainedTokenizerFast, group: Sequence[dict], max_length: 
     encoded = [encode_sample(tokenizer, sample, max_length) for sample in group]
     first = encoded[0][0]
     # The prefix ends before any answer: a block starts with a prompt token, so no label is predicted across blocks.
-    limit = min(next(i for i, label in enumerate(labels) if label != IGNORE) for _, labels in encoded)
+    limit = min(answer_start(labels) for _, labels in encoded)
     shared = 0
     while shared < limit and all(ids[shared] == first[shared] for ids, _ in encoded):
         shared += 1

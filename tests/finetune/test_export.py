@@ -21,7 +21,7 @@ from finetune.export import (
 from tests.finetune.helpers import grid_table_domain, synthetic_domains
 
 
-@pytest.fixture(scope="module", params=["compact", "paper", "choice"])
+@pytest.fixture(scope="module", params=["compact", "paper", "choice", "grade"])
 def samples(request):
     domains = [grid_table_domain(), *synthetic_domains(6)]
     options = CurationOptions(min_archs=20, max_archs=30, candidates=5, prompt_format=request.param)
@@ -44,7 +44,7 @@ def llamafactory_accepts(messages: list[dict]) -> bool:
 def test_hf_dataset_round_trips(samples, tmp_path: Path):
     summary = export(samples, tmp_path, seed=0, pruning=True)
     dataset = load_from_disk(str(tmp_path / HF_DIR))
-    assert set(dataset.column_names) == {"messages", "answer", "domain", "history", "task"}
+    assert set(dataset.column_names) == {"messages", "answer", "domain", "history", "task", "group"}
     assert dataset.to_list() == records(samples)
     assert dataset[0]["messages"][0].keys() == {"role", "content"}
     assert summary["files"]["hf_dataset"] == str(tmp_path / HF_DIR)
@@ -96,7 +96,8 @@ def test_summary_counts_and_settings(samples, tmp_path: Path):
     assert set(summary["per_family"]) <= {"grid", "synthetic"}
     assert summary["mean_history"] == pytest.approx(sum(s["history"] for s in samples) / len(samples))
     assert (summary["seed"], summary["pruning"], summary["prompt_format"]) == (4, False, "compact")
-    assert summary["per_task"] == {"rank": len(samples)}
+    task = "grade" if samples[0]["task"] == "grade" else "rank"  # grade: one example per candidate
+    assert summary["per_task"] == {task: len(samples)}
 
 
 def test_nothing_to_export_is_an_error(tmp_path: Path):

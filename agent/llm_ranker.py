@@ -214,8 +214,7 @@ class LLMRanker(Ranker):
                 for code in remaining:  # a re-ask asks again
                     grades.pop(code, None)
                 return None
-            top = max(graded.values())
-            return request.rng.choice([code for code, grade in graded.items() if grade == top])
+            return grade_format.highest(graded, request.rng)
         text = self._ask(request, history, remaining, decision, calls)
         if fmt == "choice":
             return choice_format.parse_pick(text, remaining, request.rng)

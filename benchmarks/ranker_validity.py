@@ -33,7 +33,6 @@ from finetune.domains import load_domain
 from finetune.train_tiny import IGNORE, answer_start, encode_sample
 from prompts import grade as grade_format
 from prompts.choice import parse_pick, untag
-from prompts.grade import parse_grade
 
 HELD_OUT = ("nbg:citeseer", "channel", "synthetic:20")
 
@@ -95,12 +94,9 @@ def grade_table(model, tokenizer, domains, samples: list[dict], args: argparse.N
                 logits = model(torch.tensor([ids[:start]])).logits[0, -1]
             text = tokenizer.decode([int(logits.argmax())], skip_special_tokens=True)
             graded.append((row["answer"], float(torch.log_softmax(logits, -1)[labels[start]].neg())))
-            if (grade := parse_grade(text)) is not None:
+            if (grade := grade_format.parse_grade(text)) is not None:
                 grades[code] = grade
-        pick = None
-        if grades:
-            top = max(grades.values())
-            pick = rng.choice([code for code, grade in grades.items() if grade == top])
+        pick = grade_format.highest(grades, rng) if grades else None
         named += pick is not None
         best += pick == codes[order[0]]
         qualities.append(quality(pick, codes, order))

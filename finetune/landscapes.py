@@ -37,10 +37,10 @@ class Landscape:
 METRIC = Metric("score", True, "synthetic benchmark score")
 
 
-def random_landscape(rng: random.Random, slots: tuple[int, int] = (3, 16)) -> Landscape:
-    """A landscape of ``slots[0]``-``slots[1]`` slots (few slots: a warm-up curriculum's easy spaces)."""
+def random_landscape(rng: random.Random, slot_range: tuple[int, int] = (3, 16)) -> Landscape:
+    """A landscape of ``slot_range[0]``-``slot_range[1]`` slots (few slots: a warm-up curriculum's easy spaces)."""
     seed = rng.randrange(2**31)
-    n_slots = rng.randint(*slots)
+    n_slots = rng.randint(*slot_range)
     slots = tuple(Slot(f"s{i}", tuple(range(rng.choice((2, 3, 3, 4, 4, 5, 5, 6, 8, 12))))) for i in range(n_slots))
     space = SearchSpace(f"synthetic-{seed}", slots, description="synthetic landscape")
     additive_scale, interaction_scale = rng.uniform(0.2, 1.0), rng.uniform(0.0, 1.0)

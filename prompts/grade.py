@@ -20,8 +20,9 @@ The ranker asks once per candidate and picks the highest grade.
 
 from __future__ import annotations
 
+import random
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from prompts.choice import MAX_OPTIONS, MAX_SLOTS, TAG_BASE, digit, tag
 from tools.ncode import SYMBOLS
@@ -65,6 +66,12 @@ def answer(utility: float, shown: Sequence[float]) -> str:
     """The training answer: ``utility`` on the shown history's 0-9 scale, clipped."""
     low, high = min(shown), max(shown)
     return str(digit(1.0 if high == low else (utility - low) / (high - low)))
+
+
+def highest(grades: Mapping[str, int], rng: random.Random) -> str:
+    """The code graded highest; ties go to a random one of them (the first would favour the pool's order)."""
+    top = max(grades.values())
+    return rng.choice([code for code, grade in grades.items() if grade == top])
 
 
 def parse_grade(text: str) -> int | None:

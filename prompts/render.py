@@ -62,6 +62,11 @@ def grade_history(history: Sequence[tuple[str, float]], metric: Metric, cap: int
     return grade.spread(best_first(history, metric, len(history)), cap)
 
 
+def grade_items(shown: Sequence[tuple[str, float]]) -> str:
+    """The ``grade`` format's history items from ``grade_history`` pairs, scores as digits 0-9."""
+    return grade.history_items(shown, normalise([value for _, value in shown]))
+
+
 def choice_history(pairs: Sequence[tuple[str, float]]) -> str:
     """The ``choice`` format's history items from ``best_first`` pairs, scores as digits 0-9."""
     return choice.history_items(pairs, normalise([value for _, value in pairs]))
@@ -108,10 +113,9 @@ def render(
     if fmt == "grade":
         if len(candidates) != 1:
             raise ValueError(f"the grade format asks about one candidate per prompt, got {len(candidates)}")
-        shown = grade_history(history, metric, history_cap)
         text = template("grade").substitute(
             slots=slots,
-            history=grade.history_items(shown, normalise([value for _, value in shown])),
+            history=grade_items(grade_history(history, metric, history_cap)),
             candidate=choice.tag(candidates[0]),
         )
         return [{"role": "system", "content": text.strip()}]
@@ -126,8 +130,7 @@ def render_generation(
     The ``choice`` and ``grade`` formats have their own short templates; the others use the compact style.
     """
     if fmt == "grade":
-        shown = grade_history(history, metric, history_cap)
-        items = grade.history_items(shown, normalise([value for _, value in shown]))
+        items = grade_items(grade_history(history, metric, history_cap))
         text = template("grade_generate").substitute(slots=slots, history=items)
         return [{"role": "system", "content": text.strip()}]
     pairs = best_first(history, metric, history_cap)

@@ -120,7 +120,8 @@ def search_parser() -> argparse.ArgumentParser:
     llm.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     llm.add_argument(
         "--prompt-format",
-        help="compact (released model; default), paper (Table 1) or choice (labels; LM-Searcher-tiny's own)",
+        help="compact (the released model's; default), paper (Table 1), grade (LM-Searcher-tiny's: one question "
+        "per candidate) or choice (an earlier tiny-model format); a local model's card sets its own",
     )
     llm.add_argument("--history-cap", type=int, help="history items in the prompt, best first (default 200)")
     llm.add_argument("--max-reasks", type=int, default=3, help="re-asks with a fresh pool before falling back")

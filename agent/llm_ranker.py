@@ -170,6 +170,10 @@ class LLMRanker(Ranker):
             return Decision(chosen=list(request.pool), pool=list(request.pool))
         history = [(o.ncode, o.score) for o in request.history if o.score is not None]
         pool = list(request.pool)
+        if self.options.prompt_format == "grade" and len(history) < 2:
+            # Grades are read on the history's own scale; below two scored codes there is none, so any
+            # answer would be a guess: pick at random and spend no request (raw_answer stays empty).
+            return Decision(chosen=request.rng.sample(pool, request.k), pool=pool)
         decision = Decision(chosen=[], pool=pool, prompt_tokens=0, completion_tokens=0, latency_s=0.0)
         calls = Calls()
         grades: dict[str, int | None] = {}  # grade format: each candidate is asked about once per decision

@@ -60,9 +60,11 @@ def stage_samples(specs: list[str], count: int, args: argparse.Namespace, seed: 
 
 def build(args: argparse.Namespace) -> dict:
     samples = stage_samples(args.domains, args.samples, args, args.seed, prune=not args.no_prune)
+    previous = None
     if args.init:  # continue from an earlier model: its weights, tokenizer and size
         model, tokenizer = LlamaForCausalLM.from_pretrained(args.init), AutoTokenizer.from_pretrained(args.init)
-        size = TinySize(**json.loads((Path(args.init) / MODEL_CARD).read_text())["size"])
+        previous = json.loads((Path(args.init) / MODEL_CARD).read_text())
+        size = TinySize(**previous["size"])
     else:
         size = TinySize(args.hidden, args.layers, args.heads, args.intermediate, args.max_positions)
         model, tokenizer = new_tiny(size)
@@ -98,6 +100,7 @@ def build(args: argparse.Namespace) -> dict:
         **report,
         "peak_rss_mb": _peak_rss_mb(),
         "torch_threads": torch.get_num_threads(),
+        "previous": previous,  # the --init model's own card: the whole training history, stage by stage
     }
     (out / MODEL_CARD).write_text(json.dumps(card, indent=2))
     return card

@@ -206,10 +206,17 @@ def test_grade_format_asks_once_per_candidate_and_picks_the_highest_grade(tmp_pa
         search = Search(tmp_path / "runs.db")
         search.start(llm_config(server.base_url, budget=4, prompt_format="grade", history_cap=6), run_id="r")
     asked = [request["messages"][0]["content"] for request in server.requests]
-    assert len(asked) == 10 * 4  # four decisions of ten candidates, one question each
+    assert len(asked) == 10 * 2  # decisions 3 and 4 of ten candidates, one question each
     history = unscored(asked[-1].split(" Code: ")[0])
     assert len(history) == 3 and all(len(code) == 5 for code, _ in history)
-    for row in decisions(search, "r"):
+    first, second, *graded = decisions(search, "r")
+    for row in (first, second):  # fewer than two scored codes: no scale to grade on, a random pick
+        assert (
+            row["raw_answer"] is None
+            and row["prompt_tokens"] is None
+            and json.loads(row["chosen"])[0] in json.loads(row["pool"])
+        )
+    for row in graded:
         pool, [chosen] = json.loads(row["pool"]), json.loads(row["chosen"])
         grades = [min(9, sum(map(int, code)) // 2) for code in pool]
         assert grades[pool.index(chosen)] == max(grades) and row["fallback"] == 0
@@ -251,12 +258,14 @@ def test_local_grade_model_is_asked_once_per_candidate_end_to_end(tmp_path: Path
     """The shipped model's format through a real ``transformers serve``: its card sets the format."""
     db = tmp_path / "runs.db"
     done = run_main(
-        "--ranker", f"local:{grade_model_dir}", "--budget", "3", "--db", str(db), "--run-id", "g", "--quiet"
+        "--ranker", f"local:{grade_model_dir}", "--budget", "4", "--db", str(db), "--run-id", "g", "--quiet"
     )
     assert done.returncode == 0, done.stderr
     with sqlite3.connect(db) as connection:
-        rows = connection.execute("SELECT pool, chosen, raw_answer, fallback FROM decisions").fetchall()
-    assert len(rows) == 3
+        rows = connection.execute(
+            "SELECT pool, chosen, raw_answer, fallback FROM decisions ORDER BY iteration"
+        ).fetchall()[2:]
+    assert len(rows) == 2  # the first two decisions have no scale to grade on (a random pick, no request)
     for pool, chosen, answers, _ in rows:
         assert json.loads(chosen)[0] in json.loads(pool)
         assert len(answers.split("\n---\n")) == len(json.loads(pool)) == 10  # one question per candidate
@@ -272,13 +281,17 @@ def test_shipped_lm_searcher_tiny_serves_as_ranker_local(tmp_path: Path) -> None
     assert config["model_type"] == "llama" and config["head_dim"] >= 32
     card = json.loads((folder / "lmsearcher.json").read_text())
     assert card["prompt_format"] == "grade" and card["pruning"] is True
-    assert not any("201" in domain for domain in card["trained_on"] + card["warmup"]["domains"])
+    stages = []  # the card, then the cards of the models it continued from (--init)
+    while card:
+        stages, card = [*stages, card], card.get("previous")
+    domains = [d for stage in stages for d in stage["trained_on"] + (stage["warmup"] or {}).get("domains", [])]
+    assert domains and not any("201" in domain for domain in domains)
     db = tmp_path / "runs.db"
-    done = run_main("--ranker", "local", "--budget", "3", "--db", str(db), "--run-id", "tiny", "--quiet")
+    done = run_main("--ranker", "local", "--budget", "4", "--db", str(db), "--run-id", "tiny", "--quiet")
     assert done.returncode == 0, done.stderr
     with sqlite3.connect(db) as connection:
-        rows = connection.execute("SELECT raw_answer, fallback FROM decisions").fetchall()
-    assert len(rows) == 3 and all(fallback == 0 for _, fallback in rows)
+        rows = connection.execute("SELECT raw_answer, fallback FROM decisions ORDER BY iteration").fetchall()[2:]
+    assert len(rows) == 2 and all(fallback == 0 for _, fallback in rows)
     assert all(re.fullmatch(r"[0-9]", answer) for row in rows for answer in row[0].split("\n---\n"))
 
 

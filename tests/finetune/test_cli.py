@@ -106,3 +106,4 @@ def test_tiny_warms_up_builds_a_grade_model_and_continues_from_it(tmp_path: Path
     card = json.loads((second / "lmsearcher.json").read_text())
     assert card["init"] == str(first) and card["pruning"] is False and card["steps"] == 2
     assert card["warmup"] is None  # a continued model is not warmed up again
+    assert card["previous"]["warmup"]["steps"] == 3 and card["previous"]["previous"] is None

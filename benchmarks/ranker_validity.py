@@ -5,12 +5,15 @@ pick is, on held-out prompts (domains and seeds not used by ``finetune tiny``'s 
 
 "pick quality" is 1 - (rank of the pick among the candidates) / (candidates - 1): 1 for the
 best, 0 for the worst, 0.5 expected from a random pick (and counted so for an invalid answer).
-For choice-format models, "additive reference" is the pick quality of a classical predictor
+For choice- and grade-format models, "additive reference" is the pick quality of a classical predictor
 given the same prompt: each candidate scores the mean, over its slots, of the history scores
 of the shown codes that share that slot's option; it shows how much the prompt itself supports.
-"grade loss" is the model's mean cross-entropy (nats) on the training answer's grade digits,
-next to the entropy of those digits' overall distribution: a model that reads nothing from the
-prompt can at best match the entropy, so the gap is what it has learned.
+For grade-format models, "expected grades" is the pick quality when each candidate's grade is the
+mean of the model's digit distribution instead of its greedy digit (logprobs, which vLLM returns
+and ``transformers serve`` does not). "grade loss" is the model's mean cross-entropy (nats) on
+the training answer's grade digits, next to the entropy of those digits' overall distribution: a
+model that reads nothing from the prompt can at best match the entropy, so the gap is what it has
+learned.
 """
 
 from __future__ import annotations
@@ -80,13 +83,14 @@ def grade_table(model, tokenizer, domains, samples: list[dict], args: argparse.N
         draws[sample["group"]].append(sample)
     rng = random.Random(0)  # breaks ties between equal grades
     named = best = 0
-    qualities, reference, graded = [], [], []
+    qualities, expected_qualities, reference, graded = [], [], [], []
+    digit_ids = tokenizer.convert_tokens_to_ids([str(d) for d in range(10)])
     for rows in draws.values():
         domain = by_name[rows[0]["domain"]]
         codes = [row["candidates"][0] for row in rows]
         utilities = [domain.metric.utility(domain.score(code)) for code in codes]
         order = sorted(range(len(codes)), key=lambda i: -utilities[i])
-        grades = {}
+        grades, expected = {}, {}
         for code, row in zip(codes, rows, strict=True):
             ids, labels = encode_sample(tokenizer, row, tokenizer.model_max_length)
             start = answer_start(labels)
@@ -94,15 +98,19 @@ def grade_table(model, tokenizer, domains, samples: list[dict], args: argparse.N
                 logits = model(torch.tensor([ids[:start]])).logits[0, -1]
             text = tokenizer.decode([int(logits.argmax())], skip_special_tokens=True)
             graded.append((row["answer"], float(torch.log_softmax(logits, -1)[labels[start]].neg())))
+            expected[code] = float(torch.softmax(logits[digit_ids], -1) @ torch.arange(10.0))
             if (grade := grade_format.parse_grade(text)) is not None:
                 grades[code] = grade
         pick = grade_format.highest(grades, rng) if grades else None
         named += pick is not None
         best += pick == codes[order[0]]
         qualities.append(quality(pick, codes, order))
+        expected_qualities.append(quality(max(codes, key=expected.__getitem__), codes, order))
         history = grade_format.unscored(rows[0]["messages"][0]["content"])
         reference.append(quality(additive_pick(history, codes), codes, order))
     print_table(args.model, len(draws), args.candidates, cap, named, best, qualities, reference, graded)
+    print(f"\npick quality from expected grades (what a server returning logprobs would allow): "
+          f"{statistics.mean(expected_qualities):.3f}")  # fmt: skip
 
 
 def print_table(model, prompts, candidates, cap, named, best, qualities, reference, graded) -> None:

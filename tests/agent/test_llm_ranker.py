@@ -236,16 +236,18 @@ def serve_processes(model_dir: Path) -> list[str]:
     return found.stdout.split()
 
 
-def test_local_model_ranks_a_search_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
+def decisions_of_search(tmp_path: Path, ranker: str, budget: int, columns: str) -> list[tuple]:
+    """Run ``main.py --ranker RANKER`` to the end; the ``columns`` of its decisions, in order."""
     db = tmp_path / "runs.db"
-    done = run_main(
-        "--ranker", f"local:{tiny_model_dir}", "--budget", "4", "--db", str(db), "--run-id", "local", "--quiet"
-    )
+    done = run_main("--ranker", ranker, "--budget", str(budget), "--db", str(db), "--run-id", "r", "--quiet")
     assert done.returncode == 0, done.stderr
     with sqlite3.connect(db) as connection:
-        rows = connection.execute(
-            "SELECT pool, chosen, raw_answer, prompt_tokens, completion_tokens, latency_s FROM decisions"
-        ).fetchall()
+        return connection.execute(f"SELECT {columns} FROM decisions ORDER BY iteration").fetchall()
+
+
+def test_local_model_ranks_a_search_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
+    columns = "pool, chosen, raw_answer, prompt_tokens, completion_tokens, latency_s"
+    rows = decisions_of_search(tmp_path, f"local:{tiny_model_dir}", 4, columns)
     assert len(rows) == 4
     for pool, chosen, _answer, prompt_tokens, completion_tokens, latency_s in rows:
         assert json.loads(chosen)[0] in json.loads(pool)
@@ -256,15 +258,7 @@ def test_local_model_ranks_a_search_end_to_end(tmp_path: Path, tiny_model_dir: P
 
 def test_local_grade_model_is_asked_once_per_candidate_end_to_end(tmp_path: Path, grade_model_dir: Path) -> None:
     """The shipped model's format through a real ``transformers serve``: its card sets the format."""
-    db = tmp_path / "runs.db"
-    done = run_main(
-        "--ranker", f"local:{grade_model_dir}", "--budget", "4", "--db", str(db), "--run-id", "g", "--quiet"
-    )
-    assert done.returncode == 0, done.stderr
-    with sqlite3.connect(db) as connection:
-        rows = connection.execute(
-            "SELECT pool, chosen, raw_answer, fallback FROM decisions ORDER BY iteration"
-        ).fetchall()[2:]
+    rows = decisions_of_search(tmp_path, f"local:{grade_model_dir}", 4, "pool, chosen, raw_answer, fallback")[2:]
     assert len(rows) == 2  # the first two decisions have no scale to grade on (a random pick, no request)
     for pool, chosen, answers, _ in rows:
         assert json.loads(chosen)[0] in json.loads(pool)
@@ -286,11 +280,7 @@ def test_shipped_lm_searcher_tiny_serves_as_ranker_local(tmp_path: Path) -> None
         stages, card = [*stages, card], card.get("previous")
     domains = [d for stage in stages for d in stage["trained_on"] + (stage["warmup"] or {}).get("domains", [])]
     assert domains and not any("201" in domain for domain in domains)
-    db = tmp_path / "runs.db"
-    done = run_main("--ranker", "local", "--budget", "4", "--db", str(db), "--run-id", "tiny", "--quiet")
-    assert done.returncode == 0, done.stderr
-    with sqlite3.connect(db) as connection:
-        rows = connection.execute("SELECT raw_answer, fallback FROM decisions ORDER BY iteration").fetchall()[2:]
+    rows = decisions_of_search(tmp_path, "local", 4, "raw_answer, fallback")[2:]
     assert len(rows) == 2 and all(fallback == 0 for _, fallback in rows)
     assert all(re.fullmatch(r"[0-9]", answer) for row in rows for answer in row[0].split("\n---\n"))
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from evaluators.base import Metric
 from prompts import choice, grade
-from prompts.render import grade_history, render, render_generation
+from prompts.render import grade_history, render, render_generation, render_grades
 from tools.ncode import InvalidNCode, SearchSpace, prune, sample, to_indices
 
 
@@ -141,16 +141,17 @@ def make_samples(domain: Domain, rng: random.Random, options: CurationOptions) -
         return [{"messages": messages, "answer": answer, "task": "generate", **common, **held_out}]
     if fmt == "grade":
         scale = [utility for _, utility in grade_history(history, metric, cap)]
+        prompts = render_grades(space.length, metric, history, codes, cap)
         return [
             {
-                "messages": render(fmt, space.name, space.length, metric, history, [code], cap),
+                "messages": messages,
                 "answer": grade.answer(utility, scale),
                 "task": "grade",
                 **common,
                 "candidates": [code],
                 "ranking": [0],
             }
-            for code, utility in zip(codes, utilities, strict=True)
+            for code, utility, messages in zip(codes, utilities, prompts, strict=True)
         ]
     messages = render(fmt, space.name, space.length, metric, history, codes, cap)
     answer = choice.answer(utilities) if fmt == "choice" else best

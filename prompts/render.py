@@ -21,6 +21,7 @@ always holds for the model; the prompt says what the number is.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from string import Template
@@ -33,7 +34,9 @@ FORMATS = ("paper", "compact", "choice", "grade")
 DEFAULT_HISTORY_CAP = 200
 
 
+@functools.cache
 def template(name: str) -> Template:
+    """A prompt template, read once (curation renders hundreds of thousands of prompts)."""
     return Template((PROMPT_DIR / f"{name}.txt").read_text())
 
 
@@ -113,13 +116,29 @@ def render(
     if fmt == "grade":
         if len(candidates) != 1:
             raise ValueError(f"the grade format asks about one candidate per prompt, got {len(candidates)}")
-        text = template("grade").substitute(
-            slots=slots,
-            history=grade_items(grade_history(history, metric, history_cap)),
-            candidate=choice.tag(candidates[0]),
-        )
-        return [{"role": "system", "content": text.strip()}]
+        return render_grades(slots, metric, history, candidates, history_cap)[0]
     raise ValueError(f"unknown prompt format {fmt!r}; valid: {', '.join(FORMATS)}")
+
+
+def render_grades(
+    slots: int,
+    metric: Metric,
+    history: Sequence[tuple[str, float]],
+    candidates: Sequence[str],
+    history_cap: int = DEFAULT_HISTORY_CAP,
+) -> list[list[dict[str, str]]]:
+    """One ``grade`` prompt per candidate; the shared history is encoded once (curation asks for ten)."""
+    items = grade_items(grade_history(history, metric, history_cap))
+    prompt = template("grade")
+    return [
+        [
+            {
+                "role": "system",
+                "content": prompt.substitute(slots=slots, history=items, candidate=choice.tag(code)).strip(),
+            }
+        ]
+        for code in candidates
+    ]
 
 
 def render_generation(

@@ -10,6 +10,7 @@ server that stays down), and then the run resumes later from its checkpoint.
 from __future__ import annotations
 
 import random
+import statistics
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -70,4 +71,34 @@ class RandomRanker(Ranker):
 
     def rank(self, request: RankRequest) -> Decision:
         chosen = request.rng.sample(request.pool, min(request.k, len(request.pool)))
+        return Decision(chosen=chosen, pool=request.pool)
+
+
+class AdditiveRanker(Ranker):
+    """Ranks by a per-slot additive model of the whole history: a candidate's predicted utility is
+    the mean, over its slots, of the mean utility of the scored codes sharing that slot's option.
+
+    Why: the classical counterpart of what the ``grade`` prompt asks an LLM to read off its
+    history (BENCHMARKS.md §4 uses it as the reference a ranker of that kind could reach).
+    An option no scored code has gets the overall mean; ties go to a random one.
+    """
+
+    name = "additive"
+
+    def rank(self, request: RankRequest) -> Decision:
+        scored = [(o.ncode, request.metric.utility(o.score)) for o in request.history if o.score is not None]
+        if not scored:
+            return RandomRanker().rank(request)
+        overall = statistics.fmean(utility for _, utility in scored)
+        sums: dict[tuple[int, str], list[float]] = {}
+        for code, utility in scored:
+            for slot, symbol in enumerate(code):
+                sums.setdefault((slot, symbol), []).append(utility)
+        means = {key: statistics.fmean(values) for key, values in sums.items()}
+
+        def predicted(code: str) -> float:
+            return statistics.fmean(means.get((slot, symbol), overall) for slot, symbol in enumerate(code))
+
+        keyed = {code: (predicted(code), request.rng.random()) for code in request.pool}
+        chosen = sorted(request.pool, key=keyed.__getitem__, reverse=True)[: request.k]
         return Decision(chosen=chosen, pool=request.pool)

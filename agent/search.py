@@ -15,7 +15,7 @@ from langgraph.graph import StateGraph
 
 from agent.graph import LoopParts, Progress, build_graph
 from agent.proposers import PROPOSERS, Proposer
-from agent.rankers import FirstRanker, RandomRanker, Ranker
+from agent.rankers import AdditiveRanker, FirstRanker, RandomRanker, Ranker
 from agent.store import RunStore, StoreError, open_connection
 from evaluators.base import Evaluator
 from evaluators.registry import TaskOptions, make_evaluator
@@ -24,7 +24,7 @@ from tools.ncode import SearchSpace
 
 # Baselines whose proposer does the searching; the ranker just keeps its order.
 PROPOSER_DRIVEN = {"evolution", "tpe"}
-BASELINE_RANKERS = ("random", *sorted(PROPOSER_DRIVEN))
+BASELINE_RANKERS = ("random", "additive", *sorted(PROPOSER_DRIVEN))
 STRATEGIES = ("lmsearcher", "collm")  # the LM-Searcher loop (agent/graph.py) or CoLLM-NAS (agent/collm.py)
 
 
@@ -129,6 +129,8 @@ def make_proposer(config: SearchConfig, ranker: Ranker) -> Proposer:
 def make_ranker(config: SearchConfig, space: SearchSpace | None = None) -> Ranker:
     if config.ranker == "random":
         return RandomRanker()
+    if config.ranker == "additive":
+        return AdditiveRanker()
     if config.ranker in PROPOSER_DRIVEN:
         return FirstRanker()
     from agent.llm_ranker import LLM_RANKER_PREFIXES, make_llm_ranker
@@ -234,8 +236,8 @@ class Search:
     def _finish(self, run_id: str, evaluator: Evaluator) -> RunResult:
         run = self.store.get_run(run_id)
         final = evaluator.final_metrics(run["best_ncode"]) if run["best_ncode"] else {}
-        self.store.update_run(run_id, status="finished", final_metrics=json.dumps(final))
         costs = [row["cost_s"] for row in self.store.evaluations(run_id)]
+        self.store.update_run(run_id, status="finished", final_metrics=json.dumps(final))  # last: see cli.run_search
         return RunResult(
             run_id, "finished", run["n_evaluations"], run["best_ncode"], run["best_score"], final, evaluator, costs
         )

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from agent.rankers import Decision, FirstRanker, RandomRanker, RankRequest
+from agent.rankers import AdditiveRanker, Decision, FirstRanker, RandomRanker, RankRequest
 from agent.store import Observation
 from evaluators.base import Metric
 from tools.spaces import nb201_space
@@ -20,7 +20,7 @@ def request(pool: list[str], k: int, seed: int = 0) -> RankRequest:
 
 
 @pytest.mark.parametrize(("pool_size", "k"), [(8, 3), (8, 8), (8, 1), (2, 5), (0, 3), (5, 0)])
-@pytest.mark.parametrize("ranker_class", [FirstRanker, RandomRanker])
+@pytest.mark.parametrize("ranker_class", [FirstRanker, RandomRanker, AdditiveRanker])
 def test_ranker_contract(ranker_class, pool_size, k):
     pool = POOL[:pool_size]
     decision = ranker_class().rank(request(pool, k))
@@ -44,6 +44,24 @@ def test_random_ranker_is_deterministic_by_seed_and_random_across_seeds():
     assert {code for pick in picks for code in pick} == set(POOL)
 
 
+def test_additive_ranker_picks_by_per_slot_means():
+    # Slot 0 decides: option 4 scored 95 and 93, option 0 scored 60; slot 1..5 carry no signal.
+    history = [
+        Observation(0, "411111", 95.0, "ok"),
+        Observation(1, "422222", 93.0, "ok"),
+        Observation(2, "011111", 60.0, "ok"),
+        Observation(3, "022222", 62.0, "ok"),
+        Observation(4, "100000", None, "failed"),
+    ]
+    pool = ["012121", "412121", "321212"]  # option 3 in slot 0 is unseen: the overall mean
+    decision = AdditiveRanker().rank(RankRequest(nb201_space(), Metric("val_acc"), history, pool, 2, random.Random(0)))
+    assert decision.chosen == ["412121", "321212"]
+    lower = Metric("loss", maximize=False)  # utilities flip with the metric's direction
+    assert AdditiveRanker().rank(RankRequest(nb201_space(), lower, history, pool, 1, random.Random(0))).chosen == [
+        "012121"
+    ]
+
+
 def test_close_is_harmless():
-    for ranker in (FirstRanker(), RandomRanker()):
+    for ranker in (FirstRanker(), RandomRanker(), AdditiveRanker()):
         assert ranker.close() is None

@@ -272,7 +272,11 @@ def run_search(argv: list[str]) -> int:
         )
         return EXIT_STOPPED
     except KeyboardInterrupt:
-        console.print(f"interrupted; every finished evaluation is saved. Continue with: {resume_hint(run_id, db)}")
+        run = search.store.get_run(run_id)
+        if run is not None and run["status"] == "finished":  # ctrl-c landed after the last write: nothing to resume
+            console.print(f"interrupted after the run finished; see it with: python main.py show {run_id} --db {db}")
+        else:
+            console.print(f"interrupted; every finished evaluation is saved. Continue with: {resume_hint(run_id, db)}")
         return EXIT_INTERRUPTED
     finally:
         search.close()

@@ -116,3 +116,22 @@ def test_resume_refuses_finished_and_unknown_runs(tmp_path: Path) -> None:
     unknown = run("--resume", "nope", "--db", db)
     assert unknown.returncode == 2 and "no run 'nope'" in unknown.stderr
     assert os.path.getsize(db) > 0
+
+
+def test_ctrl_c_after_the_run_finished_says_so_instead_of_asking_for_a_resume(tmp_path, monkeypatch, capsys):
+    """Ctrl-C can land after the run's last write (the status "finished"), before the CLI returns. A real
+    signal cannot be timed into that window, so the search here finishes and then raises it."""
+    from agent import cli
+    from agent.search import Search
+
+    finish = Search.start
+
+    def finish_then_interrupt(self, *args, **kwargs):
+        finish(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Search, "start", finish_then_interrupt)
+    db = tmp_path / "runs.db"
+    assert cli.main(["--budget", "3", "--db", str(db), "--run-id", "done", "--quiet"]) == 130
+    said = capsys.readouterr().err
+    assert "interrupted after the run finished" in said and "main.py show done" in said and "--resume" not in said

@@ -29,7 +29,12 @@ METHODS: dict[str, tuple[str, str | None, int, bool]] = {
     "llm-random-pool": ("llm", "random", 10, True),  # the paper's inference setting
     "llm-mixed-pool": ("llm", "mixed", 10, True),  # 5 random + 5 mutations of the top 10
     "random-mixed-pool": ("random", "mixed", 10, False),  # control: the mixed pool with a uniform pick
+    "llm-evolution-pool": ("llm", "evolution", 10, True),  # the ranker picks one of 10 RE children
     "llm-generate": ("llm", "generate", 1, True),  # ablation: generation instead of ranking
+    # reference: the classical per-slot model an LLM reading grade prompts would emulate, at its best
+    "additive-random-pool": ("additive", "random", 10, False),
+    "additive-mixed-pool": ("additive", "mixed", 10, False),
+    "additive-evolution-pool": ("additive", "evolution", 10, False),
 }
 
 
@@ -130,7 +135,34 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--served-model", help="model name at --base-url")
     p.add_argument("--history-cap", type=int, help="history items in LLM prompts (default: the model's own)")
     p.add_argument("--out", default="benchmarks/results/nb201_bench", help="output prefix (.md, .png, .json)")
+    p.add_argument(
+        "--reuse",
+        nargs="+",
+        default=[],
+        metavar="JSON",
+        help="earlier bench outputs whose runs (same method, dataset, seed and budget) are taken, not rerun: "
+        "split a long bench over processes, or add a method to a table",
+    )
     return p
+
+
+def reusable_runs(paths: list[str], budget: int) -> dict[tuple[str, str, int], dict]:
+    """Runs of earlier ``--out`` JSON files by (method, dataset, seed); a different budget is an error."""
+    found: dict[tuple[str, str, int], dict] = {}
+    for path in paths:
+        try:
+            saved = json.loads(Path(path).read_text())
+            runs, saved_budget = saved["runs"], saved["args"]["budget"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise SystemExit(
+                f"--reuse {path}: not a bench output ({error}); give the .json a bench run wrote"
+            ) from None
+        if saved_budget != budget:
+            raise SystemExit(
+                f"--reuse {path}: its runs have budget {saved_budget}, not {budget}; pass --budget {saved_budget}"
+            )
+        found.update(((run["method"], run["dataset"], run["seed"]), run) for run in runs)
+    return found
 
 
 def main(argv: list[str]) -> int:
@@ -139,7 +171,9 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     for dataset in args.datasets:
         NB201Evaluator(dataset, args.data)  # fail now, with the file's name, if a table is missing
-    needs_llm = any(METHODS[m][3] for m in args.methods)
+    reused = reusable_runs(args.reuse, args.budget)
+    wanted = [(m, d, seed) for m in args.methods for d in args.datasets for seed in range(args.seeds)]
+    needs_llm = any(METHODS[m][3] and (m, d, seed) not in reused for m, d, seed in wanted)
     server = None
     llm: dict[str, Any] = {}
     if needs_llm:
@@ -157,7 +191,10 @@ def main(argv: list[str]) -> int:
             for method in args.methods:
                 for dataset in args.datasets:
                     for seed in range(args.seeds):
-                        runs.append(run_one(method, dataset, seed, args.budget, args.data, llm, Path(folder) / "b.db"))
+                        run = reused.get((method, dataset, seed))
+                        runs.append(
+                            run or run_one(method, dataset, seed, args.budget, args.data, llm, Path(folder) / "b.db")
+                        )
                     done = [r for r in runs if r["method"] == method and r["dataset"] == dataset]
                     print(f"{method:16s} {dataset:15s} {mean_sd([r['best_val'] for r in done])}", flush=True)
     finally:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from agent.bench import main as bench_main
 
 
@@ -21,6 +23,34 @@ def test_bench_writes_table_plot_and_runs(tmp_path: Path, nb201_dir: Path) -> No
     table = out.with_suffix(".md").read_text()
     assert "| rs |" in table and "| re |" in table and "cifar10 val" in table
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_reuse_takes_earlier_runs_and_runs_only_the_rest(tmp_path: Path, nb201_dir: Path) -> None:
+    common = ["--datasets", "cifar10", "--seeds", "2", "--budget", "10", "--data", str(nb201_dir)]
+    assert bench_main(["--methods", "rs", *common, "--out", str(tmp_path / "first")]) == 0
+    first = json.loads((tmp_path / "first.json").read_text())["runs"]
+    # LLM runs made elsewhere (here: the random-search runs, relabelled): reusing them needs no server,
+    # so a model folder that does not exist is never opened.
+    relabelled = [{**run, "method": "llm-random-pool"} for run in first]
+    (tmp_path / "llm.json").write_text(json.dumps({"args": {"budget": 10}, "runs": relabelled}))
+    argv = ["--methods", "rs", "re", "llm-random-pool", *common, "--model", str(tmp_path / "no-model")]
+    reuse = ["--reuse", str(tmp_path / "first.json"), str(tmp_path / "llm.json")]
+    assert bench_main([*argv, *reuse, "--out", str(tmp_path / "all")]) == 0
+    runs = json.loads((tmp_path / "all.json").read_text())["runs"]
+    assert [r for r in runs if r["method"] == "rs"] == first  # the same records, seconds included: not rerun
+    assert [r for r in runs if r["method"] == "llm-random-pool"] == relabelled
+    assert len([r for r in runs if r["method"] == "re"]) == 2
+    assert "| re |" in (tmp_path / "all.md").read_text()
+
+
+def test_reuse_refuses_another_budget_or_a_file_that_is_not_a_bench_output(tmp_path: Path, nb201_dir: Path) -> None:
+    common = ["--methods", "rs", "--datasets", "cifar10", "--seeds", "1", "--data", str(nb201_dir)]
+    assert bench_main([*common, "--budget", "10", "--out", str(tmp_path / "first")]) == 0
+    with pytest.raises(SystemExit, match="budget 10, not 12; pass --budget 10"):
+        bench_main([*common, "--budget", "12", "--reuse", str(tmp_path / "first.json")])
+    (tmp_path / "other.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="not a bench output"):
+        bench_main([*common, "--budget", "10", "--reuse", str(tmp_path / "other.json")])
 
 
 def test_bench_llm_methods_share_one_served_model(tmp_path: Path, nb201_dir: Path, tiny_model_dir: Path) -> None:

@@ -66,15 +66,7 @@ def build(args: argparse.Namespace) -> dict:
         previous = json.loads((Path(args.init) / MODEL_CARD).read_text())
         size = TinySize(**previous["size"])
     else:
-        size = TinySize(
-            args.hidden,
-            args.layers,
-            args.heads,
-            args.intermediate,
-            args.max_positions,
-            args.rope_theta,
-            args.mimetic_layers,
-        )
+        size = TinySize(args.hidden, args.layers, args.heads, args.intermediate, args.max_positions)
         model, tokenizer = new_tiny(size)
     print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters", flush=True)
     out = Path(args.out)
@@ -143,8 +135,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--intermediate", type=int, default=512)
     p.add_argument("--max-positions", type=int, default=2048)
-    p.add_argument("--rope-theta", type=float, default=10000.0, help="rotary base")
-    p.add_argument("--mimetic-layers", type=int, default=0, help="layers whose keys start equal to their queries")
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch-size", type=int, default=8, help="draws per batch (a grade draw packs its candidates)")
     p.add_argument("--lr", type=float, default=2e-3)

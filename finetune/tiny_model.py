@@ -24,8 +24,6 @@ class TinySize:
     heads: int = 8
     intermediate: int = 768
     max_positions: int = 4096
-    rope_theta: float = 10000.0
-    mimetic_layers: int = 0
 
 
 def build_model(tokenizer: PreTrainedTokenizerFast, size: TinySize) -> LlamaForCausalLM:
@@ -42,7 +40,6 @@ def build_model(tokenizer: PreTrainedTokenizerFast, size: TinySize) -> LlamaForC
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
-        rope_parameters={"rope_type": "default", "rope_theta": size.rope_theta},
     )
     if config.head_dim < 32:
         raise ValueError(f"head dimension {config.head_dim} < 32: vLLM could not serve the model")
@@ -77,22 +74,10 @@ def factored_embeddings(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerF
         table[ids(list(string.digits))] = score
 
 
-def mimetic_attention(model: LlamaForCausalLM, layers: int, scale: float = 0.13) -> None:
-    """The first ``layers`` layers' keys start equal to their queries, so attention starts out favouring
-    similar tokens, and each head's output starts as a copy of what it reads (Trockman & Kolter 2023)."""
-    with torch.no_grad():
-        for layer in model.model.layers[:layers]:
-            attention = layer.self_attn
-            attention.q_proj.weight.normal_(0.0, scale)
-            attention.k_proj.weight.copy_(attention.q_proj.weight)
-            attention.o_proj.weight.copy_(attention.v_proj.weight.T)
-
-
 def new_tiny(size: TinySize = TinySize()) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     tokenizer = build_tokenizer(size.max_positions)
     model = build_model(tokenizer, size)
     factored_embeddings(model, tokenizer)
-    mimetic_attention(model, size.mimetic_layers)
     return model, tokenizer
 
 

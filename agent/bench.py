@@ -105,13 +105,16 @@ def plot(runs: list[dict], methods: list[str], datasets: list[str], path: Path) 
 
     figure, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), dpi=120, squeeze=False)
     for axis, dataset in zip(axes[0], datasets, strict=True):
-        for method in methods:
+        for index, method in enumerate(methods):
+            color = plt.get_cmap("tab20")(
+                2 * index % 20 + 2 * index // 20
+            )  # ten strong colours, then their light pairs
             curves = [r["trajectory"] for r in runs if r["method"] == method and r["dataset"] == dataset]
             values = np.array([[np.nan if v is None else v for v in curve] for curve in curves], dtype=float)
             mean, sd = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
             queries = np.arange(1, values.shape[1] + 1)
-            axis.plot(queries, mean, label=method)
-            axis.fill_between(queries, mean - sd, mean + sd, alpha=0.15)
+            axis.plot(queries, mean, label=method, color=color)
+            axis.fill_between(queries, mean - sd, mean + sd, alpha=0.1, color=color)
         axis.set_title(f"NAS-Bench-201 {dataset}")
         axis.set_xlabel("queries")
         axis.set_ylabel("best validation accuracy (%)")

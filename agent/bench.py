@@ -104,11 +104,11 @@ def plot(runs: list[dict], methods: list[str], datasets: list[str], path: Path) 
     import numpy as np
 
     figure, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), dpi=120, squeeze=False)
+    tab20 = plt.get_cmap("tab20")  # ten strong colours, then their light pairs: distinct past ten methods
+    colors = {method: tab20(2 * index % 20 + 2 * index // 20) for index, method in enumerate(methods)}
     for axis, dataset in zip(axes[0], datasets, strict=True):
-        for index, method in enumerate(methods):
-            color = plt.get_cmap("tab20")(
-                2 * index % 20 + 2 * index // 20
-            )  # ten strong colours, then their light pairs
+        for method in methods:
+            color = colors[method]
             curves = [r["trajectory"] for r in runs if r["method"] == method and r["dataset"] == dataset]
             values = np.array([[np.nan if v is None else v for v in curve] for curve in curves], dtype=float)
             mean, sd = np.nanmean(values, axis=0), np.nanstd(values, axis=0)

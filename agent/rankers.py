@@ -74,13 +74,24 @@ class RandomRanker(Ranker):
         return Decision(chosen=chosen, pool=request.pool)
 
 
-class AdditiveRanker(Ranker):
-    """Ranks by a per-slot additive model of the whole history: a candidate's predicted utility is
+def additive_predictions(scored: Sequence[tuple[str, float]], codes: Sequence[str]) -> list[float]:
+    """Each code's predicted utility under a per-slot additive model of ``scored`` (code, utility) pairs:
     the mean, over its slots, of the mean utility of the scored codes sharing that slot's option.
+    An option no scored code has counts as the overall mean (0 without history)."""
+    overall = statistics.fmean(utility for _, utility in scored) if scored else 0.0
+    by_option: dict[tuple[int, str], list[float]] = {}
+    for code, utility in scored:
+        for slot, symbol in enumerate(code):
+            by_option.setdefault((slot, symbol), []).append(utility)
+    means = {key: statistics.fmean(values) for key, values in by_option.items()}
+    return [statistics.fmean(means.get((slot, symbol), overall) for slot, symbol in enumerate(code)) for code in codes]
+
+
+class AdditiveRanker(Ranker):
+    """Ranks by ``additive_predictions`` over the whole history; ties go to a random one.
 
     Why: the classical counterpart of what the ``grade`` prompt asks an LLM to read off its
     history (BENCHMARKS.md §4 uses it as the reference a ranker of that kind could reach).
-    An option no scored code has gets the overall mean; ties go to a random one.
     """
 
     name = "additive"
@@ -89,16 +100,7 @@ class AdditiveRanker(Ranker):
         scored = [(o.ncode, request.metric.utility(o.score)) for o in request.history if o.score is not None]
         if not scored:
             return RandomRanker().rank(request)
-        overall = statistics.fmean(utility for _, utility in scored)
-        sums: dict[tuple[int, str], list[float]] = {}
-        for code, utility in scored:
-            for slot, symbol in enumerate(code):
-                sums.setdefault((slot, symbol), []).append(utility)
-        means = {key: statistics.fmean(values) for key, values in sums.items()}
-
-        def predicted(code: str) -> float:
-            return statistics.fmean(means.get((slot, symbol), overall) for slot, symbol in enumerate(code))
-
-        keyed = {code: (predicted(code), request.rng.random()) for code in request.pool}
+        predicted = additive_predictions(scored, request.pool)
+        keyed = {code: (score, request.rng.random()) for code, score in zip(request.pool, predicted, strict=True)}
         chosen = sorted(request.pool, key=keyed.__getitem__, reverse=True)[: request.k]
         return Decision(chosen=chosen, pool=request.pool)

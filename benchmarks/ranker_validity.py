@@ -31,6 +31,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from agent.llm_ranker import parse_choice
+from agent.rankers import additive_predictions
 from finetune.curate import CurationOptions, curate
 from finetune.domains import load_domain
 from finetune.train_tiny import IGNORE, answer_start, encode_sample
@@ -41,17 +42,10 @@ HELD_OUT = ("nbg:citeseer", "channel", "synthetic:20")
 
 
 def additive_pick(history: list[tuple[str, int]], candidates: list[str]) -> str:
-    """The candidate an additive per-slot model fitted to the prompt's (code, digit) history would pick."""
-    overall = statistics.mean(score for _, score in history) if history else 0.0
-
-    def predicted(code: str) -> float:
-        per_slot = []
-        for slot, symbol in enumerate(code):
-            matches = [score for seen, score in history if seen[slot] == symbol]
-            per_slot.append(statistics.mean(matches) if matches else overall)
-        return statistics.mean(per_slot)
-
-    return max(candidates, key=predicted)
+    """The candidate an additive per-slot model fitted to the prompt's (code, digit) history would pick
+    (the first of equals)."""
+    predicted = additive_predictions(history, candidates)
+    return candidates[predicted.index(max(predicted))]
 
 
 def quality(pick: str | None, codes: list[str], order: list[int]) -> float:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent.cli import UsageError
 from agent.local_server import LocalServer
 from agent.search import Search, SearchConfig
 from evaluators.nb201 import NB201_FILES, NB201Evaluator
@@ -150,18 +151,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def reusable_runs(paths: list[str], budget: int) -> dict[tuple[str, str, int], dict]:
-    """Runs of earlier ``--out`` JSON files by (method, dataset, seed); a different budget is an error."""
+    """Runs of earlier ``--out`` JSON files by (method, dataset, seed); a different budget is bad input."""
     found: dict[tuple[str, str, int], dict] = {}
     for path in paths:
         try:
             saved = json.loads(Path(path).read_text())
             runs, saved_budget = saved["runs"], saved["args"]["budget"]
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise SystemExit(
+            raise UsageError(
                 f"--reuse {path}: not a bench output ({error}); give the .json a bench run wrote"
             ) from None
         if saved_budget != budget:
-            raise SystemExit(
+            raise UsageError(
                 f"--reuse {path}: its runs have budget {saved_budget}, not {budget}; pass --budget {saved_budget}"
             )
         found.update(((run["method"], run["dataset"], run["seed"]), run) for run in runs)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from agent.bench import main as bench_main
+from agent.cli import UsageError
+from agent.cli import main as cli_main
 
 
 def test_bench_writes_table_plot_and_runs(tmp_path: Path, nb201_dir: Path) -> None:
@@ -43,14 +45,19 @@ def test_reuse_takes_earlier_runs_and_runs_only_the_rest(tmp_path: Path, nb201_d
     assert "| re |" in (tmp_path / "all.md").read_text()
 
 
-def test_reuse_refuses_another_budget_or_a_file_that_is_not_a_bench_output(tmp_path: Path, nb201_dir: Path) -> None:
+def test_reuse_refuses_another_budget_or_a_file_that_is_not_a_bench_output(
+    tmp_path: Path, nb201_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     common = ["--methods", "rs", "--datasets", "cifar10", "--seeds", "1", "--data", str(nb201_dir)]
     assert bench_main([*common, "--budget", "10", "--out", str(tmp_path / "first")]) == 0
-    with pytest.raises(SystemExit, match="budget 10, not 12; pass --budget 10"):
+    with pytest.raises(UsageError, match="budget 10, not 12; pass --budget 10"):
         bench_main([*common, "--budget", "12", "--reuse", str(tmp_path / "first.json")])
     (tmp_path / "other.json").write_text("[1, 2]")
-    with pytest.raises(SystemExit, match="not a bench output"):
+    with pytest.raises(UsageError, match="not a bench output"):
         bench_main([*common, "--budget", "10", "--reuse", str(tmp_path / "other.json")])
+    # Through main.py: the message, and the bad-input exit code, not a stack trace.
+    assert cli_main(["bench", *common, "--budget", "10", "--reuse", str(tmp_path / "other.json")]) == 2
+    assert "error:" in capsys.readouterr().err
 
 
 def test_bench_llm_methods_share_one_served_model(tmp_path: Path, nb201_dir: Path, tiny_model_dir: Path) -> None:

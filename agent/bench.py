@@ -36,6 +36,10 @@ METHODS: dict[str, tuple[str, str | None, int, bool]] = {
     "additive-random-pool": ("additive", "random", 10, False),
     "additive-mixed-pool": ("additive", "mixed", 10, False),
     "additive-evolution-pool": ("additive", "evolution", 10, False),
+    # reference: the classical reading of the near prompt (a candidate's nearest history codes)
+    "nearest-random-pool": ("nearest", "random", 10, False),
+    "nearest-mixed-pool": ("nearest", "mixed", 10, False),
+    "nearest-evolution-pool": ("nearest", "evolution", 10, False),
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from agent.llm_ranker import _TOKEN, ChatClient, LLMOptions
 from agent.proposers import ProposalContext, Proposer, unseen_random
 from prompts import choice
-from prompts.render import render_generation
+from prompts.render import TAGGED, render_generation
 from tools.ncode import is_valid, normalize
 
 
@@ -23,7 +23,7 @@ class LLMGenerationProposer(Proposer):
         self.generated = 0  # codes taken from the model (the rest were random fill-ins)
 
     def _first_new_code(self, text: str, context: ProposalContext, taken: set[str]) -> str | None:
-        if self.options.prompt_format in ("choice", "grade"):
+        if self.options.prompt_format in TAGGED:
             text = choice.untag(text)  # these formats write codes as slot-tagged characters
         for token in _TOKEN.findall(text):
             if len(token) == context.space.length and is_valid(context.space, token):

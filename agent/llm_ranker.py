@@ -32,7 +32,7 @@ from agent.local_server import LocalServer, LocalServerError
 from agent.rankers import Decision, Ranker, RankRequest
 from prompts import choice as choice_format
 from prompts import grade as grade_format
-from prompts.render import DEFAULT_HISTORY_CAP, FORMATS, render
+from prompts.render import DEFAULT_HISTORY_CAP, FORMATS, PER_CANDIDATE, TAGGED, render
 from tools.ncode import SearchSpace
 
 LLM_RANKER_PREFIXES = ("openai:", "local:", "local")
@@ -170,7 +170,7 @@ class LLMRanker(Ranker):
             return Decision(chosen=list(request.pool), pool=list(request.pool))
         history = [(o.ncode, o.score) for o in request.history if o.score is not None]
         pool = list(request.pool)
-        if self.options.prompt_format == "grade" and len(history) < 2:
+        if self.options.prompt_format in PER_CANDIDATE and len(history) < 2:
             # Grades are read on the history's own scale; below two scored codes there is none, so any
             # answer would be a guess: pick at random and spend no request (raw_answer stays empty).
             return Decision(chosen=request.rng.sample(pool, request.k), pool=pool)
@@ -209,7 +209,7 @@ class LLMRanker(Ranker):
     ) -> str | None:
         """One question (or, in the grade format, one per ungraded candidate); the pick, or None."""
         fmt = self.options.prompt_format
-        if fmt == "grade":
+        if fmt in PER_CANDIDATE:
             for code in remaining:
                 if code not in grades:
                     grades[code] = grade_format.parse_grade(self._ask(request, history, [code], decision, calls))
@@ -275,7 +275,7 @@ def make_llm_ranker(
     options = LLMOptions(**{**(model_card(local_path) if local_path else {}), **given})
     if options.prompt_format not in FORMATS:
         raise RankerSetupError(f"unknown prompt format {options.prompt_format!r}; valid: {', '.join(FORMATS)}")
-    if options.prompt_format in ("choice", "grade") and space is not None:
+    if options.prompt_format in TAGGED and space is not None:
         widest = max(len(slot.options) for slot in space.slots)
         problem = choice_format.unsupported(space.length, widest, pool_size if options.prompt_format == "choice" else 1)
         if problem:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from agent.store import Observation
 from evaluators.base import Metric
+from prompts import near
 from tools.ncode import SearchSpace
 
 
@@ -87,6 +88,21 @@ def additive_predictions(scored: Sequence[tuple[str, float]], codes: Sequence[st
     return [statistics.fmean(means.get((slot, symbol), overall) for slot, symbol in enumerate(code)) for code in codes]
 
 
+def nearest_predictions(scored: Sequence[tuple[str, float]], codes: Sequence[str], cap: int = 24) -> list[int]:
+    """Each code's grade as a classical reader of its ``near`` prompt would give it: the ``cap`` nearest
+    scored codes' grades (``prompts.near``), weighted ``exp(-2 * distance)``, rounded to a digit."""
+    graded = list(zip((code for code, _ in scored), near.history_grades([u for _, u in scored]), strict=True))
+    items = (near.unsymbol(near.nearest_items(code, graded, cap)) for code in codes)
+    return [int(near.reference_grade(shown) + 0.5) for shown in items]
+
+
+def pick_highest(request: RankRequest, predicted: Sequence[float]) -> Decision:
+    """The ``request.k`` codes predicted highest, ties in random order."""
+    keyed = {code: (score, request.rng.random()) for code, score in zip(request.pool, predicted, strict=True)}
+    chosen = sorted(request.pool, key=keyed.__getitem__, reverse=True)[: request.k]
+    return Decision(chosen=chosen, pool=request.pool)
+
+
 class AdditiveRanker(Ranker):
     """Ranks by ``additive_predictions`` over the whole history; ties go to a random one.
 
@@ -100,7 +116,20 @@ class AdditiveRanker(Ranker):
         scored = [(o.ncode, request.metric.utility(o.score)) for o in request.history if o.score is not None]
         if not scored:
             return RandomRanker().rank(request)
-        predicted = additive_predictions(scored, request.pool)
-        keyed = {code: (score, request.rng.random()) for code, score in zip(request.pool, predicted, strict=True)}
-        chosen = sorted(request.pool, key=keyed.__getitem__, reverse=True)[: request.k]
-        return Decision(chosen=chosen, pool=request.pool)
+        return pick_highest(request, additive_predictions(scored, request.pool))
+
+
+class NearestRanker(Ranker):
+    """Ranks by ``nearest_predictions``; ties go to a random one.
+
+    Why: the classical counterpart of what the ``near`` prompt asks an LLM to read (the grades of a
+    candidate's nearest history codes), the reference for LM-Searcher-tiny in BENCHMARKS.md §4.
+    """
+
+    name = "nearest"
+
+    def rank(self, request: RankRequest) -> Decision:
+        scored = [(o.ncode, request.metric.utility(o.score)) for o in request.history if o.score is not None]
+        if not scored:
+            return RandomRanker().rank(request)
+        return pick_highest(request, nearest_predictions(scored, request.pool))

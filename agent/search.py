@@ -15,7 +15,7 @@ from langgraph.graph import StateGraph
 
 from agent.graph import LoopParts, Progress, build_graph
 from agent.proposers import PROPOSERS, Proposer
-from agent.rankers import AdditiveRanker, FirstRanker, RandomRanker, Ranker
+from agent.rankers import AdditiveRanker, FirstRanker, NearestRanker, RandomRanker, Ranker
 from agent.store import RunStore, StoreError, open_connection
 from evaluators.base import Evaluator
 from evaluators.registry import TaskOptions, make_evaluator
@@ -24,7 +24,7 @@ from tools.ncode import SearchSpace
 
 # Baselines whose proposer does the searching; the ranker just keeps its order.
 PROPOSER_DRIVEN = {"evolution", "tpe"}
-BASELINE_RANKERS = ("random", "additive", *sorted(PROPOSER_DRIVEN))
+BASELINE_RANKERS = ("random", "additive", "nearest", *sorted(PROPOSER_DRIVEN))
 STRATEGIES = ("lmsearcher", "collm")  # the LM-Searcher loop (agent/graph.py) or CoLLM-NAS (agent/collm.py)
 
 
@@ -131,6 +131,8 @@ def make_ranker(config: SearchConfig, space: SearchSpace | None = None) -> Ranke
         return RandomRanker()
     if config.ranker == "additive":
         return AdditiveRanker()
+    if config.ranker == "nearest":
+        return NearestRanker()
     if config.ranker in PROPOSER_DRIVEN:
         return FirstRanker()
     from agent.llm_ranker import LLM_RANKER_PREFIXES, make_llm_ranker

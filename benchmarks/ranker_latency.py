@@ -28,7 +28,7 @@ from agent.rankers import RankRequest
 from agent.search import Search, SearchConfig
 from agent.store import Observation
 from evaluators.base import Metric
-from prompts.render import FORMATS, render
+from prompts.render import FORMATS, PER_CANDIDATE, render
 from tools.ncode import sample
 from tools.spaces import diffusion_lora_space, nb201_space
 
@@ -86,7 +86,7 @@ def prompt_sizes(model: Path) -> list[tuple[str, str, int, int]]:
         for fmt in FORMATS:
             for n in (10, 25, 50, 100, 200):
                 history = [(o.ncode, o.score) for o in observations[:n]]
-                asked = pool[:1] if fmt == "grade" else pool  # grade: one prompt per candidate
+                asked = pool[:1] if fmt in PER_CANDIDATE else pool  # one prompt per candidate
                 messages = render(fmt, space.name, space.length, METRIC, history, asked, history_cap=n)
                 text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
                 rows.append((space.name, fmt, n, len(tokenizer(text, add_special_tokens=False)["input_ids"])))

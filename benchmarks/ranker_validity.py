@@ -1,19 +1,24 @@
 """How often a ranker model names an offered candidate, how often the best one, and how good its
-pick is, on held-out prompts (domains and seeds not used by ``finetune tiny``'s defaults).
+pick is, on held-out prompts: draws of seed 123 from two training tables (NAS-Bench-Graph citeseer,
+Channel-Bench-Macro) and from synthetic landscapes of seed 99, which no default training run uses.
 
-    python benchmarks/ranker_validity.py --model PATH [--samples 200]
+    python benchmarks/ranker_validity.py --model PATH [--samples 200] [--search-share 1.0]
+
+``--search-share 1.0`` asks about draws shaped like a search's history and pool instead
+(``finetune.curate.search_draw``), which is what a ranker meets in a search.
 
 "pick quality" is 1 - (rank of the pick among the candidates) / (candidates - 1): 1 for the
 best, 0 for the worst, 0.5 expected from a random pick (and counted so for an invalid answer).
-For choice- and grade-format models, "additive reference" is the pick quality of a classical predictor
-given the same prompt: each candidate scores the mean, over its slots, of the history scores
-of the shown codes that share that slot's option; it shows how much the prompt itself supports.
-For grade-format models, "expected grades" is the pick quality when each candidate's grade is the
-mean of the model's digit distribution instead of its greedy digit (logprobs, which vLLM returns
-and ``transformers serve`` does not). "grade loss" is the model's mean cross-entropy (nats) on
-the training answer's grade digits, next to the entropy of those digits' overall distribution: a
-model that reads nothing from the prompt can at best match the entropy, so the gap is what it has
-learned.
+"reference" is the pick quality of a classical predictor given the same prompt; it shows how much
+the prompt itself supports. For choice- and grade-format models it is additive: each candidate
+scores the mean, over its slots, of the history scores of the shown codes that share that slot's
+option. For near-format models it is the nearest codes' grades weighted ``exp(-2 * distance)``
+(``prompts.near.reference_grade``). For grade- and near-format models, "expected grades" is the pick
+quality when each candidate's grade is the mean of the model's digit distribution instead of its
+greedy digit (logprobs, which vLLM returns and ``transformers serve`` does not). "grade loss" is the
+model's mean cross-entropy (nats) on the training answer's grade digits, next to the entropy of
+those digits' overall distribution: a model that reads nothing from the prompt can at best match the
+entropy, so the gap is what it has learned.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ from finetune.curate import CurationOptions, curate
 from finetune.domains import load_domain
 from finetune.train_tiny import IGNORE, answer_start, encode_sample
 from prompts import grade as grade_format
+from prompts import near
 from prompts.choice import parse_pick, untag
+from prompts.render import PER_CANDIDATE
 
 HELD_OUT = ("nbg:citeseer", "channel", "synthetic:20")
 
@@ -69,7 +76,7 @@ def entropy(counts: collections.Counter) -> float:
 
 
 def grade_table(model, tokenizer, domains, samples: list[dict], args: argparse.Namespace, cap: int) -> None:
-    """The same columns for a ``grade``-format model: each draw's candidates are graded one prompt each
+    """The same columns for a ``grade``- or ``near``-format model: each draw's candidates are graded one prompt each
     (the greedy answer's digit, as the ranker reads it) and the highest grade is the pick."""
     by_name = {domain.name: domain for domain in domains}
     draws: dict[int, list[dict]] = collections.defaultdict(list)
@@ -84,7 +91,7 @@ def grade_table(model, tokenizer, domains, samples: list[dict], args: argparse.N
         codes = [row["candidates"][0] for row in rows]
         utilities = [domain.metric.utility(domain.score(code)) for code in codes]
         order = sorted(range(len(codes)), key=lambda i: -utilities[i])
-        grades, expected = {}, {}
+        grades, expected, read = {}, {}, {}
         for code, row in zip(codes, rows, strict=True):
             ids, labels = encode_sample(tokenizer, row, tokenizer.model_max_length)
             start = answer_start(labels)
@@ -93,6 +100,8 @@ def grade_table(model, tokenizer, domains, samples: list[dict], args: argparse.N
             text = tokenizer.decode([int(logits.argmax())], skip_special_tokens=True)
             graded.append((row["answer"], float(torch.log_softmax(logits, -1)[labels[start]].neg())))
             expected[code] = float(torch.softmax(logits[digit_ids], -1) @ torch.arange(10.0))
+            if symbols := near.unsymbol(row["messages"][0]["content"]):
+                read[code] = near.reference_grade(symbols)
             if (grade := grade_format.parse_grade(text)) is not None:
                 grades[code] = grade
         pick = grade_format.highest(grades, rng) if grades else None
@@ -100,8 +109,11 @@ def grade_table(model, tokenizer, domains, samples: list[dict], args: argparse.N
         best += pick == codes[order[0]]
         qualities.append(quality(pick, codes, order))
         expected_qualities.append(quality(max(codes, key=expected.__getitem__), codes, order))
-        history = grade_format.unscored(rows[0]["messages"][0]["content"])
-        reference.append(quality(additive_pick(history, codes), codes, order))
+        if read:  # near format
+            reference.append(quality(max(codes, key=read.__getitem__), codes, order))
+        else:
+            history = grade_format.unscored(rows[0]["messages"][0]["content"])
+            reference.append(quality(additive_pick(history, codes), codes, order))
     print_table(args.model, len(draws), args.candidates, cap, named, best, qualities, reference, graded)
     print(f"\npick quality from expected grades (what a server returning logprobs would allow): "
           f"{statistics.mean(expected_qualities):.3f}")  # fmt: skip
@@ -109,7 +121,7 @@ def grade_table(model, tokenizer, domains, samples: list[dict], args: argparse.N
 
 def print_table(model, prompts, candidates, cap, named, best, qualities, reference, graded) -> None:
     print("| model | prompts | candidates | history | names a candidate | names the best | pick quality "
-          "| additive reference | grade loss (entropy) |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+          "| reference | grade loss (entropy) |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     rates = f"{named / prompts:.2f} | {best / prompts:.2f} | {statistics.mean(qualities):.3f}"
     additive = f"{statistics.mean(reference):.3f}" if reference else "-"
     loss = statistics.mean(loss for _, loss in graded) if graded else None
@@ -124,6 +136,7 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=10, help="candidates per prompt (1: a pure copy test)")
     parser.add_argument("--history-cap", type=int, help="history items per prompt (default: the model's own)")
     parser.add_argument("--domains", nargs="+", default=list(HELD_OUT))
+    parser.add_argument("--search-share", type=float, default=0.0, help="share of search-shaped draws")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model, tokenizer = AutoModelForCausalLM.from_pretrained(args.model), AutoTokenizer.from_pretrained(args.model)
@@ -137,8 +150,9 @@ def main() -> None:
         candidates=args.candidates,
         history_cap=cap,
         prompt_format=fmt,
+        search_share=args.search_share,
     )
-    if fmt == "grade":
+    if fmt in PER_CANDIDATE:
         grade_table(model, tokenizer, domains, curate(domains, args.samples * args.candidates, 123, options), args, cap)
         return
     samples = curate(domains, args.samples, 123, options)

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from evaluators.base import Metric
-from prompts import choice, grade
-from prompts.render import grade_history, render, render_generation, render_grades
-from tools.ncode import InvalidNCode, SearchSpace, prune, sample, to_indices
+from prompts import choice, grade, near
+from prompts.render import PER_CANDIDATE, TAGGED, grade_history, render, render_each, render_generation
+from tools.ncode import InvalidNCode, SearchSpace, mutate, prune, sample, to_indices
+
+SEARCH_UNIVERSE = 3000  # table rows a search-shaped draw moves among (its neighbours are found there)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class CurationOptions:
     prompt_format: str = "compact"
     history_cap: int = 200
     generation_share: float = 0.0  # share of generation samples (answer: the best held-out code)
+    search_share: float = 0.0  # share of draws shaped like a search's history and pool (per-candidate formats)
 
 
 # Option indices of every code of a table domain (one row per code, in ``Domain.codes`` order),
@@ -106,6 +109,81 @@ def draw_architectures(domain: Domain, space: SearchSpace, n: int, rng: random.R
     return list(found)
 
 
+def search_draw(domain: Domain, n: int, candidates: int, rng: random.Random) -> tuple[list[str], list[str]]:
+    """A history of ``n`` codes and a pool of ``candidates`` as a search with the ``mixed`` pool leaves them.
+
+    Why: i.i.d. draws teach how a code compares with codes like it; a search's history is
+    crowded with good codes and its pool half neighbours of the best, and a ranker trained on
+    i.i.d. draws alone over-grades those neighbours. After a random start, each history code is,
+    with probability ``greed`` (drawn per draw), a one-slot neighbour of one of the 10 best so
+    far, else a random code; the pool is half random, half such neighbours, none in the history.
+    A table's neighbours are its nearest rows among ``SEARCH_UNIVERSE`` drawn at random.
+    """
+    utility = domain.metric.utility
+    if domain.codes is not None:
+        rows = rng.sample(range(len(domain.codes)), min(SEARCH_UNIVERSE, len(domain.codes)))
+        matrix = index_matrix(domain)[rows]
+        where = {domain.codes[row]: i for i, row in enumerate(rows)}
+
+        def random_code() -> str:
+            return domain.codes[rng.choice(rows)]
+
+        def neighbour(code: str) -> str:
+            gaps = np.count_nonzero(matrix != matrix[where[code]], axis=1)
+            gaps[gaps == 0] = 1 + domain.space.length
+            return domain.codes[rows[rng.choice(np.flatnonzero(gaps == gaps.min()).tolist())]]
+    else:
+
+        def random_code() -> str:
+            return sample(domain.space, rng, max_tries=50)
+
+        def neighbour(code: str) -> str:
+            return mutate(domain.space, code, rng)
+
+    greed, start = rng.uniform(0.5, 1.0), rng.randint(5, 20)
+    history: list[tuple[float, str]] = []  # (utility, code), best first
+    seen: set[str] = set()
+
+    def fresh(local: bool) -> str | None:
+        """An unseen scored code: a neighbour of one of the 10 best, or a random one."""
+        for _ in range(20):
+            code = neighbour(rng.choice(history[:10])[1]) if local and history else random_code()
+            if code not in seen and domain.score(code) is not None:
+                seen.add(code)
+                return code
+        return None
+
+    for _ in range(2 * n):
+        if len(history) == n:
+            break
+        if (code := fresh(len(history) >= start and rng.random() < greed)) is not None:
+            history.append((utility(domain.score(code)), code))
+            history.sort(key=lambda pair: -pair[0])
+    pool = [code for index in range(2 * candidates) if (code := fresh(index % 2 == 1)) is not None]
+    return [code for _, code in history], pool[:candidates]
+
+
+def sampled_draw(
+    domain: Domain, rng: random.Random, options: CurationOptions
+) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """The paper's draw: scored codes of a pruned subspace (the whole space with ``prune=False``),
+    split into history and candidates; no candidates when the subspace is too small."""
+    space = prune(domain.space, rng) if options.prune else domain.space
+    wanted = rng.randint(options.min_archs, options.max_archs)
+    codes = draw_architectures(domain, space, wanted, rng)
+    if len(codes) < options.candidates + 2 and domain.codes is not None:
+        codes = draw_architectures(domain, domain.space, wanted, rng)
+    scored = [(code, score) for code in codes if (score := domain.score(code)) is not None]
+    if len(scored) < options.candidates + 2:
+        return scored, []
+    shown = (
+        options.candidates
+        if options.min_candidates is None
+        else rng.randint(options.min_candidates, options.candidates)
+    )
+    return scored[:-shown], scored[-shown:]
+
+
 def make_samples(domain: Domain, rng: random.Random, options: CurationOptions) -> list[dict]:
     """The training examples of one draw (one history), or none when the drawn subspace is too small.
 
@@ -114,20 +192,16 @@ def make_samples(domain: Domain, rng: random.Random, options: CurationOptions) -
     A small table (hundreds of rows) rarely has enough rows in a pruned subspace;
     it is then sampled whole, so that it still contributes examples.
     """
-    space = prune(domain.space, rng) if options.prune else domain.space
-    wanted = rng.randint(options.min_archs, options.max_archs)
-    codes = draw_architectures(domain, space, wanted, rng)
-    if len(codes) < options.candidates + 2 and domain.codes is not None:
-        codes = draw_architectures(domain, domain.space, wanted, rng)
-    scored = [(code, score) for code in codes if (score := domain.score(code)) is not None]
-    if len(scored) < options.candidates + 2:
-        return []
-    shown = (
-        options.candidates
-        if options.min_candidates is None
-        else rng.randint(options.min_candidates, options.candidates)
-    )
-    history, candidates = scored[:-shown], scored[-shown:]
+    if options.search_share > 0 and rng.random() < options.search_share:
+        past, pool = search_draw(domain, rng.randint(options.min_archs, options.max_archs), options.candidates, rng)
+        if len(past) < 2 or len(pool) < 2:
+            return []
+        history = [(code, domain.score(code)) for code in past]
+        candidates = [(code, domain.score(code)) for code in pool]
+    else:
+        history, candidates = sampled_draw(domain, rng, options)
+        if not candidates:
+            return []
     codes = [code for code, _ in candidates]
     utilities = [domain.metric.utility(score) for _, score in candidates]
     ranking = sorted(range(len(codes)), key=lambda i: -utilities[i])  # candidate indices, best first
@@ -137,15 +211,14 @@ def make_samples(domain: Domain, rng: random.Random, options: CurationOptions) -
     held_out = {"candidates": codes, "ranking": ranking}  # kept for evaluation (ranker_validity), not exported
     if options.generation_share > 0 and rng.random() < options.generation_share:
         messages = render_generation(fmt, space.name, space.length, metric, history, cap)
-        answer = choice.tag(best) if fmt in ("choice", "grade") else best
+        answer = choice.tag(best) if fmt in TAGGED else best
         return [{"messages": messages, "answer": answer, "task": "generate", **common, **held_out}]
-    if fmt == "grade":
-        scale = [utility for _, utility in grade_history(history, metric, cap)]
-        prompts = render_grades(space.length, metric, history, codes, cap)
+    if fmt in PER_CANDIDATE:
+        prompts = render_each(fmt, space.length, metric, history, codes, cap)
         return [
             {
                 "messages": messages,
-                "answer": grade.answer(utility, scale),
+                "answer": per_candidate_answer(fmt, utility, history, metric, cap),
                 "task": "grade",
                 **common,
                 "candidates": [code],
@@ -164,6 +237,15 @@ def make_samples(domain: Domain, rng: random.Random, options: CurationOptions) -
             **held_out,
         }
     ]
+
+
+def per_candidate_answer(
+    fmt: str, utility: float, history: Sequence[tuple[str, float]], metric: Metric, cap: int
+) -> str:
+    """A ``PER_CANDIDATE`` candidate's training grade, on the scale its prompt shows."""
+    if fmt == "near":
+        return near.answer(utility, [metric.utility(score) for _, score in history])
+    return grade.answer(utility, [value for _, value in grade_history(history, metric, cap)])
 
 
 def curate(

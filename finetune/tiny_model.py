@@ -15,6 +15,7 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTra
 from finetune.tokenizer import build_tokenizer
 from prompts.choice import MAX_OPTIONS, MAX_SLOTS, TAGGED_CHARACTERS
 from prompts.grade import SCORED_CHARACTERS
+from prompts.near import NEAR_CHARACTERS
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ def build_model(tokenizer: PreTrainedTokenizerFast, size: TinySize) -> LlamaForC
 
 def factored_embeddings(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, scale: float = 0.06) -> None:
     """Start each code character's embedding as a slot vector plus an option vector (plus, for the
-    ``grade`` format's scored characters, the vector of the score digit, shared with the digit's token).
+    ``grade`` format's scored characters, the vector of the score digit, shared with the digit's token);
+    the ``near`` format's characters start as a distance vector plus the score digit's vector.
 
     Why: the 10,240 scored characters each occur rarely; with shared parts, what
     is learned about one character reaches the others from the first step. An
@@ -65,12 +67,14 @@ def factored_embeddings(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerF
     generator = torch.Generator().manual_seed(0)
     hidden = model.config.hidden_size
     slot, option, score = (scale * torch.randn(n, hidden, generator=generator) for n in (MAX_SLOTS, MAX_OPTIONS, 10))
+    gap = scale * torch.randn(MAX_SLOTS + 1, hidden, generator=generator)
     pair = (slot[:, None, :] + option[None, :, :]).reshape(MAX_SLOTS * MAX_OPTIONS, hidden)
     ids = tokenizer.convert_tokens_to_ids
     with torch.no_grad():
         table = model.get_input_embeddings().weight
         table[ids(list(TAGGED_CHARACTERS))] = pair
         table[ids(list(SCORED_CHARACTERS))] = (pair[:, None, :] + score[None, :, :]).reshape(-1, hidden)
+        table[ids(list(NEAR_CHARACTERS))] = (gap[:, None, :] + score[None, :, :]).reshape(-1, hidden)
         table[ids(list(string.digits))] = score
 
 

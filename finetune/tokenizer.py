@@ -15,18 +15,27 @@ from transformers import PreTrainedTokenizerFast
 
 from prompts.choice import TAGGED_CHARACTERS
 from prompts.grade import SCORED_CHARACTERS
+from prompts.near import NEAR_CHARACTERS
 from prompts.render import PROMPT_DIR
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>"]
-CHARACTERS = string.digits + string.ascii_letters + string.punctuation + " \n" + TAGGED_CHARACTERS + SCORED_CHARACTERS
+CHARACTERS = (
+    string.digits
+    + string.ascii_letters
+    + string.punctuation
+    + " \n"
+    + TAGGED_CHARACTERS
+    + SCORED_CHARACTERS
+    + NEAR_CHARACTERS
+)
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] + '</s>' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
 
 
-# A fixed list: new prompt files must not shift the vocabulary.
-RANKER_TEMPLATES = ("paper", "compact", "generate", "choice", "choice_generate", "grade", "grade_generate")
+# A fixed list: new prompt files must not shift the vocabulary (a new format is added here on purpose).
+RANKER_TEMPLATES = ("paper", "compact", "generate", "choice", "choice_generate", "grade", "grade_generate", "near")
 
 
 def prompt_words() -> list[str]:

@@ -11,8 +11,11 @@ The formats:
 - ``choice``: an earlier LM-Searcher-tiny format (``prompts.choice``): slot-tagged
   code characters, labelled candidates, answers as a grade per label; no space
   name or metric text, which a model trained from scratch cannot use.
-- ``grade``: LM-Searcher-tiny's format (``prompts.grade``): one candidate per
+- ``grade``: an LM-Searcher-tiny format (``prompts.grade``): one candidate per
   prompt, history symbols that carry their code's score, the answer one digit.
+- ``near``: LM-Searcher-tiny's format (``prompts.near``): one candidate per
+  prompt, its nearest history codes as (distance, grade) symbols (the candidate's
+  own code is not shown), the answer one digit.
 
 Minimised metrics (an error rate) are shown negated in the paper format and
 normalised with 1 = lowest error in the compact one, so "higher is better"
@@ -27,10 +30,12 @@ from pathlib import Path
 from string import Template
 
 from evaluators.base import Metric
-from prompts import choice, grade
+from prompts import choice, grade, near
 
 PROMPT_DIR = Path(__file__).resolve().parent
-FORMATS = ("paper", "compact", "choice", "grade")
+FORMATS = ("paper", "compact", "choice", "grade", "near")
+PER_CANDIDATE = ("grade", "near")  # one prompt per candidate, answered with a grade 0-9
+TAGGED = ("choice", "grade", "near")  # codes written as slot-tagged characters
 DEFAULT_HISTORY_CAP = 200
 
 
@@ -113,11 +118,49 @@ def render(
             candidates=choice.candidate_items(candidates),
         )
         return [{"role": "system", "content": text.strip()}]
-    if fmt == "grade":
+    if fmt in PER_CANDIDATE:
         if len(candidates) != 1:
-            raise ValueError(f"the grade format asks about one candidate per prompt, got {len(candidates)}")
-        return render_grades(slots, metric, history, candidates, history_cap)[0]
+            raise ValueError(f"the {fmt} format asks about one candidate per prompt, got {len(candidates)}")
+        return render_each(fmt, slots, metric, history, candidates, history_cap)[0]
     raise ValueError(f"unknown prompt format {fmt!r}; valid: {', '.join(FORMATS)}")
+
+
+def render_each(
+    fmt: str,
+    slots: int,
+    metric: Metric,
+    history: Sequence[tuple[str, float]],
+    candidates: Sequence[str],
+    history_cap: int = DEFAULT_HISTORY_CAP,
+) -> list[list[dict[str, str]]]:
+    """One prompt per candidate in a ``PER_CANDIDATE`` format."""
+    if fmt == "near":
+        return render_near(slots, metric, history, candidates, history_cap)
+    return render_grades(slots, metric, history, candidates, history_cap)
+
+
+def render_near(
+    slots: int,
+    metric: Metric,
+    history: Sequence[tuple[str, float]],
+    candidates: Sequence[str],
+    history_cap: int = DEFAULT_HISTORY_CAP,
+) -> list[list[dict[str, str]]]:
+    """One ``near`` prompt per candidate: the whole history is graded once, each candidate sees its nearest."""
+    utilities = [metric.utility(score) for _, score in history]
+    graded = list(zip((code for code, _ in history), near.history_grades(utilities), strict=True))
+    prompt = template("near")
+    return [
+        [
+            {
+                "role": "system",
+                "content": prompt.substitute(
+                    slots=slots, history=near.nearest_items(code, graded, history_cap)
+                ).strip(),
+            }
+        ]
+        for code in candidates
+    ]
 
 
 def render_grades(
@@ -146,9 +189,10 @@ def render_generation(
 ) -> list[dict[str, str]]:
     """The paper's ablation: ask for a new code instead of a choice among candidates.
 
-    The ``choice`` and ``grade`` formats have their own short templates; the others use the compact style.
+    The ``choice`` and ``grade`` formats have their own short templates (``near``, which has no
+    candidate to measure distances from, uses ``grade``'s); the others use the compact style.
     """
-    if fmt == "grade":
+    if fmt in PER_CANDIDATE:
         items = grade_items(grade_history(history, metric, history_cap))
         text = template("grade_generate").substitute(slots=slots, history=items)
         return [{"role": "system", "content": text.strip()}]

@@ -268,13 +268,13 @@ def test_local_grade_model_is_asked_once_per_candidate_end_to_end(tmp_path: Path
 
 def test_shipped_lm_searcher_tiny_serves_as_ranker_local(tmp_path: Path) -> None:
     """models/lm-searcher-tiny: a LLaMA in Hugging Face format under 30 MB, trained never on NAS-Bench-201,
-    in the grade format, answering every question with a grade through ``--ranker local``."""
+    in the near format, answering every question with a grade through ``--ranker local``."""
     folder = ROOT / "models" / "lm-searcher-tiny"
     assert (folder / "model.safetensors").stat().st_size < 30 * 2**20
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "llama" and config["head_dim"] >= 32
     card = json.loads((folder / "lmsearcher.json").read_text())
-    assert card["prompt_format"] == "grade" and card["pruning"] is True
+    assert card["prompt_format"] == "near" and card["pruning"] is True
     stages = []  # the card, then the cards of the models it continued from (--init)
     while card:
         stages, card = [*stages, card], card.get("previous")

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from agent.rankers import AdditiveRanker, Decision, FirstRanker, RandomRanker, RankRequest
+from agent.rankers import AdditiveRanker, Decision, FirstRanker, NearestRanker, RandomRanker, RankRequest
 from agent.store import Observation
 from evaluators.base import Metric
 from tools.spaces import nb201_space
@@ -20,7 +20,7 @@ def request(pool: list[str], k: int, seed: int = 0) -> RankRequest:
 
 
 @pytest.mark.parametrize(("pool_size", "k"), [(8, 3), (8, 8), (8, 1), (2, 5), (0, 3), (5, 0)])
-@pytest.mark.parametrize("ranker_class", [FirstRanker, RandomRanker, AdditiveRanker])
+@pytest.mark.parametrize("ranker_class", [FirstRanker, RandomRanker, AdditiveRanker, NearestRanker])
 def test_ranker_contract(ranker_class, pool_size, k):
     pool = POOL[:pool_size]
     decision = ranker_class().rank(request(pool, k))
@@ -62,6 +62,22 @@ def test_additive_ranker_picks_by_per_slot_means():
     ]
 
 
+def test_nearest_ranker_picks_the_candidate_nearest_the_best_codes():
+    history = [
+        Observation(0, "411111", 95.0, "ok"),
+        Observation(1, "022222", 60.0, "ok"),
+        Observation(2, "033333", 62.0, "ok"),
+        Observation(3, "100000", None, "failed"),
+    ]
+    pool = ["022223", "411112", "333333"]  # next to the worst, to the best, to the middle one
+    decision = NearestRanker().rank(RankRequest(nb201_space(), Metric("val_acc"), history, pool, 2, random.Random(0)))
+    assert decision.chosen == ["411112", "333333"]
+    lower = Metric("loss", maximize=False)  # utilities flip with the metric's direction
+    assert NearestRanker().rank(RankRequest(nb201_space(), lower, history, pool, 1, random.Random(0))).chosen == [
+        "022223"
+    ]
+
+
 def test_close_is_harmless():
-    for ranker in (FirstRanker(), RandomRanker(), AdditiveRanker()):
+    for ranker in (FirstRanker(), RandomRanker(), AdditiveRanker(), NearestRanker()):
         assert ranker.close() is None

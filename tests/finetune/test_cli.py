@@ -89,14 +89,14 @@ def test_main_py_dispatches_finetune(tmp_path: Path):
     assert "NAS-Bench-201" in refused.stderr and not list(tmp_path.iterdir())
 
 
-def test_tiny_warms_up_builds_a_grade_model_and_continues_from_it(tmp_path: Path):
+def test_tiny_warms_up_builds_a_near_model_and_continues_from_it(tmp_path: Path):
     small = ["--domains", "synthetic:4", "--samples", "60", "--hidden", "32", "--heads", "1", "--layers", "1",
              "--intermediate", "64", "--max-positions", "1024", "--batch-size", "4", "--minutes", "5",
              "--warmup-domains", "synthetic:4:1-2", "--warmup-samples", "40"]  # fmt: skip
     first = tmp_path / "first"
-    assert main(["tiny", "--out", str(first), "--steps", "3", *small]) == 0
+    assert main(["tiny", "--out", str(first), "--steps", "3", "--warmup-minutes", "5", *small]) == 0
     card = json.loads((first / "lmsearcher.json").read_text())
-    assert card["prompt_format"] == "grade" and card["history_cap"] == 24 and card["pruning"] is True
+    assert card["prompt_format"] == "near" and card["history_cap"] == 24 and card["pruning"] is True
     assert card["steps"] == 3 and card["init"] is None and card["size"]["hidden"] == 32
     assert card["warmup"]["steps"] == 3 and card["warmup"]["domains"] == ["synthetic:4:1-2"]
     assert (first / "model.safetensors").stat().st_size < 30 * 2**20

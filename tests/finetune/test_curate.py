@@ -13,11 +13,13 @@ from finetune.curate import (
     draw_architectures,
     make_samples,
     mix_weights,
+    search_draw,
     subspace_pool,
 )
 from finetune.domains import DomainError, load_domain
 from prompts.choice import parse_pick, tag, untag
 from prompts.grade import unscored
+from prompts.near import distance, unsymbol
 from tests.finetune.helpers import grid_table_domain, parse_compact, synthetic_domains
 from tools.ncode import prune, to_indices
 
@@ -222,3 +224,35 @@ def test_small_synthetic_spaces_are_drawn_with_repeats():
     assert domain.space.length == 1
     codes = draw_architectures(domain, domain.space, 40, random.Random(0))
     assert len(codes) == 40 and len(set(codes)) <= len(domain.space.slots[0].options) < 40
+
+
+def test_near_format_grades_each_candidate_by_the_share_of_the_history_it_beats(table):
+    options = CurationOptions(30, 60, 6, prune=False, prompt_format="near", history_cap=10)
+    samples = curate([table], 60, seed=4, options=options)
+    assert len(samples) == 60 and {s["task"] for s in samples} == {"grade"}
+    for row in samples:
+        shown = unsymbol(row["messages"][0]["content"])
+        assert len(shown) == 10 < row["history"] and [gap for gap, _ in shown] == sorted(gap for gap, _ in shown)
+        assert all(0 <= grade <= 9 and 0 <= gap <= table.space.length for gap, grade in shown)
+        assert row["answer"] in "0123456789" and len(row["answer"]) == 1
+    draws: dict[int, list[tuple[float, int]]] = {}
+    for row in samples:
+        draws.setdefault(row["group"], []).append((table.score(row["candidates"][0]), int(row["answer"])))
+    for rows in draws.values():  # one scale per draw: a better candidate never gets a lower grade
+        assert [answer for _, answer in sorted(rows)] == sorted(answer for _, answer in rows)
+    assert len({row["answer"] for row in samples}) >= 5
+
+
+@pytest.mark.parametrize("kind", ["table", "landscape"])
+def test_search_draws_look_like_a_mixed_pool_search(kind, table, landscapes):
+    domain = table if kind == "table" else landscapes[0]
+    for seed in range(5):
+        history, pool = search_draw(domain, 60, 10, random.Random(seed))
+        assert len(history) == 60 == len(set(history)) and len(pool) == 10 == len(set(pool))
+        assert not set(pool) & set(history) and all(domain.score(code) is not None for code in history + pool)
+        top = sorted(history, key=lambda code: -domain.metric.utility(domain.score(code)))[:10]
+        near_top = [code for code in pool if min(distance(code, best) for best in top) == 1]
+        assert len(near_top) >= 4  # half the pool neighbours the best codes (a random code rarely does)
+    options = CurationOptions(30, 60, 6, prompt_format="near", history_cap=10, search_share=1.0)
+    samples = curate([domain], 30, seed=1, options=options)
+    assert len(samples) == 30 and all(len(unsymbol(s["messages"][0]["content"])) == 10 for s in samples)

@@ -103,8 +103,22 @@ def pick_highest(request: RankRequest, predicted: Sequence[float]) -> Decision:
     return Decision(chosen=chosen, pool=request.pool)
 
 
-class AdditiveRanker(Ranker):
-    """Ranks by ``additive_predictions`` over the whole history; ties go to a random one.
+class SurrogateRanker(Ranker):
+    """Ranks by a classical model's ``predictions`` of the pool from the scored history; ties go to a
+    random one, and with no scored history the pick is random."""
+
+    @abstractmethod
+    def predictions(self, scored: Sequence[tuple[str, float]], pool: Sequence[str]) -> Sequence[float]: ...
+
+    def rank(self, request: RankRequest) -> Decision:
+        scored = [(o.ncode, request.metric.utility(o.score)) for o in request.history if o.score is not None]
+        if not scored:
+            return RandomRanker().rank(request)
+        return pick_highest(request, self.predictions(scored, request.pool))
+
+
+class AdditiveRanker(SurrogateRanker):
+    """Ranks by ``additive_predictions`` over the whole history.
 
     Why: the classical counterpart of what the ``grade`` prompt asks an LLM to read off its
     history (BENCHMARKS.md §4 uses it as the reference a ranker of that kind could reach).
@@ -112,15 +126,12 @@ class AdditiveRanker(Ranker):
 
     name = "additive"
 
-    def rank(self, request: RankRequest) -> Decision:
-        scored = [(o.ncode, request.metric.utility(o.score)) for o in request.history if o.score is not None]
-        if not scored:
-            return RandomRanker().rank(request)
-        return pick_highest(request, additive_predictions(scored, request.pool))
+    def predictions(self, scored: Sequence[tuple[str, float]], pool: Sequence[str]) -> Sequence[float]:
+        return additive_predictions(scored, pool)
 
 
-class NearestRanker(Ranker):
-    """Ranks by ``nearest_predictions``; ties go to a random one.
+class NearestRanker(SurrogateRanker):
+    """Ranks by ``nearest_predictions``.
 
     Why: the classical counterpart of what the ``near`` prompt asks an LLM to read (the grades of a
     candidate's nearest history codes), the reference for LM-Searcher-tiny in BENCHMARKS.md §4.
@@ -128,8 +139,5 @@ class NearestRanker(Ranker):
 
     name = "nearest"
 
-    def rank(self, request: RankRequest) -> Decision:
-        scored = [(o.ncode, request.metric.utility(o.score)) for o in request.history if o.score is not None]
-        if not scored:
-            return RandomRanker().rank(request)
-        return pick_highest(request, nearest_predictions(scored, request.pool))
+    def predictions(self, scored: Sequence[tuple[str, float]], pool: Sequence[str]) -> Sequence[float]:
+        return nearest_predictions(scored, pool)

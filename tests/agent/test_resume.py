@@ -45,6 +45,12 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(main_py(*args), capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
+def honour_ctrl_c() -> None:
+    """A child inherits an ignored SIGINT (a test run started in the background by a non-interactive shell),
+    and Python then never raises KeyboardInterrupt; restore the default so the search sees Ctrl-C as a user would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupted_then_resumed(tmp_path: Path, sig: signal.Signals, ranker: str) -> tuple[list, list, int]:
     db, run_id, budget = tmp_path / "runs.db", "interrupted", 12
     common = ("--ranker", ranker, "--budget", str(budget), "--seed", "7", "--db", str(db))
@@ -54,6 +60,7 @@ def interrupted_then_resumed(tmp_path: Path, sig: signal.Signals, ranker: str) -
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=honour_ctrl_c,
     )
     wait_for_evaluations(db, run_id, 4, process)
     time.sleep(0.15)  # well inside the next 0.4 s evaluation

@@ -120,12 +120,15 @@ def search_parser() -> argparse.ArgumentParser:
     llm.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     llm.add_argument(
         "--prompt-format",
-        help="compact (the released model's; default), paper (Table 1), grade (LM-Searcher-tiny's: one question "
-        "per candidate) or choice (an earlier tiny-model format); a local model's card sets its own",
+        help="compact (the released model's; default), paper (Table 1), near (LM-Searcher-tiny's: one question "
+        "per candidate), grade or choice (earlier tiny-model formats); a local model's card sets its own",
     )
     llm.add_argument("--history-cap", type=int, help="history items in the prompt, best first (default 200)")
     llm.add_argument("--max-reasks", type=int, default=3, help="re-asks with a fresh pool before falling back")
     llm.add_argument("--llm-retries", type=int, default=4, help="retries of timeouts, 429 and 5xx per request")
+    llm.add_argument(
+        "--parallel-requests", type=int, default=10, help="one-question-per-candidate formats: questions in flight"
+    )
     collm = parser.add_argument_group("CoLLM-NAS (--strategy collm); models and URLs default to --model/--base-url")
     collm.add_argument("--navigator-model", help="the Navigator's model (stateful: sets the search direction)")
     collm.add_argument("--navigator-base-url", help="the Navigator's OpenAI-compatible endpoint")
@@ -180,6 +183,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
             "history_cap": args.history_cap,
             "max_reasks": args.max_reasks,
             "retries": args.llm_retries,
+            "parallel_requests": args.parallel_requests,
         },
         strategy=args.strategy,
         collm_options={

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from agent.local_server import LocalServer, LocalServerError
 from agent.rankers import Decision, Ranker, RankRequest
 from prompts import choice as choice_format
 from prompts import grade as grade_format
-from prompts.render import DEFAULT_HISTORY_CAP, FORMATS, PER_CANDIDATE, TAGGED, render
+from prompts.render import DEFAULT_HISTORY_CAP, FORMATS, PER_CANDIDATE, TAGGED, render, render_each
 from tools.ncode import SearchSpace
 
 LLM_RANKER_PREFIXES = ("openai:", "local:", "local")
@@ -60,6 +61,7 @@ class LLMOptions:
     history_cap: int = DEFAULT_HISTORY_CAP
     max_reasks: int = 3
     retries: int = 4  # transient-error retries per request
+    parallel_requests: int = 10  # per-candidate questions in flight at once (1: one after another)
     backoff_s: float = 1.0
 
 
@@ -210,9 +212,9 @@ class LLMRanker(Ranker):
         """One question (or, in the grade format, one per ungraded candidate); the pick, or None."""
         fmt = self.options.prompt_format
         if fmt in PER_CANDIDATE:
-            for code in remaining:
-                if code not in grades:
-                    grades[code] = grade_format.parse_grade(self._ask(request, history, [code], decision, calls))
+            asked = [code for code in remaining if code not in grades]
+            for code, text in zip(asked, self._ask_each(request, history, asked, decision, calls), strict=True):
+                grades[code] = grade_format.parse_grade(text)
             graded = {code: grade for code in remaining if (grade := grades[code]) is not None}
             if not graded:
                 for code in remaining:  # a re-ask asks again
@@ -237,11 +239,37 @@ class LLMRanker(Ranker):
             options.prompt_format, space.name, space.length, request.metric, history, codes, options.history_cap
         )
         completion = self.client.complete(messages)
+        decision.latency_s += completion.latency_s
+        return self._record(completion, decision, calls)
+
+    def _ask_each(
+        self,
+        request: RankRequest,
+        history: list[tuple[str, float]],
+        codes: list[str],
+        decision: Decision,
+        calls: Calls,
+    ) -> list[str]:
+        """One question per code, up to ``parallel_requests`` in flight (a server that batches, such as vLLM
+        or the managed ``transformers serve``, answers them together); the answers in the codes' order."""
+        space, options = request.space, self.options
+        prompts = render_each(options.prompt_format, space.length, request.metric, history, codes, options.history_cap)
+        workers, started = min(options.parallel_requests, len(prompts)), time.perf_counter()
+        if workers <= 1:
+            completions = [self.client.complete(messages) for messages in prompts]
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                completions = list(pool.map(self.client.complete, prompts))
+        decision.latency_s += time.perf_counter() - started  # wall time: the requests overlap
+        return [self._record(completion, decision, calls) for completion in completions]
+
+    @staticmethod
+    def _record(completion: Completion, decision: Decision, calls: Calls) -> str:
+        """Audit one answer in the decision (latency aside: its callers know the wall time)."""
         calls.answers.append(completion.text)
         calls.transient += completion.transient_errors
         decision.prompt_tokens += completion.prompt_tokens or 0
         decision.completion_tokens += completion.completion_tokens or 0
-        decision.latency_s += completion.latency_s
         return completion.text
 
 
@@ -275,6 +303,10 @@ def make_llm_ranker(
     options = LLMOptions(**{**(model_card(local_path) if local_path else {}), **given})
     if options.prompt_format not in FORMATS:
         raise RankerSetupError(f"unknown prompt format {options.prompt_format!r}; valid: {', '.join(FORMATS)}")
+    if options.parallel_requests < 1:
+        raise RankerSetupError(
+            f"--parallel-requests must be at least 1 (1: one question at a time), got {options.parallel_requests}"
+        )
     if options.prompt_format in TAGGED and space is not None:
         widest = max(len(slot.options) for slot in space.slots)
         problem = choice_format.unsupported(space.length, widest, pool_size if options.prompt_format == "choice" else 1)

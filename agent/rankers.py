@@ -92,8 +92,7 @@ def nearest_predictions(scored: Sequence[tuple[str, float]], codes: Sequence[str
     """Each code's grade as a classical reader of its ``near`` prompt would give it: the ``cap`` nearest
     scored codes' grades (``prompts.near``), weighted ``exp(-2 * distance)``, rounded to a digit."""
     graded = list(zip((code for code, _ in scored), near.history_grades([u for _, u in scored]), strict=True))
-    items = (near.unsymbol(near.nearest_items(code, graded, cap)) for code in codes)
-    return [int(near.reference_grade(shown) + 0.5) for shown in items]
+    return [int(near.reference_grade(near.nearest(code, graded, cap)) + 0.5) for code in codes]
 
 
 def pick_highest(request: RankRequest, predicted: Sequence[float]) -> Decision:

@@ -2,7 +2,8 @@
 
 1. Latency of one decision through a managed ``transformers serve`` of a local model
    (default: the shipped LM-Searcher-tiny) with a 100-item history on NAS-Bench-201
-   codes: p50/p95 over ``--decisions`` decisions after one warm-up.
+   codes: p50/p95 over ``--decisions`` decisions after one warm-up, asking a
+   one-question-per-candidate model's questions one at a time and 10 at once.
 2. Prompt tokens versus history length for every prompt format (per request: the
    ``grade`` format asks once per candidate), counted with the model's tokenizer,
    for 6-symbol (NAS-Bench-201) and 48-symbol (diffusion LoRA) codes.
@@ -47,11 +48,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def decision_latency(model: Path, decisions: int) -> dict:
+def decision_latency(model: Path, decisions: int, parallel_requests: int) -> dict:
     space, rng = nb201_space(), random.Random(0)
     # Re-asks off: one request per decision (one per candidate in the grade format), so that the
     # number is the model's latency whatever its answer quality; the fallback rate is reported next to it.
-    ranker = make_llm_ranker(f"local:{model}", {"history_cap": 100, "max_reasks": 0})
+    options = {"history_cap": 100, "max_reasks": 0, "parallel_requests": parallel_requests}
+    ranker = make_llm_ranker(f"local:{model}", options)
     try:
         latencies, prompt_tokens, requests, fallbacks = [], [], [], 0
         for index in range(decisions + 1):
@@ -114,11 +116,14 @@ def main() -> None:
     parser.add_argument("--loop-budget", type=int, default=40)
     args = parser.parse_args()
 
-    latency = decision_latency(args.model, args.decisions)
     print(f"## Decision latency, {args.model}, 100-item history, {args.decisions} decisions, no re-asks\n")
-    print("| p50 ms | p95 ms | requests | prompt tokens | fallback rate |\n|---|---|---|---|---|")
-    print(f"| {latency['p50_ms']:.0f} | {latency['p95_ms']:.0f} | {latency['requests']:.0f} "
-          f"| {latency['prompt_tokens']:.0f} | {latency['fallback_rate']:.2f} |\n")  # fmt: skip
+    print("| questions in flight | p50 ms | p95 ms | requests | prompt tokens | fallback rate |")
+    print("|---|---|---|---|---|---|")
+    for parallel in (1, 10):
+        latency = decision_latency(args.model, args.decisions, parallel)
+        print(f"| {parallel} | {latency['p50_ms']:.0f} | {latency['p95_ms']:.0f} | {latency['requests']:.0f} "
+              f"| {latency['prompt_tokens']:.0f} | {latency['fallback_rate']:.2f} |")  # fmt: skip
+    print()
 
     print("## Prompt tokens versus history length\n")
     print("| space | format | 10 | 25 | 50 | 100 | 200 |\n|---|---|---|---|---|---|---|")

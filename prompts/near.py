@@ -66,10 +66,16 @@ def symbol(gap: int, grade: int) -> str:
     return chr(NEAR_BASE + 10 * min(gap, MAX_SLOTS) + grade)
 
 
-def nearest_items(candidate: str, graded: Sequence[tuple[str, int]], cap: int) -> str:
-    """The ``cap`` history codes nearest ``candidate`` as symbols, nearest first, better first among equals."""
+def nearest(candidate: str, graded: Sequence[tuple[str, int]], cap: int) -> list[tuple[int, int]]:
+    """``(distance, grade)`` of the ``cap`` history codes nearest ``candidate``, nearest first, better first
+    among equals; distances past the last symbol share it, as in the prompt."""
     near = sorted((distance(candidate, code), -grade) for code, grade in graded)[:cap]
-    return "".join(symbol(gap, -negative) for gap, negative in near)
+    return [(min(gap, MAX_SLOTS), -negative) for gap, negative in near]
+
+
+def nearest_items(candidate: str, graded: Sequence[tuple[str, int]], cap: int) -> str:
+    """The prompt's history: ``nearest`` as symbols."""
+    return "".join(symbol(gap, grade) for gap, grade in nearest(candidate, graded, cap))
 
 
 def unsymbol(text: str) -> list[tuple[int, int]]:

@@ -8,6 +8,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -221,6 +222,32 @@ def test_grade_format_asks_once_per_candidate_and_picks_the_highest_grade(tmp_pa
         grades = [min(9, sum(map(int, code)) // 2) for code in pool]
         assert grades[pool.index(chosen)] == max(grades) and row["fallback"] == 0
         assert len(row["raw_answer"].split("\n---\n")) == 10
+
+
+def test_per_candidate_questions_go_out_together_and_decide_as_one_at_a_time(tmp_path: Path) -> None:
+    """With ``parallel_requests`` the ten questions of a decision overlap at the server; the answers are
+    read in the candidates' order, so the run is the run that one-at-a-time asking gives."""
+    in_flight, most, lock = [0], {}, threading.Lock()  # the server answers each request on its own thread
+
+    def slow_digit_sum(request: dict, candidates: list[str]) -> tuple[int, str, float]:
+        with lock:
+            in_flight[0] += 1
+            most[parallel] = max(most.get(parallel, 0), in_flight[0])
+        time.sleep(0.05)  # long enough for the other questions of the decision to arrive
+        with lock:
+            in_flight[0] -= 1
+        [code] = candidates
+        return 200, str(min(9, sum(int(symbol) for symbol in code) // 2)), 0.0
+
+    runs = {}
+    for parallel in (1, 10):
+        with FakeOpenAI(slow_digit_sum) as server:
+            search = Search(tmp_path / f"runs{parallel}.db")
+            config = llm_config(server.base_url, budget=4, prompt_format="grade", parallel_requests=parallel)
+            search.start(config, run_id="r")
+        runs[parallel] = [(row["pool"], row["chosen"], row["raw_answer"]) for row in decisions(search, "r")]
+    assert most[1] == 1 and most[10] > 1
+    assert runs[10] == runs[1]
 
 
 # --- a real transformers serve of a tiny model trained by the test session -----------------------

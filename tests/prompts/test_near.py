@@ -10,6 +10,7 @@ from prompts.near import (
     answer,
     distance,
     history_grades,
+    nearest,
     nearest_items,
     reference_grade,
     share_beaten,
@@ -39,7 +40,8 @@ def test_grades_are_the_share_of_the_other_history_codes_beaten() -> None:
 def test_nearest_codes_come_first_better_first_among_equals_and_are_capped() -> None:
     graded = [("000", 9), ("011", 4), ("001", 2), ("111", 8), ("002", 6)]
     assert distance("001", "011") == 1
-    assert unsymbol(nearest_items("001", graded, 10)) == [(0, 2), (1, 9), (1, 6), (1, 4), (2, 8)]
+    assert nearest("001", graded, 10) == [(0, 2), (1, 9), (1, 6), (1, 4), (2, 8)]
+    assert unsymbol(nearest_items("001", graded, 10)) == nearest("001", graded, 10)  # the prompt shows them
     assert unsymbol(nearest_items("001", graded, 2)) == [(0, 2), (1, 9)]
 
 

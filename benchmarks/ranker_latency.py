@@ -2,10 +2,10 @@
 
 1. Latency of one decision through a managed ``transformers serve`` of a local model
    (default: the shipped LM-Searcher-tiny) with a 100-item history on NAS-Bench-201
-   codes: p50/p95 over ``--decisions`` decisions after one warm-up, asking a
+   codes and 10 candidates: p50/p95 over ``--decisions`` decisions after one warm-up, asking a
    one-question-per-candidate model's questions one at a time and 10 at once.
 2. Prompt tokens versus history length for every prompt format (per request: the
-   ``grade`` format asks once per candidate), counted with the model's tokenizer,
+   ``near`` and ``grade`` formats ask once per candidate), counted with the model's tokenizer,
    for 6-symbol (NAS-Bench-201) and 48-symbol (diffusion LoRA) codes.
 3. Loop overhead: wall time per step of a search with the LLM ranker versus the
    random ranker on the same task (the difference is what the LLM path adds).
@@ -57,7 +57,7 @@ def decision_latency(model: Path, decisions: int, parallel_requests: int) -> dic
     try:
         latencies, prompt_tokens, requests, fallbacks = [], [], [], 0
         for index in range(decisions + 1):
-            observations = synthetic_history(space, 110, rng)
+            observations = synthetic_history(space, 100, rng)  # and 10 candidates, the default pool
             request = RankRequest(space, METRIC, observations[:100], [o.ncode for o in observations[100:]], 1, rng)
             started = time.perf_counter()
             decision = ranker.rank(request)

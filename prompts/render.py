@@ -110,19 +110,24 @@ def render(
             history=items,
             candidates="".join(f"{code};" for code in candidates),
         )
-        return [{"role": "system", "content": text.strip()}]
+        return system(text)
     if fmt == "choice":
         text = template("choice").substitute(
             slots=slots,
             history=choice_history(pairs),
             candidates=choice.candidate_items(candidates),
         )
-        return [{"role": "system", "content": text.strip()}]
+        return system(text)
     if fmt in PER_CANDIDATE:
         if len(candidates) != 1:
             raise ValueError(f"the {fmt} format asks about one candidate per prompt, got {len(candidates)}")
         return render_each(fmt, slots, metric, history, candidates, history_cap)[0]
     raise ValueError(f"unknown prompt format {fmt!r}; valid: {', '.join(FORMATS)}")
+
+
+def system(text: str) -> list[dict[str, str]]:
+    """A prompt as a lone system message, as every format but ``paper`` is asked."""
+    return [{"role": "system", "content": text.strip()}]
 
 
 def render_each(
@@ -151,14 +156,7 @@ def render_near(
     graded = list(zip((code for code, _ in history), near.history_grades(utilities), strict=True))
     prompt = template("near")
     return [
-        [
-            {
-                "role": "system",
-                "content": prompt.substitute(
-                    slots=slots, history=near.nearest_items(code, graded, history_cap)
-                ).strip(),
-            }
-        ]
+        system(prompt.substitute(slots=slots, history=near.nearest_items(code, graded, history_cap)))
         for code in candidates
     ]
 
@@ -173,15 +171,7 @@ def render_grades(
     """One ``grade`` prompt per candidate; the shared history is encoded once (curation asks for ten)."""
     items = grade_items(grade_history(history, metric, history_cap))
     prompt = template("grade")
-    return [
-        [
-            {
-                "role": "system",
-                "content": prompt.substitute(slots=slots, history=items, candidate=choice.tag(code)).strip(),
-            }
-        ]
-        for code in candidates
-    ]
+    return [system(prompt.substitute(slots=slots, history=items, candidate=choice.tag(code))) for code in candidates]
 
 
 def render_generation(
@@ -195,14 +185,14 @@ def render_generation(
     if fmt in PER_CANDIDATE:
         items = grade_items(grade_history(history, metric, history_cap))
         text = template("grade_generate").substitute(slots=slots, history=items)
-        return [{"role": "system", "content": text.strip()}]
+        return system(text)
     pairs = best_first(history, metric, history_cap)
     if fmt == "choice":
         text = template("choice_generate").substitute(slots=slots, history=choice_history(pairs))
-        return [{"role": "system", "content": text.strip()}]
+        return system(text)
     scores = normalise([value for _, value in pairs])
     items = "".join(f"{code}|{score:.4f}," for (code, _), score in zip(pairs, scores, strict=True))
     text = template("generate").substitute(
         space=space_name, slots=slots, metric_text=metric_text(metric), history=items
     )
-    return [{"role": "system", "content": text.strip()}]
+    return system(text)

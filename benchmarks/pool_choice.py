@@ -4,12 +4,13 @@
 
 NAS-Bench-201 is the evaluation domain, so the pool an LLM ranker gets by default
 must not be chosen on it. This script compares pools on the 9 NAS-Bench-Graph
-datasets instead, through the real search loop, with two classical rankers that
-bracket an LLM ranker's quality: ``random`` (a ranker that knows nothing; with the
-evolution pool that is regularized evolution itself) and ``additive`` (a good
-per-slot reader of the history). It prints the mean best validation score per
-dataset and, per method, the mean over datasets of its rank among the methods
-(1 = best), which does not let one dataset's scale dominate.
+datasets instead, through the real search loop, with three classical rankers:
+``random`` (a ranker that knows nothing; with the evolution pool that is regularized
+evolution itself), ``additive`` (a good per-slot reader of the history) and
+``nearest`` (what a perfect reader of LM-Searcher-tiny's ``near`` prompts would
+pick). It prints the mean best validation score per dataset and, per method, the
+mean over datasets of its rank among the methods (1 = best), which does not let
+one dataset's scale dominate.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ METHODS = {
     "additive, random pool": ("additive", "random"),
     "additive, mixed pool": ("additive", "mixed"),
     "additive, evolution pool": ("additive", "evolution"),
+    "nearest, random pool": ("nearest", "random"),
+    "nearest, mixed pool": ("nearest", "mixed"),
+    "nearest, evolution pool": ("nearest", "evolution"),
 }
 
 

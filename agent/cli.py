@@ -52,9 +52,9 @@ def search_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", help="the task's dataset (nb201: cifar10, cifar100, imagenet16-120)")
     parser.add_argument(
         "--ranker",
-        default="evolution",
-        help=f"who picks candidates: {', '.join(BASELINE_RANKERS)}, llm (with --base-url/--model), "
-        "openai:MODEL, local:PATH",
+        default="local",
+        help="who picks candidates: local (default: the shipped LM-Searcher-tiny, served offline), local:PATH, "
+        f"llm (with --base-url/--model), openai:MODEL, or a baseline: {', '.join(BASELINE_RANKERS)}",
     )
     parser.add_argument(
         "--proposer", help="candidate pool: random, mutation, mixed, evolution, tpe, generate (LLM writes codes)"

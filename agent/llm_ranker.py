@@ -33,7 +33,7 @@ from agent.local_server import LocalServer, LocalServerError
 from agent.rankers import Decision, Ranker, RankRequest
 from prompts import choice as choice_format
 from prompts import grade as grade_format
-from prompts.render import DEFAULT_HISTORY_CAP, FORMATS, PER_CANDIDATE, TAGGED, render, render_each
+from prompts.render import DEFAULT_HISTORY_CAP, FORMATS, PER_CANDIDATE, RANKS_TAGGED, TAGGED, render, render_each
 from tools.ncode import SearchSpace
 
 LLM_RANKER_PREFIXES = ("openai:", "local:", "local")
@@ -290,11 +290,16 @@ def model_card(path: Path) -> dict[str, Any]:
 
 
 def make_llm_ranker(
-    spec: str, raw_options: dict[str, Any], space: SearchSpace | None = None, pool_size: int = 10
+    spec: str,
+    raw_options: dict[str, Any],
+    space: SearchSpace | None = None,
+    pool_size: int = 10,
+    generates: bool = False,
 ) -> LLMRanker:
     """Flags given explicitly win; then the local model's own card; then LLMOptions' defaults.
 
-    ``space`` and ``pool_size`` are checked against the prompt format before any server starts.
+    ``space`` and ``pool_size`` are checked against the prompt format (and, when the model is to write
+    codes, ``generates``, against its generation prompt) before any server starts.
     """
     local_path = (
         (Path(spec.split(":", 1)[1]) if ":" in spec else DEFAULT_LOCAL_MODEL) if spec.startswith("local") else None
@@ -307,7 +312,8 @@ def make_llm_ranker(
         raise RankerSetupError(
             f"--parallel-requests must be at least 1 (1: one question at a time), got {options.parallel_requests}"
         )
-    if options.prompt_format in TAGGED and space is not None:
+    writes_codes = options.prompt_format in (TAGGED if generates else RANKS_TAGGED)
+    if writes_codes and space is not None:
         widest = max(len(slot.options) for slot in space.slots)
         problem = choice_format.unsupported(space.length, widest, pool_size if options.prompt_format == "choice" else 1)
         if problem:

@@ -39,7 +39,7 @@ class SearchConfig:
 
     task: str = "nas_bench_graph"
     dataset: str | None = None
-    ranker: str = "evolution"
+    ranker: str = "local"  # LM-Searcher-tiny, shipped in models/, served offline
     proposer: str | None = None  # default: random for --ranker random, mixed for LLM rankers
     budget: int = 100
     batch: int = 1
@@ -138,7 +138,8 @@ def make_ranker(config: SearchConfig, space: SearchSpace | None = None) -> Ranke
     from agent.llm_ranker import LLM_RANKER_PREFIXES, make_llm_ranker
 
     if config.ranker == "llm" or config.ranker.startswith(LLM_RANKER_PREFIXES):
-        return make_llm_ranker(config.ranker, config.ranker_options, space, config.pool_size)
+        generates = config.proposer == "generate"
+        return make_llm_ranker(config.ranker, config.ranker_options, space, config.pool_size, generates)
     raise SearchError(
         f"unknown ranker {config.ranker!r}; valid: {', '.join(BASELINE_RANKERS)}, llm, openai:MODEL, local:PATH"
     )

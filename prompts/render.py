@@ -35,7 +35,8 @@ from prompts import choice, grade, near
 PROMPT_DIR = Path(__file__).resolve().parent
 FORMATS = ("paper", "compact", "choice", "grade", "near")
 PER_CANDIDATE = ("grade", "near")  # one prompt per candidate, answered with a grade 0-9
-TAGGED = ("choice", "grade", "near")  # codes written as slot-tagged characters
+TAGGED = ("choice", "grade", "near")  # codes written as slot-tagged characters (near: in generation prompts only)
+RANKS_TAGGED = ("choice", "grade")  # ranking prompts that write codes, and so limit slots and options
 DEFAULT_HISTORY_CAP = 200
 
 

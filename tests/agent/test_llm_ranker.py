@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.llm_ranker import RankerSetupError, RankerUnavailable, parse_choice
+from agent.llm_ranker import RankerSetupError, RankerUnavailable, make_llm_ranker, parse_choice
 from agent.local_server import LocalServer
 from agent.search import Search, SearchConfig
 from prompts.choice import untag
 from prompts.grade import unscored
 from tests.fake_openai import FakeOpenAI
+from tools.ncode import SearchSpace, Slot
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -196,6 +197,18 @@ def test_choice_format_refuses_pools_larger_than_its_labels(tmp_path: Path) -> N
         Search(tmp_path / "runs.db").start(config)
 
 
+def test_near_format_ranks_any_space_but_writes_codes_only_where_they_fit() -> None:
+    """A near ranking prompt shows distances, not codes, so any space will do; its generation prompt
+    writes codes as tagged characters, which cover at most 64 slots of 16 options."""
+    wide = SearchSpace("wide", tuple(Slot(f"s{i}", tuple(range(20))) for i in range(70)))
+    options = {"base_url": None, "model": "scripted", "prompt_format": "near", "timeout_s": 5.0}
+    with FakeOpenAI(first_candidate) as server:
+        options["base_url"] = server.base_url
+        make_llm_ranker("llm", options, wide).close()
+        with pytest.raises(RankerSetupError, match="at most 64 slots of at most 16 options"):
+            make_llm_ranker("llm", options, wide, generates=True)
+
+
 def test_grade_format_asks_once_per_candidate_and_picks_the_highest_grade(tmp_path: Path) -> None:
     """The scripted server grades a code by its digit sum: the pick must be the pool's highest."""
 
@@ -263,10 +276,11 @@ def serve_processes(model_dir: Path) -> list[str]:
     return found.stdout.split()
 
 
-def decisions_of_search(tmp_path: Path, ranker: str, budget: int, columns: str) -> list[tuple]:
-    """Run ``main.py --ranker RANKER`` to the end; the ``columns`` of its decisions, in order."""
+def decisions_of_search(tmp_path: Path, ranker: str | None, budget: int, columns: str) -> list[tuple]:
+    """Run ``main.py --ranker RANKER`` (None: the default ranker) to the end; the ``columns`` of its decisions."""
     db = tmp_path / "runs.db"
-    done = run_main("--ranker", ranker, "--budget", str(budget), "--db", str(db), "--run-id", "r", "--quiet")
+    chosen = ("--ranker", ranker) if ranker else ()
+    done = run_main(*chosen, "--budget", str(budget), "--db", str(db), "--run-id", "r", "--quiet")
     assert done.returncode == 0, done.stderr
     with sqlite3.connect(db) as connection:
         return connection.execute(f"SELECT {columns} FROM decisions ORDER BY iteration").fetchall()
@@ -293,9 +307,9 @@ def test_local_grade_model_is_asked_once_per_candidate_end_to_end(tmp_path: Path
     assert all(fallback == 0 for *_, fallback in rows), "every answer should hold a grade"
 
 
-def test_shipped_lm_searcher_tiny_serves_as_ranker_local(tmp_path: Path) -> None:
+def test_shipped_lm_searcher_tiny_is_the_default_ranker(tmp_path: Path) -> None:
     """models/lm-searcher-tiny: a LLaMA in Hugging Face format under 30 MB, trained never on NAS-Bench-201,
-    in the near format, answering every question with a grade through ``--ranker local``."""
+    in the near format, answering every question with a grade as the default ranker (``--ranker local``)."""
     folder = ROOT / "models" / "lm-searcher-tiny"
     assert (folder / "model.safetensors").stat().st_size < 30 * 2**20
     config = json.loads((folder / "config.json").read_text())
@@ -307,7 +321,7 @@ def test_shipped_lm_searcher_tiny_serves_as_ranker_local(tmp_path: Path) -> None
         stages, card = [*stages, card], card.get("previous")
     domains = [d for stage in stages for d in stage["trained_on"] + (stage["warmup"] or {}).get("domains", [])]
     assert domains and not any("201" in domain for domain in domains)
-    rows = decisions_of_search(tmp_path, "local", 4, "raw_answer, fallback")[2:]
+    rows = decisions_of_search(tmp_path, None, 4, "raw_answer, fallback")[2:]  # the default ranker is this model
     assert len(rows) == 2 and all(fallback == 0 for _, fallback in rows)
     assert all(re.fullmatch(r"[0-9]", answer) for row in rows for answer in row[0].split("\n---\n"))
 

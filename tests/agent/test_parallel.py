@@ -43,9 +43,10 @@ def chosen_codes(db: Path, run_id: str) -> list[str]:
 
 
 def run_search(db: Path, run_id: str, **config) -> None:
+    """A search with RE unless told otherwise: these tests are about workers, not the (default LLM) ranker."""
     search = Search(db)
     try:
-        search.start(SearchConfig(**config), run_id=run_id)
+        search.start(SearchConfig(**{"ranker": "evolution", **config}), run_id=run_id)
     finally:
         search.close()
 
@@ -145,7 +146,8 @@ def process_gone(pid: int) -> bool:
 
 def test_driver_killed_with_work_in_flight_resumes_it(tmp_path: Path) -> None:
     db, run_id, budget = tmp_path / "runs.db", "crashed", 12
-    flags = ("--budget", str(budget), "--db", str(db), "--run-id", run_id, "--workers", "2", "--simulated-cost", "0.5")
+    flags = ("--ranker", "evolution", "--budget", str(budget), "--db", str(db), "--run-id", run_id)
+    flags += ("--workers", "2", "--simulated-cost", "0.5")
     process = subprocess.Popen(
         main_py(*flags),
         cwd=ROOT,

@@ -117,7 +117,7 @@ def test_two_processes_share_one_database(tmp_path: Path) -> None:
 
 def test_resume_refuses_finished_and_unknown_runs(tmp_path: Path) -> None:
     db = str(tmp_path / "runs.db")
-    assert run("--budget", "3", "--db", db, "--run-id", "done").returncode == 0
+    assert run("--ranker", "evolution", "--budget", "3", "--db", db, "--run-id", "done").returncode == 0
     finished = run("--resume", "done", "--db", db)
     assert finished.returncode == 2 and "already finished" in finished.stderr
     unknown = run("--resume", "nope", "--db", db)
@@ -139,6 +139,6 @@ def test_ctrl_c_after_the_run_finished_says_so_instead_of_asking_for_a_resume(tm
 
     monkeypatch.setattr(Search, "start", finish_then_interrupt)
     db = tmp_path / "runs.db"
-    assert cli.main(["--budget", "3", "--db", str(db), "--run-id", "done", "--quiet"]) == 130
+    assert cli.main(["--ranker", "evolution", "--budget", "3", "--db", str(db), "--run-id", "done", "--quiet"]) == 130
     said = capsys.readouterr().err
     assert "interrupted after the run finished" in said and "main.py show done" in said and "--resume" not in said

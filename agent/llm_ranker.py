@@ -234,13 +234,12 @@ class LLMRanker(Ranker):
         decision: Decision,
         calls: Calls,
     ) -> str:
+        """One question about all of ``codes`` (the joint formats)."""
         space, options = request.space, self.options
         messages = render(
             options.prompt_format, space.name, space.length, request.metric, history, codes, options.history_cap
         )
-        completion = self.client.complete(messages)
-        decision.latency_s += completion.latency_s
-        return self._record(completion, decision, calls)
+        return self._send([messages], decision, calls)[0]
 
     def _ask_each(
         self,
@@ -250,27 +249,28 @@ class LLMRanker(Ranker):
         decision: Decision,
         calls: Calls,
     ) -> list[str]:
-        """One question per code, up to ``parallel_requests`` in flight (a server that batches, such as vLLM
-        or the managed ``transformers serve``, answers them together); the answers in the codes' order."""
+        """One question per code (the ``PER_CANDIDATE`` formats); the answers in the codes' order."""
         space, options = request.space, self.options
         prompts = render_each(options.prompt_format, space.length, request.metric, history, codes, options.history_cap)
-        workers, started = min(options.parallel_requests, len(prompts)), time.perf_counter()
+        return self._send(prompts, decision, calls)
+
+    def _send(self, prompts: list[list[dict[str, str]]], decision: Decision, calls: Calls) -> list[str]:
+        """The answers, in order, with up to ``parallel_requests`` questions in flight (a server that batches,
+        such as vLLM or the managed ``transformers serve``, answers them together), audited in the decision;
+        its latency is wall time, as the requests overlap."""
+        workers, started = min(self.options.parallel_requests, len(prompts)), time.perf_counter()
         if workers <= 1:
             completions = [self.client.complete(messages) for messages in prompts]
         else:
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 completions = list(pool.map(self.client.complete, prompts))
-        decision.latency_s += time.perf_counter() - started  # wall time: the requests overlap
-        return [self._record(completion, decision, calls) for completion in completions]
-
-    @staticmethod
-    def _record(completion: Completion, decision: Decision, calls: Calls) -> str:
-        """Audit one answer in the decision (latency aside: its callers know the wall time)."""
-        calls.answers.append(completion.text)
-        calls.transient += completion.transient_errors
-        decision.prompt_tokens += completion.prompt_tokens or 0
-        decision.completion_tokens += completion.completion_tokens or 0
-        return completion.text
+        decision.latency_s += time.perf_counter() - started
+        for completion in completions:
+            calls.answers.append(completion.text)
+            calls.transient += completion.transient_errors
+            decision.prompt_tokens += completion.prompt_tokens or 0
+            decision.completion_tokens += completion.completion_tokens or 0
+        return [completion.text for completion in completions]
 
 
 def _api_key(*names: str) -> str | None:

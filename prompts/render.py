@@ -139,40 +139,25 @@ def render_each(
     candidates: Sequence[str],
     history_cap: int = DEFAULT_HISTORY_CAP,
 ) -> list[list[dict[str, str]]]:
-    """One prompt per candidate in a ``PER_CANDIDATE`` format."""
+    """One prompt per candidate in a ``PER_CANDIDATE`` format; what the candidates share is encoded once.
+
+    ``near``: the whole history is graded once, and each candidate is shown its nearest codes.
+    ``grade``: the capped history is encoded once, and each prompt adds the candidate's code.
+    """
     if fmt == "near":
-        return render_near(slots, metric, history, candidates, history_cap)
-    return render_grades(slots, metric, history, candidates, history_cap)
+        utilities = [metric.utility(score) for _, score in history]
+        graded = list(zip((code for code, _ in history), near.history_grades(utilities), strict=True))
 
+        def fill(code: str) -> dict[str, str]:
+            return {"history": near.nearest_items(code, graded, history_cap)}
+    else:
+        items = grade_items(grade_history(history, metric, history_cap))
 
-def render_near(
-    slots: int,
-    metric: Metric,
-    history: Sequence[tuple[str, float]],
-    candidates: Sequence[str],
-    history_cap: int = DEFAULT_HISTORY_CAP,
-) -> list[list[dict[str, str]]]:
-    """One ``near`` prompt per candidate: the whole history is graded once, each candidate sees its nearest."""
-    utilities = [metric.utility(score) for _, score in history]
-    graded = list(zip((code for code, _ in history), near.history_grades(utilities), strict=True))
-    prompt = template("near")
-    return [
-        system(prompt.substitute(slots=slots, history=near.nearest_items(code, graded, history_cap)))
-        for code in candidates
-    ]
+        def fill(code: str) -> dict[str, str]:
+            return {"history": items, "candidate": choice.tag(code)}
 
-
-def render_grades(
-    slots: int,
-    metric: Metric,
-    history: Sequence[tuple[str, float]],
-    candidates: Sequence[str],
-    history_cap: int = DEFAULT_HISTORY_CAP,
-) -> list[list[dict[str, str]]]:
-    """One ``grade`` prompt per candidate; the shared history is encoded once (curation asks for ten)."""
-    items = grade_items(grade_history(history, metric, history_cap))
-    prompt = template("grade")
-    return [system(prompt.substitute(slots=slots, history=items, candidate=choice.tag(code))) for code in candidates]
+    prompt = template(fmt)
+    return [system(prompt.substitute(slots=slots, **fill(code))) for code in candidates]
 
 
 def render_generation(

@@ -24,12 +24,13 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from agent.llm_ranker import DEFAULT_LOCAL_MODEL, make_llm_ranker
-from agent.rankers import RankRequest
-from agent.search import Search, SearchConfig
-from agent.store import Observation
-from evaluators.base import Metric
+from agent.llm.ranker import make_llm_ranker
+from agent.runs.driver import Search, SearchConfig
+from agent.runs.store import Observation
+from agent.strategies.rankers import RankRequest
+from prompts.card import DEFAULT_LOCAL_MODEL
 from prompts.render import FORMATS, PER_CANDIDATE, render
+from tools.evaluator import Metric
 from tools.ncode import sample
 from tools.spaces import diffusion_lora_space, nb201_space
 

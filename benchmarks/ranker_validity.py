@@ -35,8 +35,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from agent.llm_ranker import parse_choice
-from agent.rankers import additive_predictions
+from agent.llm.ranker import parse_choice
+from agent.strategies.rankers import additive_predictions
 from finetune.curate import CurationOptions, curate
 from finetune.domains import load_domain
 from finetune.train_tiny import IGNORE, answer_start, encode_sample

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from evaluators.base import EvaluatorSetupError
+from tools.evaluator import EvaluatorSetupError
 
 DATA_ENV = "LMSEARCHER_DATA"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -56,7 +56,6 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from rich.console import Console
 
-from evaluators.base import Evaluator, EvaluatorSetupError, Metric, Outcome
 from evaluators.lora_common import (
     Deadline,
     autocast,
@@ -71,6 +70,7 @@ from evaluators.lora_common import (
     torch_threads,
     training_device,
 )
+from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import decode
 from tools.spaces import diffusion_lora_space
 

@@ -49,8 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evaluators.base import Evaluator, EvaluatorSetupError, Metric, Outcome
 from evaluators.lora_common import Deadline, resolve_device, torch_threads
+from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import SearchSpace, decode, sample
 from tools.spaces import HAT_LAYERS, hat_space
 

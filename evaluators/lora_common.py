@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from evaluators.base import EvaluatorSetupError
+from tools.evaluator import EvaluatorSetupError
 
 
 def resolve_device(device: str | None) -> torch.device:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from evaluators.base import Evaluator, EvaluatorSetupError, Metric, Outcome
+from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import decode
 from tools.spaces import nas_bench_graph_space
 

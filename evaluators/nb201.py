@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from evaluators.base import Evaluator, EvaluatorSetupError, Metric, Outcome
 from evaluators.data_path import find_file
+from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import decode
 from tools.spaces import NB201_EDGES, nb201_space
 

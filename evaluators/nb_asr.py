@@ -32,8 +32,8 @@ from pathlib import Path
 from statistics import mean
 from typing import Any, ClassVar
 
-from evaluators.base import Evaluator, EvaluatorSetupError, Metric, Outcome
 from evaluators.data_path import DATA_ENV, data_root
+from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import SearchSpace, from_indices, to_indices
 from tools.spaces import NB_ASR_MAIN_OPS, nb_asr_space
 

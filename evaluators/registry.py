@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from evaluators.base import Evaluator, EvaluatorSetupError
+from tools.evaluator import Evaluator, EvaluatorSetupError
 
 
 @dataclass

@@ -54,7 +54,6 @@ import torch.nn.functional as F
 from PIL import Image
 from rich.console import Console
 
-from evaluators.base import Evaluator, EvaluatorSetupError, Metric, Outcome
 from evaluators.lora_common import (
     Deadline,
     autocast,
@@ -69,6 +68,7 @@ from evaluators.lora_common import (
     torch_threads,
     training_device,
 )
+from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import decode
 from tools.spaces import sam_lora_space
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
-from evaluators.base import Evaluator, EvaluatorSetupError, Metric, Outcome
+from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import InvalidNCode, SearchSpace, encode, validate
 from tools.spaces import SpaceFileError, load_space_file
 

@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM
 
-from agent.llm_ranker import MODEL_CARD
 from finetune.curate import CurationOptions, curate, mix_weights
 from finetune.domains import DEFAULT_DOMAINS, load_domain
 from finetune.tiny_model import TinySize, new_tiny, save
 from finetune.train_tiny import TrainOptions, train
+from prompts.card import MODEL_CARD
 from prompts.render import FORMATS
 
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluators.base import Metric
 from prompts import choice, grade, near
 from prompts.render import PER_CANDIDATE, TAGGED, grade_history, render, render_each, render_generation
+from tools.evaluator import Metric
 from tools.ncode import InvalidNCode, SearchSpace, mutate, prune, sample, to_indices
 
 SEARCH_UNIVERSE = 3000  # table rows a search-shaped draw moves among (its neighbours are found there)

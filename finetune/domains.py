@@ -16,10 +16,10 @@ import json
 import random
 import re
 
-from evaluators.base import EvaluatorSetupError, Metric
 from evaluators.data_path import find_file
 from finetune.curate import Domain
 from finetune.landscapes import METRIC, random_landscape
+from tools.evaluator import EvaluatorSetupError, Metric
 from tools.ncode import SearchSpace, Slot, from_indices, is_valid, normalize
 
 FORBIDDEN = ("nb201", "nasbench201", "nas-bench-201", "nas_bench_201")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from evaluators.base import Metric
+from tools.evaluator import Metric
 from tools.ncode import SearchSpace, Slot, to_indices
 
 

@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.llm_ranker import MODEL_CARD
 from finetune.export import HF_DIR, SUMMARY
+from prompts.card import MODEL_CARD
 
 
 class SftError(ValueError):

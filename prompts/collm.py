@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from evaluators.base import Metric
 from prompts.render import template
+from tools.evaluator import Metric
 from tools.ncode import SYMBOLS, SearchSpace
 
 NAVIGATOR_MARK = "You are the Navigator of CoLLM-NAS"

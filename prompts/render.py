@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
-from evaluators.base import Metric
 from prompts import choice, grade, near
+from tools.evaluator import Metric
 
 PROMPT_DIR = Path(__file__).resolve().parent
 FORMATS = ("paper", "compact", "choice", "grade", "near")

@@ -5,7 +5,7 @@ scripted, because no model small enough to run here can be made to time out,
 fail with 503 or ramble on demand (nor follow CoLLM-NAS's instructions).
 Token counts are estimates: prompt characters / 4; answers count 3 tokens for
 ranker prompts and characters / 4 otherwise. Tests of the real model path use
-``transformers serve`` instead (see tests/agent/test_llm_ranker.py).
+``transformers serve`` instead (see tests/agent/llm/test_ranker.py).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import traceback
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
-from evaluators.base import Evaluator, Outcome
+from tools.evaluator import Evaluator, Outcome
 from tools.ncode import validate
 
 

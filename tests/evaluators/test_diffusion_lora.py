@@ -10,7 +10,6 @@ import re
 import pytest
 import torch
 
-from evaluators.base import EvaluatorSetupError
 from evaluators.diffusion_lora import (
     DiffusionLoraEvaluator,
     char_clip_tokenizer,
@@ -21,6 +20,7 @@ from evaluators.diffusion_lora import (
 )
 from evaluators.lora_common import lora_ranks
 from tests.evaluators.loop import assert_short_search_finishes
+from tools.evaluator import EvaluatorSetupError
 from tools.evaluator_tool import run_evaluation
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.search import Search, SearchConfig
-from evaluators.base import EvaluatorSetupError
+from agent.runs.driver import Search, SearchConfig
 from evaluators.hat_mt import CACHE_ENV, HatMTEvaluator, synthetic_corpus
 from evaluators.registry import TaskOptions, make_evaluator
+from tools.evaluator import EvaluatorSetupError
 from tools.evaluator_tool import run_evaluation
 from tools.ncode import is_valid
 

@@ -8,9 +8,9 @@ import itertools
 import pytest
 from nas_bench_graph import Arch
 
-from evaluators.base import EvaluatorSetupError
 from evaluators.nas_bench_graph import NBG_DATASETS, NasBenchGraphEvaluator
 from evaluators.registry import TaskOptions, make_evaluator
+from tools.evaluator import EvaluatorSetupError
 from tools.ncode import decode, from_indices, is_valid, normalize
 from tools.spaces import NBG_OPS_PROTEINS, nas_bench_graph_space
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from evaluators.base import EvaluatorSetupError
 from evaluators.nb201 import NB201_FILES, NB201Evaluator, arch_string
 from evaluators.registry import TaskOptions, make_evaluator
+from tools.evaluator import EvaluatorSetupError
 from tools.ncode import decode, from_indices, is_valid
 from tools.spaces import nb201_space
 

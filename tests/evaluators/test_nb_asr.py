@@ -14,10 +14,10 @@ from statistics import mean
 
 import pytest
 
-from agent.search import Search, SearchConfig
-from evaluators.base import EvaluatorSetupError
+from agent.runs.driver import Search, SearchConfig
 from evaluators.nb_asr import NBASREvaluator, arch_vector, canonical_codes, model_hash
 from evaluators.registry import TaskOptions, make_evaluator
+from tools.evaluator import EvaluatorSetupError
 from tools.ncode import decode, encode
 from tools.spaces import NB_ASR_MAIN_OPS, nb_asr_space
 

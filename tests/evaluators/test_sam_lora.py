@@ -11,11 +11,11 @@ import shutil
 import pytest
 import torch
 
-from agent.cli import config_from_args, search_parser
-from evaluators.base import EvaluatorSetupError
+from agent.cli.main import config_from_args, search_parser
 from evaluators.lora_common import lora_ranks
 from evaluators.sam_lora import WEIGHTS, SamLoraEvaluator, sam_lora_groups, tiny_sam, write_tiny_dataset
 from tests.evaluators.loop import assert_short_search_finishes
+from tools.evaluator import EvaluatorSetupError
 from tools.evaluator_tool import run_evaluation
 
 

@@ -8,10 +8,10 @@ import re
 
 import pytest
 
-from agent.proposers import ProposalContext, RandomProposer
-from evaluators.base import EvaluatorSetupError
+from agent.strategies.proposers import ProposalContext, RandomProposer
 from evaluators.registry import TaskOptions, make_evaluator
 from evaluators.table import TableEvaluator
+from tools.evaluator import EvaluatorSetupError
 from tools.evaluator_tool import run_evaluation
 from tools.ncode import decode, mutate, sample
 

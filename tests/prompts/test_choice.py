@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from evaluators.base import Metric
 from prompts.choice import LABELS, answer, parse_pick, tag, unsupported, untag
 from prompts.render import render, render_generation
+from tools.evaluator import Metric
 
 ACCURACY = Metric("accuracy", True, "validation accuracy")
 ERROR = Metric("error", False, "error rate")

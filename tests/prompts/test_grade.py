@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from evaluators.base import Metric
 from prompts.choice import tag, untag
 from prompts.grade import answer, parse_grade, scored, spread, unscored
 from prompts.render import render, render_generation
+from tools.evaluator import Metric
 
 ACCURACY = Metric("accuracy", True, "validation accuracy")
 ERROR = Metric("error", False, "error rate")

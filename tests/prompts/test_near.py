@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from evaluators.base import Metric
 from prompts.choice import tag, untag
 from prompts.near import (
     answer,
@@ -18,6 +17,7 @@ from prompts.near import (
     unsymbol,
 )
 from prompts.render import render, render_generation
+from tools.evaluator import Metric
 
 ACCURACY = Metric("accuracy", True, "validation accuracy")
 ERROR = Metric("error", False, "error rate")

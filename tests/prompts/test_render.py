@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from evaluators.base import Metric
 from prompts.render import render
+from tools.evaluator import Metric
 
 ACCURACY = Metric("accuracy", True, "validation accuracy")
 ERROR = Metric("error", False, "error rate")

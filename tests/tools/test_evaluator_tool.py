@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from evaluators.base import Evaluator, Metric, Outcome
+from tools.evaluator import Evaluator, Metric, Outcome
 from tools.evaluator_tool import make_evaluator_tool, run_evaluation
 from tools.ncode import SearchSpace, Slot, to_indices
 

@@ -1,0 +1,167 @@
+"""Asynchronous search: keep every worker busy, decide again as soon as any evaluation ends::
+
+    START -> dispatch --(something in flight)--> wait --(budget left or in flight)--> dispatch
+                 |                                 +--(budget spent, nothing in flight)--> END
+                 +--(nothing in flight, nothing left to propose)--> END
+
+- **dispatch**: for each free worker slot (while evaluations + pending < budget) the
+  proposer builds a pool excluding evaluated *and pending* codes, the ranker picks one
+  (a decision row per pick, ``k = 1``), the code is marked pending in the run store and
+  submitted to the :class:`agent.workers.parallel.EvaluationPool`.
+- **wait**: blocks until any evaluation finishes, records it in the store and clears
+  its pending mark.
+
+How the ranker sees evaluations in flight: it does not. Pending codes are left out of
+the pool (so nothing is evaluated twice) and out of the history (they have no score
+yet); each decision uses every result finished by then. With N workers the search
+therefore decides with up to N - 1 results missing; benchmarks/parallel_speedup.py
+measures what that costs in search quality.
+
+Pending evaluations live in the run store (table ``pending``), never only in memory:
+a resumed driver re-submits those that were in flight when it stopped, so a run
+finishes with exactly ``budget`` unique evaluations. Nodes are idempotent like the
+synchronous loop's: each starts by reconciling the store with the pool (pending codes
+already recorded are cleared, pending codes not running are submitted), and the step
+index of a new decision comes from the store, so a node re-run after a crash repeats
+no evaluation. Only this driver writes the store; workers return outcomes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypedDict
+
+from langgraph.graph import END, START, StateGraph
+
+from agent.loops.lmsearcher import HistoryView, Progress, best_of
+from agent.runs.store import Observation, RunStore
+from agent.strategies.proposers import ProposalContext, Proposer
+from agent.strategies.rankers import Decision, Ranker, RankRequest
+from agent.workers.parallel import EvaluationPool
+from tools.evaluator import Evaluator, Outcome
+from tools.ncode import decode
+
+
+class AsyncSearchState(TypedDict):
+    run_id: str
+    iteration: int  # index of the next decision (one code per decision)
+    in_flight: int  # evaluations pending when the node ended
+    done: bool
+
+
+def initial_state(run_id: str) -> AsyncSearchState:
+    return {"run_id": run_id, "iteration": 0, "in_flight": 0, "done": False}
+
+
+@dataclass
+class AsyncParts:
+    """Everything the nodes need besides the state; none of it is checkpointed."""
+
+    store: RunStore
+    evaluator: Evaluator
+    pool: EvaluationPool
+    proposer: Proposer
+    ranker: Ranker
+    budget: int
+    pool_size: int = 10
+    seed: int = 0
+    on_progress: Callable[[Progress], None] | None = None
+
+    def rng(self, iteration: int, purpose: str) -> random.Random:
+        return random.Random(f"{self.seed}/{iteration}/{purpose}")
+
+
+def build_async_graph(parts: AsyncParts) -> StateGraph:
+    space, metric, store, pool = parts.evaluator.space, parts.evaluator.metric, parts.store, parts.pool
+    views: dict[str, HistoryView] = {}
+
+    def observations(run_id: str) -> list[Observation]:
+        if run_id not in views:
+            views[run_id] = HistoryView(store, run_id)
+        return views[run_id]()
+
+    def reconcile(run_id: str) -> dict[str, int]:
+        """Make the pool run exactly the store's pending codes that have no result yet."""
+        pending = store.pending(run_id)
+        running = pool.in_flight()
+        for code in list(pending):
+            if store.has_evaluation(run_id, code):  # recorded just before a crash
+                store.clear_pending(run_id, code)
+                del pending[code]
+            elif code not in running:  # in flight when the driver stopped: submit again
+                pool.submit(code)
+        return pending
+
+    def propose(history: list[Observation], seen: set[str], rng: random.Random, n: int) -> list[str]:
+        return parts.proposer.propose(ProposalContext(space, metric, history, seen, rng), n)
+
+    def rank(history: list[Observation], seen: set[str], candidates: list[str], iteration: int) -> Decision:
+        repools = iter(range(1, 1_000_000))
+        request = RankRequest(
+            space, metric, history, candidates, 1, parts.rng(iteration, "rank"),
+            repool=lambda: propose(history, seen, parts.rng(iteration, f"repool{next(repools)}"), len(candidates)),
+        )  # fmt: skip
+        return parts.ranker.rank(request)
+
+    def dispatch(state: AsyncSearchState) -> dict:
+        run_id = state["run_id"]
+        pending = reconcile(run_id)
+        history = observations(run_id)
+        iteration = max(state["iteration"], store.last_iteration(run_id) + 1)
+        exhausted = False
+        while pool.free() > 0 and len(history) + len(pending) < parts.budget:
+            seen = {o.ncode for o in history} | set(pending)
+            candidates = propose(history, seen, parts.rng(iteration, "encode"), parts.pool_size)
+            if not candidates:
+                exhausted = True
+                break
+            decision = rank(history, seen, candidates, iteration)
+            store.record_decision(run_id, iteration, parts.ranker.name, decision.pool or candidates, decision)
+            (code,) = decision.chosen[:1] or candidates[:1]
+            store.add_pending(run_id, code, iteration)  # in the store before any worker sees it
+            pool.submit(code)
+            pending[code] = iteration
+            iteration += 1
+        done = not pending and (exhausted or len(history) >= parts.budget)
+        return {"iteration": iteration, "in_flight": len(pending), "done": done}
+
+    def wait(state: AsyncSearchState) -> dict:
+        run_id = state["run_id"]
+        pending = reconcile(run_id)
+        finished = pool.wait() if pending else []
+        for code, outcome in finished:
+            if code in pending and not store.has_evaluation(run_id, code):
+                store.add_evaluation(run_id, pending[code], 0, code, decode(space, code), outcome)
+            store.clear_pending(run_id, code)
+            pending.pop(code, None)
+        history = observations(run_id)
+        best = best_of(history, parts)
+        store.prune_checkpoints(run_id)
+        store.update_run(
+            run_id,
+            n_evaluations=len(history),
+            best_ncode=best.ncode if best else None,
+            best_score=best.score if best else None,
+        )
+        if parts.on_progress:
+            last = [
+                (code, Outcome(outcome.score, status=outcome.status, cost_s=outcome.cost_s))
+                for code, outcome in finished
+            ]
+            parts.on_progress(
+                Progress(
+                    len(history), parts.budget, best.ncode if best else None, best.score if best else None, last,
+                    running=pool.running, queued=pool.queued, failed=sum(o.status != "ok" for o in history),
+                )
+            )  # fmt: skip
+        return {"in_flight": len(pending), "done": not pending and len(history) >= parts.budget}
+
+    graph = StateGraph(AsyncSearchState)
+    graph.add_node("dispatch", dispatch)
+    graph.add_node("wait", wait)
+    graph.add_edge(START, "dispatch")
+    graph.add_conditional_edges("dispatch", lambda s: END if s["done"] or not s["in_flight"] else "wait", ["wait", END])
+    graph.add_conditional_edges("wait", lambda s: END if s["done"] else "dispatch", ["dispatch", END])
+    return graph

@@ -1,0 +1,232 @@
+"""Proposers build the candidate pool the ranker chooses from.
+
+Contract: ``propose(context, n)`` returns up to ``n`` distinct, valid, canonical
+codes of ``context.space`` that are not in ``context.seen``; fewer only when the
+space has no more unseen codes. Proposers are deterministic given
+``context.rng`` and the history, so a resumed run proposes what it would have.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from agent.runs.store import Observation
+from tools.evaluator import Metric
+from tools.ncode import SearchSpace, from_indices, is_valid, mutate, normalize, sample, to_indices
+
+
+@dataclass
+class ProposalContext:
+    space: SearchSpace
+    metric: Metric
+    history: Sequence[Observation]
+    seen: set[str]
+    rng: random.Random
+
+
+def scored(history: Sequence[Observation], metric: Metric) -> list[tuple[float, str]]:
+    """(utility, code) of successful evaluations, best first; utility is higher-is-better."""
+    pairs = [(metric.utility(o.score), o.ncode) for o in history if o.score is not None]
+    return sorted(pairs, key=lambda pair: -pair[0])
+
+
+ENUMERATION_LIMIT = 1_000_000
+
+
+def all_codes(space: SearchSpace) -> list[str]:
+    """Every valid canonical code of a (small) space, in a fixed order."""
+    codes = {
+        normalize(space, from_indices(choice)) for choice in itertools.product(*map(space.choices, range(space.length)))
+    }
+    return sorted(code for code in codes if is_valid(space, code))
+
+
+def unseen_random(context: ProposalContext, n: int, exclude: set[str], max_misses: int = 200) -> list[str]:
+    """Up to ``n`` random valid codes outside ``context.seen`` and ``exclude``."""
+    space = context.space
+    if space.members is not None:
+        free = sorted(space.members - context.seen - exclude)
+        return context.rng.sample(free, min(n, len(free)))
+    found: list[str] = []
+    misses = 0
+    while len(found) < n and misses < max_misses:
+        code = sample(space, context.rng)
+        if code in context.seen or code in exclude or code in found:
+            misses += 1
+            continue
+        found.append(code)
+    if len(found) < n and space.size() <= ENUMERATION_LIMIT:
+        # Random draws keep hitting seen codes: the space is nearly used up, so list what is left.
+        taken = context.seen | exclude | set(found)
+        free = [code for code in all_codes(space) if code not in taken]
+        found += context.rng.sample(free, min(n - len(found), len(free)))
+    return found
+
+
+class Proposer(ABC):
+    name: str
+
+    @abstractmethod
+    def propose(self, context: ProposalContext, n: int) -> list[str]: ...
+
+
+class RandomProposer(Proposer):
+    """Uniform unseen codes: the paper's inference pool (10 random candidates)."""
+
+    name = "random"
+
+    def propose(self, context: ProposalContext, n: int) -> list[str]:
+        return unseen_random(context, n, set())
+
+
+class MutationProposer(Proposer):
+    """One-slot mutations of the ``top`` best codes so far; random until there is history."""
+
+    name = "mutation"
+
+    def __init__(self, top: int = 10) -> None:
+        self.top = top
+
+    def propose(self, context: ProposalContext, n: int) -> list[str]:
+        parents = [code for _, code in scored(context.history, context.metric)[: self.top]]
+        found: list[str] = []
+        for _ in range(20 * n if parents else 0):
+            if len(found) == n:
+                break
+            child = mutate(context.space, context.rng.choice(parents), context.rng)
+            if child not in context.seen and child not in found:
+                found.append(child)
+        return found + unseen_random(context, n - len(found), set(found))
+
+
+class MixedProposer(Proposer):
+    """``random_fraction`` of the pool random, the rest mutations of the best so far, shuffled.
+
+    With only random candidates even a perfect ranker cannot beat evolution on
+    NAS-Bench-201 (see DESIGN.md), so this is the default pool for LLM rankers.
+    """
+
+    name = "mixed"
+
+    def __init__(self, random_fraction: float = 0.5, top: int = 10) -> None:
+        if not 0.0 <= random_fraction <= 1.0:
+            raise ValueError(f"random fraction must be in [0, 1], got {random_fraction}")
+        self.random_fraction = random_fraction
+        self.mutation = MutationProposer(top)
+
+    def propose(self, context: ProposalContext, n: int) -> list[str]:
+        n_random = round(n * self.random_fraction)
+        pool = unseen_random(context, n_random, set())
+        pool += self.mutation.propose(
+            ProposalContext(**{**vars(context), "seen": context.seen | set(pool)}), n - len(pool)
+        )
+        context.rng.shuffle(pool)  # so that a ranker's position bias cannot favour one half
+        return pool
+
+
+class EvolutionProposer(Proposer):
+    """Regularized evolution (Real et al. 2019) as a proposer.
+
+    The population is the ``population`` most recent evaluations (aging); each
+    child is a one-slot mutation of the best of ``sample_size`` members drawn at
+    random. Until the population is full, children are random codes. Children
+    are unique: already-queried codes are never proposed.
+    """
+
+    name = "evolution"
+
+    def __init__(self, population: int = 30, sample_size: int = 10) -> None:
+        if sample_size > population or sample_size < 1:
+            raise ValueError(f"evolution needs 1 <= sample size <= population, got S={sample_size}, P={population}")
+        self.population = population
+        self.sample_size = sample_size
+
+    def propose(self, context: ProposalContext, n: int) -> list[str]:
+        alive = [o for o in context.history if o.score is not None][-self.population :]
+        if len(alive) < self.population:
+            return unseen_random(context, n, set())
+        found: list[str] = []
+        for _ in range(50 * n):
+            if len(found) == n:
+                break
+            tournament = context.rng.sample(alive, min(self.sample_size, len(alive)))
+            parent = max(tournament, key=lambda o: context.metric.utility(o.score))
+            child = mutate(context.space, parent.ncode, context.rng)
+            if child not in context.seen and child not in found:
+                found.append(child)
+        return found + unseen_random(context, n - len(found), set(found))
+
+
+class TPEProposer(Proposer):
+    """Optuna's TPE through ask/tell, so users compare against the library they know.
+
+    Each slot is a categorical parameter over its option indices. Results are
+    added as completed trials when they appear in the history, so a resumed run
+    rebuilds the same study from the run store. Suggestions that are invalid or
+    already seen are told as failed (TPE ignores those) and asked again.
+    """
+
+    name = "tpe"
+
+    def __init__(self, seed: int = 0, startup_trials: int = 10) -> None:
+        self.seed = seed
+        self.startup_trials = startup_trials
+        self._study = None
+        self._told: set[str] = set()
+
+    def _sync(self, context: ProposalContext) -> None:
+        import optuna
+
+        if self._study is None:
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=self.startup_trials)
+            self._study = optuna.create_study(direction="maximize", sampler=sampler)
+        distributions = self._distributions(context.space)
+        new = [o for o in context.history if o.score is not None and o.ncode not in self._told]
+        self._study.add_trials(
+            optuna.trial.create_trial(
+                params={f"s{i}": index for i, index in enumerate(to_indices(context.space, o.ncode))},
+                distributions=distributions,
+                value=context.metric.utility(o.score),
+            )
+            for o in new
+        )
+        self._told.update(o.ncode for o in new)
+
+    @staticmethod
+    def _distributions(space: SearchSpace) -> dict:
+        import optuna
+
+        return {f"s{i}": optuna.distributions.CategoricalDistribution(space.choices(i)) for i in range(space.length)}
+
+    def propose(self, context: ProposalContext, n: int) -> list[str]:
+        from optuna.trial import TrialState
+
+        if context.space.members is not None:
+            return unseen_random(context, n, set())  # a sparse table has no product structure to model
+        self._sync(context)
+        distributions = self._distributions(context.space)
+        found: list[str] = []
+        for _ in range(20 * n):
+            if len(found) == n:
+                break
+            trial = self._study.ask(distributions)
+            choice = tuple(trial.params[f"s{i}"] for i in range(context.space.length))
+            self._study.tell(trial, state=TrialState.FAIL)  # the real result arrives through the history
+            code = normalize(context.space, from_indices(choice))
+            if is_valid(context.space, code) and code not in context.seen and code not in found:
+                found.append(code)
+        return found + unseen_random(context, n - len(found), set(found))
+
+
+PROPOSERS: dict[str, Callable[..., Proposer]] = {
+    "random": lambda seed, args: RandomProposer(),
+    "mutation": lambda seed, args: MutationProposer(args.get("top", 10)),
+    "mixed": lambda seed, args: MixedProposer(args.get("random_fraction", 0.5), args.get("top", 10)),
+    "evolution": lambda seed, args: EvolutionProposer(args.get("population", 30), args.get("sample_size", 10)),
+    "tpe": lambda seed, args: TPEProposer(seed),
+}

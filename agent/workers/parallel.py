@@ -1,0 +1,454 @@
+"""Evaluations in parallel: worker processes on this machine, or Ray actors on a cluster.
+
+A worker builds its evaluator once (evaluators may load heavy models) and then
+evaluates one NCode at a time through :func:`tools.evaluator_tool.run_evaluation`,
+so failures of the evaluation itself come back as failed outcomes. Workers never
+touch the run store: they return outcomes, and the driver records them.
+
+Backends:
+
+- ``local``: one process per worker on this machine (``forkserver`` start method
+  where available: no inherited threads, CUDA-safe), each with a pipe to the driver.
+  A worker watches its parent and exits when the driver is gone.
+- ``ray``: one Ray actor per worker, asking for the resources its evaluator
+  declares (``Evaluator.resources``, e.g. ``{"num_cpus": 1, "num_gpus": 1}``).
+  Ray is imported only here, and only for this backend (``pip install .[distributed]``).
+
+A worker that dies during an evaluation (killed process, lost node) is replaced and
+the evaluation is retried, at most ``retries`` times; then it is returned as a
+failed outcome naming the error, and the search goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from evaluators.registry import TaskOptions
+from tools.evaluator import Outcome
+
+BACKENDS = ("local", "ray")
+log = logging.getLogger(__name__)
+
+
+class ParallelSetupError(RuntimeError):
+    """The workers cannot start (Ray missing, cluster unreachable); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs to build its own evaluator: everything here is picklable."""
+
+    task: str
+    options: TaskOptions
+    simulated_cost_s: float = 0.0
+
+
+@dataclass
+class Job:
+    ncode: str
+    attempts: int = 0  # starts so far
+    lost: list[str] = field(default_factory=list)  # why earlier attempts' workers died
+
+
+# -- the worker side ---------------------------------------------------------------------------
+
+
+class WorkerCore:
+    """Builds the evaluator once; evaluates codes. Used inside a worker process or Ray actor."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        from evaluators.registry import make_evaluator
+
+        self.spec = spec
+        self.pid = os.getpid()
+        self.host = socket.gethostname()
+        self.evaluator = None
+        self.setup_error: str | None = None
+        try:
+            self.evaluator = make_evaluator(spec.task, spec.options)
+        except Exception as error:  # reported with every evaluation instead of killing the worker
+            self.setup_error = f"worker on {self.host} could not build the evaluator: {type(error).__name__}: {error}"
+
+    def evaluate(self, ncode: str) -> Outcome:
+        from tools.evaluator_tool import run_evaluation
+
+        if self.evaluator is None:
+            outcome = Outcome(None, status="failed", error=self.setup_error)
+        else:
+            outcome = run_evaluation(self.evaluator, ncode, self.spec.simulated_cost_s)
+        # Which process did it: audit trail, and how tests find a worker to kill.
+        outcome.metrics = {**outcome.metrics, "worker_pid": self.pid, "worker_host": self.host}
+        return outcome
+
+
+def _watch_parent() -> None:
+    """Exit when the process that started this worker is gone (a driver killed with SIGKILL)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _local_worker_main(connection: Any, spec: WorkerSpec) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's; it stops the workers itself
+    _watch_parent()
+    core = WorkerCore(spec)
+    connection.send(("ready", core.pid))
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        connection.send(("done", core.evaluate(message)))
+
+
+class _RayWorker:
+    """The Ray actor: a :class:`WorkerCore` in a Ray worker process (wrapped with ``ray.remote`` lazily)."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.core = WorkerCore(spec)
+
+    def evaluate(self, ncode: str) -> Outcome:
+        return self.core.evaluate(ncode)
+
+    def pid(self) -> int:
+        return self.core.pid
+
+
+# -- the driver side ---------------------------------------------------------------------------
+
+
+@dataclass
+class Lost:
+    """A worker died while it held a job."""
+
+    error: str
+
+
+class Backend(ABC):
+    """``slots`` workers; each runs at most one evaluation at a time."""
+
+    name: str
+
+    def __init__(self, spec: WorkerSpec, slots: int) -> None:
+        self.spec, self.slots = spec, slots
+
+    @abstractmethod
+    def start(self, slot: int, ncode: str) -> None:
+        """Begin evaluating ``ncode`` on the worker of ``slot`` (starting the worker if needed)."""
+
+    @abstractmethod
+    def wait(self, busy: list[int], timeout: float | None) -> list[tuple[int, Outcome | Lost]]:
+        """Results of busy slots: at least one unless ``timeout`` runs out."""
+
+    @abstractmethod
+    def replace(self, slot: int) -> None:
+        """Drop the (dead) worker of ``slot``; the next ``start`` makes a new one."""
+
+    @abstractmethod
+    def close(self, busy: set[int]) -> None:
+        """Stop every worker; those in ``busy`` are mid-evaluation and are not waited for."""
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, spec: WorkerSpec, slots: int) -> None:
+        super().__init__(spec, slots)
+        methods = multiprocessing.get_all_start_methods()
+        self.context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        if self.context.get_start_method() == "forkserver":
+            # Imported once by the fork server, not once per worker (a replaced worker starts at once).
+            self.context.set_forkserver_preload(["agent.workers.parallel", "tools.evaluator_tool"])
+        self.workers: dict[int, tuple[Any, Any]] = {}  # slot -> (process, connection)
+
+    def _worker(self, slot: int) -> tuple[Any, Any]:
+        if slot not in self.workers:
+            ours, theirs = self.context.Pipe()
+            process = self.context.Process(
+                target=_local_worker_main, args=(theirs, self.spec), name=f"lmsearcher-worker-{slot}"
+            )
+            process.start()
+            theirs.close()
+            self.workers[slot] = (process, ours)
+        return self.workers[slot]
+
+    def start(self, slot: int, ncode: str) -> None:
+        _, connection = self._worker(slot)
+        with contextlib.suppress(OSError):  # a dead worker: wait() sees its sentinel and reports it lost
+            connection.send(ncode)
+
+    def pids(self) -> dict[int, int]:
+        return {slot: process.pid for slot, (process, _) in self.workers.items()}
+
+    def wait(self, busy: list[int], timeout: float | None) -> list[tuple[int, Outcome | Lost]]:
+        from multiprocessing.connection import wait
+
+        results: list[tuple[int, Outcome | Lost]] = []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not results:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            handles = {}
+            for slot in busy:
+                process, connection = self.workers[slot]
+                handles[connection] = handles[process.sentinel] = slot
+            ready = wait(list(handles), left)
+            for slot in dict.fromkeys(handles[handle] for handle in ready):
+                result = self._receive(slot)
+                if result is not None:
+                    results.append((slot, result))
+            if not ready and left is not None and left <= 0:
+                break
+        return results
+
+    def _receive(self, slot: int) -> Outcome | Lost | None:
+        process, connection = self.workers[slot]
+        try:
+            while connection.poll():
+                kind, value = connection.recv()
+                if kind == "done":
+                    return value
+            # Only a sentinel fired: the process ended (or a 'ready' message came alone).
+        except (EOFError, OSError, ConnectionError):
+            pass
+        if process.is_alive():
+            return None
+        process.join(timeout=1)
+        code = process.exitcode
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+        return Lost(f"worker process {process.pid} {how}")
+
+    def replace(self, slot: int) -> None:
+        process, connection = self.workers.pop(slot)
+        connection.close()
+        if process.is_alive():
+            process.kill()
+        process.join(timeout=5)
+
+    def close(self, busy: set[int]) -> None:
+        for slot, (process, connection) in self.workers.items():
+            if slot in busy:  # mid-evaluation: nobody is waiting for its result any more
+                process.kill()
+            else:
+                with contextlib.suppress(OSError):
+                    connection.send(None)
+            connection.close()
+        deadline = time.monotonic() + 5
+        for process, _ in self.workers.values():
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
+        self.workers.clear()
+
+
+class RayBackend(Backend):
+    name = "ray"
+
+    def __init__(self, spec: WorkerSpec, slots: int, address: str | None, resources: dict[str, Any]) -> None:
+        super().__init__(spec, slots)
+        try:
+            import ray
+        except ImportError:
+            raise ParallelSetupError("--backend ray needs Ray: pip install '.[distributed]'") from None
+        self.ray = ray
+        self.started_ray = False
+        if not ray.is_initialized():
+            self._connect(address)
+        self.actor_class = ray.remote(_RayWorker)
+        self.options = {**resources, "max_restarts": 0, "max_task_retries": 0}
+        self.actors: dict[int, Any] = {}
+        self.refs: dict[int, Any] = {}  # slot -> object ref of the evaluation it runs
+        self.where: dict[int, str] = {}  # slot -> "pid P on HOST" of its actor, once it has answered
+
+    def _connect(self, address: str | None) -> None:
+        ray = self.ray
+        quiet = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+        try:
+            if address in (None, "", "auto"):
+                # $RAY_ADDRESS, else a cluster started on this machine with `ray start --head`, else a new local Ray
+                ray.init(**quiet)
+            else:
+                ray.init(address=address, **quiet)  # "local": a new local Ray in any case
+        except Exception as error:
+            raise ParallelSetupError(
+                f"cannot connect to Ray at {address!r} ({type(error).__name__}: {error}); start a cluster with "
+                "'ray start --head' and pass its address with --ray-address, or leave --ray-address out"
+            ) from None
+        self.started_ray = True
+
+    def _lost_errors(self) -> tuple[type[BaseException], ...]:
+        exceptions = self.ray.exceptions
+        names = ("RayActorError", "WorkerCrashedError", "NodeDiedError", "ObjectLostError", "OwnerDiedError")
+        return tuple(getattr(exceptions, name) for name in names if hasattr(exceptions, name))
+
+    def start(self, slot: int, ncode: str) -> None:
+        if slot not in self.actors:
+            self.actors[slot] = self.actor_class.options(**self.options).remote(self.spec)
+        self.refs[slot] = self.actors[slot].evaluate.remote(ncode)
+
+    def actor(self, slot: int) -> Any:
+        return self.actors.get(slot)
+
+    def wait(self, busy: list[int], timeout: float | None) -> list[tuple[int, Outcome | Lost]]:
+        by_ref = {self.refs[slot]: slot for slot in busy}
+        ready, rest = self.ray.wait(list(by_ref), num_returns=1, timeout=timeout)
+        if ready and rest:
+            more, _ = self.ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
+        results: list[tuple[int, Outcome | Lost]] = []
+        for ref in ready:
+            slot = by_ref[ref]
+            del self.refs[slot]
+            try:
+                outcome = self.ray.get(ref)
+                self.where[slot] = f"pid {outcome.metrics.get('worker_pid')} on {outcome.metrics.get('worker_host')}"
+                results.append((slot, outcome))
+            except self._lost_errors() as error:
+                where = f" ({self.where[slot]})" if slot in self.where else ""
+                results.append((slot, Lost(f"Ray worker{where} lost: {type(error).__name__}: {_first_line(error)}")))
+            except self.ray.exceptions.RayError as error:  # e.g. the outcome could not be sent back
+                outcome = Outcome(None, status="failed", error=f"{type(error).__name__}: {_first_line(error)}")
+                results.append((slot, outcome))
+        return results
+
+    def replace(self, slot: int) -> None:
+        actor = self.actors.pop(slot, None)
+        self.refs.pop(slot, None)
+        self.where.pop(slot, None)
+        if actor is not None:
+            with contextlib.suppress(Exception):  # already gone
+                self.ray.kill(actor, no_restart=True)
+
+    def close(self, busy: set[int]) -> None:
+        for slot in list(self.actors):
+            self.replace(slot)
+        if self.started_ray:
+            self.ray.shutdown()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
+class EvaluationPool:
+    """Up to ``backend.slots`` evaluations at once, a FIFO queue for the rest, bounded retries."""
+
+    def __init__(self, backend: Backend, retries: int = 2) -> None:
+        self.backend, self.retries = backend, retries
+        self.queue: deque[Job] = deque()
+        self.busy: dict[int, Job] = {}
+        self.worker_losses = 0
+
+    @property
+    def slots(self) -> int:
+        return self.backend.slots
+
+    @property
+    def running(self) -> int:
+        return len(self.busy)
+
+    @property
+    def queued(self) -> int:
+        return len(self.queue)
+
+    def in_flight(self) -> set[str]:
+        return {job.ncode for job in self.busy.values()} | {job.ncode for job in self.queue}
+
+    def free(self) -> int:
+        return max(0, self.slots - len(self.busy) - len(self.queue))
+
+    def submit(self, ncode: str) -> None:
+        self.queue.append(Job(ncode))
+        self._fill()
+
+    def _fill(self) -> None:
+        for slot in range(self.slots):
+            if not self.queue:
+                return
+            if slot not in self.busy:
+                job = self.queue.popleft()
+                job.attempts += 1
+                self.busy[slot] = job
+                self.backend.start(slot, job.ncode)
+
+    def wait(self, timeout: float | None = None) -> list[tuple[str, Outcome]]:
+        """Finished evaluations (at least one, unless ``timeout`` runs out or nothing is in flight)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        finished: list[tuple[str, Outcome]] = []
+        while self.busy and not finished:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            for slot, result in self.backend.wait(sorted(self.busy), left):
+                job = self.busy.pop(slot)
+                if isinstance(result, Lost):
+                    finished += self._lost(slot, job, result)
+                else:
+                    if job.attempts > 1:
+                        result.metrics = {**result.metrics, "attempts": job.attempts, "lost_workers": job.lost}
+                    finished.append((job.ncode, result))
+            self._fill()
+            if left is not None and left <= 0:
+                break
+        return finished
+
+    def _lost(self, slot: int, job: Job, lost: Lost) -> list[tuple[str, Outcome]]:
+        self.worker_losses += 1
+        self.backend.replace(slot)
+        job.lost.append(lost.error)
+        if job.attempts <= self.retries:
+            log.warning("%s during %s; retrying (attempt %d)", lost.error, job.ncode, job.attempts + 1)
+            self.queue.appendleft(job)
+            return []
+        error = f"{lost.error}; gave up after {job.attempts} attempts (--eval-retries {self.retries})"
+        return [(job.ncode, Outcome(None, {"attempts": job.attempts, "lost_workers": job.lost}, 0.0, "failed", error))]
+
+    def evaluate_all(self, ncodes: list[str]) -> Iterator[tuple[str, Outcome]]:
+        """Evaluate a batch in parallel; yields (code, outcome) as each finishes."""
+        for ncode in ncodes:
+            self.submit(ncode)
+        wanted = set(ncodes)
+        while wanted:
+            for ncode, outcome in self.wait():
+                wanted.discard(ncode)
+                yield ncode, outcome
+
+    def close(self) -> None:
+        busy = set(self.busy)
+        self.queue.clear()
+        self.busy.clear()
+        self.backend.close(busy)
+
+
+def make_pool(
+    backend: str,
+    workers: int,
+    spec: WorkerSpec,
+    retries: int = 2,
+    ray_address: str | None = None,
+    resources: dict[str, Any] | None = None,
+) -> EvaluationPool:
+    if backend == "local":
+        return EvaluationPool(LocalBackend(spec, workers), retries)
+    if backend == "ray":
+        return EvaluationPool(RayBackend(spec, workers, ray_address, resources or {"num_cpus": 1}), retries)
+    raise ParallelSetupError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")

@@ -1,0 +1,23 @@
+"""A ranker model's card: ``lmsearcher.json`` in its folder names the prompt settings it was trained with.
+
+Why here: both the trainers (``finetune``) that write cards and the rankers (``agent.llm``) that read
+them depend on the prompt formats, so the card lives with the prompts and neither imports the other.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+MODEL_CARD = "lmsearcher.json"
+DEFAULT_LOCAL_MODEL = Path(__file__).resolve().parent.parent / "models" / "lm-searcher-tiny"
+
+
+def model_card(path: Path) -> dict[str, Any]:
+    """Prompt settings a model was trained with, if its folder has a card."""
+    card = path / MODEL_CARD
+    if not card.is_file():
+        return {}
+    settings = json.loads(card.read_text())
+    return {key: settings[key] for key in ("prompt_format", "history_cap") if key in settings}

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
 
+from evaluators.references import is_reference, resolve
 from tools.evaluator import Evaluator, EvaluatorSetupError
 
 
@@ -14,8 +18,8 @@ class TaskOptions:
 
     dataset: str | None = None
     data: str | None = None  # benchmark folder or results table
-    space: str | None = None  # YAML space (--task table)
-    metric: str | None = None  # metric column (--task table)
+    space: str | dict | None = None  # YAML space path or inline definition (table, command, objective)
+    metric: str | None = None  # metric column (--task table) or printed score (--task command)
     minimize: bool = False
     seed: int = 0
     model_path: str | None = None  # diffusion_lora: SD-1.5 folder (diffusers layout); sam_lora: SamModel folder
@@ -24,9 +28,13 @@ class TaskOptions:
     prompts: str | None = None  # diffusion_lora: validation prompts, one per line
     steps: int | None = None  # training steps (diffusion_lora) or batches (sam_lora) per evaluation
     device: str | None = None  # training tasks: cpu, cuda, cuda:N (default: cuda when present)
-    eval_timeout: float | None = None  # training tasks: seconds per evaluation before it counts as failed
+    eval_timeout: float | None = None  # training tasks, command: seconds per evaluation before it counts as failed
     latency_limit_ms: float | None = None  # hat_mt: slower sub-transformers are infeasible (default 500)
     hat_scale: int | None = None  # hat_mt: HAT's sizes divided by this (default 16; 1 = real HAT sizes)
+    command: str | None = None  # command: shell command template, e.g. "python train.py --depth {depth}"
+    workdir: str | None = None  # command: folder of the per-NCode working folders (default runs/command-work/SPACE)
+    gpus: str | None = None  # command: GPU ids shared out to the workers, comma-separated ("0,1")
+    objective: str | Callable[[dict[str, Any]], Any] | None = None  # objective: module:function, or the function
 
 
 def _nas_bench_graph(options: TaskOptions) -> Evaluator:
@@ -79,6 +87,24 @@ def _hat_mt(options: TaskOptions) -> Evaluator:
     )  # fmt: skip
 
 
+def _command(options: TaskOptions) -> Evaluator:
+    from evaluators.command import CommandEvaluator
+
+    gpus = options.gpus.split(",") if options.gpus is not None else None
+    return CommandEvaluator(
+        options.space, options.command, options.metric, not options.minimize, options.eval_timeout,
+        options.workdir, gpus,
+    )  # fmt: skip
+
+
+def _objective(options: TaskOptions) -> Evaluator:
+    from evaluators.objective import ObjectiveEvaluator
+
+    return ObjectiveEvaluator(
+        options.space, options.objective, options.metric, not options.minimize, options.eval_timeout
+    )
+
+
 TASKS: dict[str, Callable[[TaskOptions], Evaluator]] = {
     "nas_bench_graph": _nas_bench_graph,
     "nb201": _nb201,
@@ -87,10 +113,48 @@ TASKS: dict[str, Callable[[TaskOptions], Evaluator]] = {
     "sam_lora": _sam_lora,
     "nb_asr": _nb_asr,
     "hat_mt": _hat_mt,
+    "command": _command,
+    "objective": _objective,
 }
+PLUGIN_GROUP = "lmsearcher.tasks"  # entry points naming Evaluator classes or factories of installed packages
 
 
 def make_evaluator(task: str, options: TaskOptions) -> Evaluator:
-    if task not in TASKS:
-        raise EvaluatorSetupError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
-    return TASKS[task](options)
+    """A built-in task, an installed plugin (entry point group ``lmsearcher.tasks``) or ``module:Class``."""
+    if task in TASKS:
+        return TASKS[task](options)
+    return _build_plugin(task, _plugin_factory(task), options)
+
+
+def _plugin_factory(task: str) -> Any:
+    plugins = {entry.name: entry for entry in entry_points(group=PLUGIN_GROUP)}
+    if task in plugins:
+        try:
+            return plugins[task].load()
+        except Exception as error:
+            raise EvaluatorSetupError(f"plugin task {task!r} ({plugins[task].value}) failed to load: {error}") from None
+    if is_reference(task):
+        return resolve(task, "plugin task")
+    names = [*TASKS, *plugins]
+    raise EvaluatorSetupError(f"unknown task {task!r}; valid tasks: {', '.join(names)}, or your own as module:Class")
+
+
+def _build_plugin(task: str, factory: Any, options: TaskOptions) -> Evaluator:
+    """A plugin is an Evaluator subclass or a factory; it is called with the run's TaskOptions when it takes
+    an argument, else with none."""
+    if not callable(factory):
+        raise EvaluatorSetupError(f"plugin task {task!r} is not a class or function")
+    try:
+        takes_options = any(
+            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+            for p in inspect.signature(factory).parameters.values()
+        )
+    except (TypeError, ValueError):
+        takes_options = False
+    evaluator = factory(options) if takes_options else factory()
+    if not isinstance(evaluator, Evaluator):
+        raise EvaluatorSetupError(
+            f"plugin task {task!r} made a {type(evaluator).__name__}, not an Evaluator (tools.evaluator.Evaluator: "
+            "a space, a metric and evaluate(ncode) -> Outcome)"
+        )
+    return evaluator

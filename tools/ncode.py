@@ -32,6 +32,9 @@ class Slot:
     options: tuple[Any, ...]
     description: str = ""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", tuple(self.options))  # a list is accepted and frozen
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -64,6 +67,7 @@ class SearchSpace:
     members: frozenset[str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "slots", tuple(self.slots))  # a list is accepted and frozen
         if not self.slots:
             raise ValueError(f"space {self.name!r} has no slots")
         for slot in self.slots:

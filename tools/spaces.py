@@ -202,6 +202,28 @@ def space_from_dict(data: Any, source: str = "space") -> SearchSpace:
         raise SpaceFileError(f"{source}: {error}") from None
 
 
+def space_to_dict(space: SearchSpace) -> dict[str, Any]:
+    """The YAML/JSON form of ``space`` (``space_from_dict`` reads it back): how a run stores a space given as
+    an object, so that a resumed run and worker processes rebuild it."""
+    if RULES.get(space.rule.name) is not space.rule:
+        raise SpaceFileError(
+            f"space {space.name!r} has a custom rule {space.rule.name!r}, which cannot be stored with a run; use one "
+            f"of the named rules ({', '.join(RULES)}) or a plugin task (--task module:Class)"
+        )
+    for slot in space.slots:
+        for value in slot.options:
+            if not isinstance(value, str | int | float | bool | None):
+                raise SpaceFileError(
+                    f"slot {slot.name!r} has option {value!r}; stored spaces hold numbers, strings, booleans or null"
+                )
+    return {
+        "name": space.name,
+        "description": space.description,
+        "rule": space.rule.name,
+        "slots": [{"name": s.name, "options": list(s.options), "description": s.description} for s in space.slots],
+    }
+
+
 BUILTIN_SPACES = {
     "nb201": nb201_space,
     "nas_bench_graph": nas_bench_graph_space,

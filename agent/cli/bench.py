@@ -1,26 +1,37 @@
-"""``python main.py bench``: baselines and LLM rankers on NAS-Bench-201, seeds x datasets.
+"""``python main.py bench``: baselines and LLM rankers on any task, seeds x datasets.
 
-Every run goes through the real search loop. LLM methods share one managed
-``transformers serve`` of the model (started once, reached as ``--ranker llm``).
-Writes a markdown table (mean ± standard deviation over seeds of the best
-validation accuracy and of the test accuracy of that architecture), a PNG of
-best-so-far versus queries with ±1 standard deviation bands, and the raw runs as JSON.
+Every run goes through the real search loop with the task options the search command
+takes (``--task``, ``--space``, ``--data``, ``--metric``, ...; NAS-Bench-201 by default).
+LLM methods share one managed ``transformers serve`` of the model (started once, reached
+as ``--ranker llm``). Writes a markdown table (mean ± standard deviation over seeds of the
+best score found and, when the task reports one, a final metric of that candidate such as
+NB201's test accuracy), a PNG of best-so-far versus queries with ±1 standard deviation
+bands, and the raw runs as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import re
 import statistics
 import tempfile
 import time
+from dataclasses import fields
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from agent.cli.common import UsageError
+from agent.cli.search import add_config_flags
+from agent.config import SearchConfig
 from agent.llm.local_server import LocalServer
-from agent.runs.driver import Search, SearchConfig
-from evaluators.nb201 import NB201_FILES, NB201Evaluator
+from agent.runs.driver import Search
+from evaluators.nb201 import NB201_FILES
+from evaluators.registry import make_evaluator
+from tools.evaluator import Evaluator, Metric
 
 # method -> (ranker, proposer, pool size, needs the LLM server)
 METHODS: dict[str, tuple[str, str | None, int, bool]] = {
@@ -41,21 +52,22 @@ METHODS: dict[str, tuple[str, str | None, int, bool]] = {
     "nearest-mixed-pool": ("nearest", "mixed", 10, False),
     "nearest-evolution-pool": ("nearest", "evolution", 10, False),
 }
+DEFAULT_TASK = "nb201"
+TASK_GROUPS = ("task", "training")  # the search command's options that define what is searched
+TASK_FIELDS = tuple(f.name for f in fields(SearchConfig) if f.metadata["group"] in TASK_GROUPS)
 
 
-def run_one(method: str, dataset: str, seed: int, budget: int, data: str | None, llm: dict, db: Path) -> dict:
-    ranker, proposer, pool, _ = METHODS[method]
-    config = SearchConfig(
-        task="nb201",
-        dataset=dataset,
-        ranker=ranker,
-        proposer=proposer,
-        pool_size=pool,
-        budget=budget,
-        seed=seed,
-        task_options={"data": data} if data else {},
-        ranker_options=llm if METHODS[method][3] else {},
-    )
+def run_config(
+    task: dict[str, Any], method: str, dataset: str | None, seed: int, budget: int, llm: dict
+) -> SearchConfig:
+    """One run's config: the task options, the method's ranker, proposer and pool, the seed."""
+    ranker, proposer, pool, needs_llm = METHODS[method]
+    values = {**task, "dataset": dataset, "ranker": ranker, "proposer": proposer, "pool_size": pool}
+    return SearchConfig.from_mapping({**values, "budget": budget, "seed": seed, **(llm if needs_llm else {})})
+
+
+def run_one(config: SearchConfig, method: str, metric: Metric, db: Path) -> dict:
+    """One search; its record keeps what the table, the plot and ``--reuse`` need."""
     search = Search(db)
     try:
         started = time.perf_counter()
@@ -64,68 +76,124 @@ def run_one(method: str, dataset: str, seed: int, budget: int, data: str | None,
         decisions = search.store.decisions(result.run_id)
     finally:
         search.close()
-    best, trajectory = None, []
+    best: float | None = None
+    trajectory = []
     for row in rows:
-        if row["score"] is not None and (best is None or row["score"] > best["score"]):
-            best = row
-        trajectory.append(best["score"] if best else None)
+        if row["score"] is not None and (best is None or metric.utility(row["score"]) > metric.utility(best)):
+            best = row["score"]
+        trajectory.append(best)
     asked = [d for d in decisions if d["raw_answer"] is not None]
     return {
         "method": method,
-        "dataset": dataset,
-        "seed": seed,
-        "best_val": best["score"],
-        "best_ncode": best["ncode"],
-        "test_of_best": result.final_metrics["test_acc"],
+        "dataset": config.dataset,
+        "seed": config.seed,
+        "best": result.best_score,
+        "best_ncode": result.best_ncode,
+        "final_metrics": result.final_metrics,
         "trajectory": trajectory,
         "seconds": time.perf_counter() - started,
         "fallback_rate": sum(d["fallback"] for d in asked) / len(asked) if asked else None,
     }
 
 
-def mean_sd(values: list[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
+def mean_sd(scores: list[float | None]) -> str:
+    """Four significant digits of the mean (at least two decimals): accuracies in % and in [0, 1] alike;
+    runs without a score (every evaluation failed) are left out, and none at all shows as '-'."""
+    values = [value for value in scores if value is not None]
+    if not values:
+        return "-"
+    mean = statistics.mean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    decimals = min(6, max(2, 3 - math.floor(math.log10(abs(mean))))) if mean else 2
+    return f"{mean:.{decimals}f} ± {sd:.{decimals}f}"
 
 
-def table(runs: list[dict], methods: list[str], datasets: list[str]) -> str:
-    lines = ["| method | " + " | ".join(f"{d} val | {d} test" for d in datasets) + " | fallback rate |"]
-    lines.append("|---" * (2 * len(datasets) + 2) + "|")
+def number(value: Any) -> float | None:
+    """A final metric as a number; results tables read from CSV hold text."""
+    if isinstance(value, bool):
+        return None
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        return None
+    return result if math.isfinite(result) else None
+
+
+def final_metric(runs: list[dict]) -> str | None:
+    """The first final metric (in the evaluator's order) that every run reports as a number: NB201's test_acc."""
+    if not runs or any(run["best"] is None for run in runs):
+        return None
+    for name in runs[0]["final_metrics"]:
+        if all(number(run["final_metrics"].get(name)) is not None for run in runs):
+            return name
+    return None
+
+
+def label(dataset: str | None, evaluator: Evaluator) -> str:
+    """How a dataset is named in the table and plot; a task without datasets by its space."""
+    return dataset or evaluator.space.name
+
+
+def table(runs: list[dict], methods: list[str], evaluators: dict[str | None, Evaluator]) -> str:
+    """Per dataset: the best score's column, and the final metric of the best when every run has one."""
+    columns: list[tuple[str | None, str | None]] = []  # (dataset, final metric or None for the best score)
+    for dataset in evaluators:
+        columns.append((dataset, None))
+        name = final_metric([r for r in runs if r["dataset"] == dataset])
+        if name:
+            columns.append((dataset, name))
+    titles = [
+        f"{label(d, evaluators[d])} {f'{name} of best' if name else f'best {evaluators[d].metric.name}'}"
+        for d, name in columns
+    ]
+    lines = ["| method | " + " | ".join(titles) + " | fallback rate |", "|---" * (len(columns) + 2) + "|"]
     for method in methods:
         cells = []
-        for dataset in datasets:
+        for dataset, name in columns:
             chosen = [r for r in runs if r["method"] == method and r["dataset"] == dataset]
-            cells += [mean_sd([r["best_val"] for r in chosen]), mean_sd([r["test_of_best"] for r in chosen])]
+            cells.append(mean_sd([number(r["final_metrics"][name]) if name else r["best"] for r in chosen]))
         rates = [r["fallback_rate"] for r in runs if r["method"] == method and r["fallback_rate"] is not None]
         rate = f"{statistics.mean(rates):.3f}" if rates else "-"
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {rate} |")
     return "\n".join(lines)
 
 
-def plot(runs: list[dict], methods: list[str], datasets: list[str], path: Path) -> None:
+def direction(metric: Metric) -> str:
+    return "higher is better" if metric.maximize else "lower is better"
+
+
+def plot(
+    runs: list[dict], methods: list[str], task: str, evaluators: dict[str | None, Evaluator], seeds: int, path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    figure, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), dpi=120, squeeze=False)
+    figure, axes = plt.subplots(1, len(evaluators), figsize=(5 * len(evaluators), 3.9), dpi=120, squeeze=False)
     tab20 = plt.get_cmap("tab20")  # ten strong colours, then their light pairs: distinct past ten methods
     colors = {method: tab20(2 * index % 20 + 2 * index // 20) for index, method in enumerate(methods)}
-    for axis, dataset in zip(axes[0], datasets, strict=True):
+    for axis, (dataset, evaluator) in zip(axes[0], evaluators.items(), strict=True):
+        metric = evaluator.metric
         for method in methods:
-            color = colors[method]
             curves = [r["trajectory"] for r in runs if r["method"] == method and r["dataset"] == dataset]
             values = np.array([[np.nan if v is None else v for v in curve] for curve in curves], dtype=float)
             mean, sd = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
             queries = np.arange(1, values.shape[1] + 1)
-            axis.plot(queries, mean, label=method, color=color)
-            axis.fill_between(queries, mean - sd, mean + sd, alpha=0.1, color=color)
-        axis.set_title(f"NAS-Bench-201 {dataset}")
+            axis.plot(queries, mean, label=method, color=colors[method])
+            axis.fill_between(queries, mean - sd, mean + sd, alpha=0.1, color=colors[method])
+        axis.set_title(f"{task} {label(dataset, evaluator)}")
         axis.set_xlabel("queries")
-        axis.set_ylabel("best validation accuracy (%)")
-        low = np.nanpercentile([r["best_val"] for r in runs if r["dataset"] == dataset], 1)
-        axis.set_ylim(bottom=low - 1.0)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+        axis.set_ylabel(f"best {metric.name} so far ({direction(metric)})")
+        bests = [r["best"] for r in runs if r["dataset"] == dataset and r["best"] is not None]
+        if bests:  # early queries would stretch the axis: show the range the runs end in, and a margin
+            worst = np.percentile(bests, 1 if metric.maximize else 99)
+            margin = abs(max(bests) - min(bests)) or abs(worst) * 0.01 or 1.0
+            axis.set_ylim(**({"bottom": worst - margin} if metric.maximize else {"top": worst + margin}))
+    last = list(evaluators.values())[-1].metric
+    axes[0][-1].legend(fontsize=7, loc="lower right" if last.maximize else "upper right")
+    figure.suptitle(f"best so far: mean ± 1 sd (bands) over {seeds} seeds", fontsize=9)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
@@ -134,34 +202,59 @@ def plot(runs: list[dict], methods: list[str], datasets: list[str], path: Path) 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python main.py bench", description=__doc__.splitlines()[0])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--datasets", nargs="+", default=list(NB201_FILES), choices=list(NB201_FILES))
-    p.add_argument("--seeds", type=int, default=10)
-    p.add_argument("--budget", type=int, default=100)
-    p.add_argument("--data", help="NAS-Bench-201 folder (default ../shared/data/nb201)")
+    p.add_argument(
+        "--datasets",
+        nargs="+",
+        help=f"the task's datasets to run over (default: --dataset; for nb201 {' '.join(NB201_FILES)})",
+    )
+    p.add_argument("--seeds", type=int, default=10, help="runs per method and dataset, seeds 0..N-1 (default 10)")
+    p.add_argument("--budget", type=int, default=100, help="evaluations per run (default 100)")
     p.add_argument("--model", default=None, help="local model folder for LLM methods (default: LM-Searcher-tiny)")
     p.add_argument("--base-url", help="use an already running OpenAI-compatible server instead of --model")
     p.add_argument("--served-model", help="model name at --base-url")
     p.add_argument("--history-cap", type=int, help="history items in LLM prompts (default: the model's own)")
-    p.add_argument("--out", default="benchmarks/results/nb201_bench", help="output prefix (.md, .png, .json)")
+    p.add_argument("--out", help="output prefix (.md, .png, .json); default runs/bench/TASK-TIME/bench")
     p.add_argument(
         "--reuse",
         nargs="+",
         default=[],
         metavar="JSON",
-        help="earlier bench outputs whose runs (same method, dataset, seed and budget) are taken, not rerun: "
+        help="earlier bench outputs whose runs (same task, method, dataset, seed and budget) are taken, not rerun: "
         "split a long bench over processes, or add a method to a table",
     )
+    add_config_flags(p, TASK_GROUPS, defaults={"task": DEFAULT_TASK})
     return p
 
 
-def reusable_runs(paths: list[str], budget: int) -> dict[tuple[str, str, int], dict]:
-    """Runs of earlier ``--out`` JSON files by (method, dataset, seed); a different budget is bad input."""
-    found: dict[tuple[str, str, int], dict] = {}
+def datasets_of(args: argparse.Namespace) -> list[str | None]:
+    """``--datasets``, else ``--dataset``, else NB201's three, else the task's own default (None)."""
+    dataset = getattr(args, "dataset", None)
+    if args.datasets and dataset is not None:
+        raise UsageError("give --datasets or --dataset, not both")
+    if args.datasets:
+        return list(dict.fromkeys(args.datasets))
+    if dataset is not None:
+        return [dataset]
+    return list(NB201_FILES) if args.task == DEFAULT_TASK else [None]
+
+
+def from_saved(run: dict) -> dict:
+    """A run record in today's keys; files from before bench took any task kept ``best_val``/``test_of_best``."""
+    if "best" in run:
+        return run
+    record = {key: value for key, value in run.items() if key not in ("best_val", "test_of_best")}
+    return {**record, "best": run["best_val"], "final_metrics": {"test_acc": run["test_of_best"]}}
+
+
+def reusable_runs(paths: list[str], budget: int, task: str) -> dict[tuple[str, str | None, int], dict]:
+    """Runs of earlier ``--out`` JSON files by (method, dataset, seed); another budget or task is bad input."""
+    found: dict[tuple[str, str | None, int], dict] = {}
     for path in paths:
         try:
             saved = json.loads(Path(path).read_text())
-            runs, saved_budget = saved["runs"], saved["args"]["budget"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
+            runs, saved_budget = [from_saved(run) for run in saved["runs"]], saved["args"]["budget"]
+            saved_task = saved["args"].get("task", DEFAULT_TASK)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise UsageError(
                 f"--reuse {path}: not a bench output ({error}); give the .json a bench run wrote"
             ) from None
@@ -169,18 +262,57 @@ def reusable_runs(paths: list[str], budget: int) -> dict[tuple[str, str, int], d
             raise UsageError(
                 f"--reuse {path}: its runs have budget {saved_budget}, not {budget}; pass --budget {saved_budget}"
             )
+        if saved_task != task:
+            raise UsageError(f"--reuse {path}: its runs are of task {saved_task}, not {task}")
         found.update(((run["method"], run["dataset"], run["seed"]), run) for run in runs)
     return found
+
+
+def output_prefix(out: str | None, task: str) -> Path:
+    """``--out``, else a fresh folder under runs/bench/ (git-ignored): never the committed benchmarks/results/."""
+    if out:
+        path = Path(out)
+    else:
+        safe_task = re.sub(r"[^A-Za-z0-9_.-]+", "_", task)
+        path = Path("runs") / "bench" / f"{safe_task}-{datetime.now():%Y%m%d-%H%M%S}" / "bench"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out {path}: cannot create {path.parent} ({error.strerror or error})") from None
+    if not os.access(path.parent, os.W_OK):
+        raise UsageError(f"--out {path}: {path.parent} is not writable; pass another --out")
+    return path
+
+
+def write_outputs(
+    out: Path, text: str, args: argparse.Namespace, runs: list[dict], evaluators: dict[str | None, Evaluator]
+) -> list[Path]:
+    """The table, the raw runs and the plot; a failing write is bad input (the --out), not a crash."""
+    paths = [out.with_suffix(".md"), out.with_suffix(".json"), out.with_suffix(".png")]
+    try:
+        paths[0].write_text(text)
+        paths[1].write_text(json.dumps({"args": vars(args), "runs": runs}))
+        plot(runs, args.methods, args.task, evaluators, args.seeds, paths[2])
+    except OSError as error:
+        raise UsageError(f"--out {out}: cannot write ({error.strerror or error})") from None
+    return paths
 
 
 def main(argv: list[str]) -> int:
     from prompts.card import DEFAULT_LOCAL_MODEL, model_card
 
     args = parser().parse_args(argv)
-    for dataset in args.datasets:
-        NB201Evaluator(dataset, args.data)  # fail now, with the file's name, if a table is missing
-    reused = reusable_runs(args.reuse, args.budget)
-    wanted = [(m, d, seed) for m in args.methods for d in args.datasets for seed in range(args.seeds)]
+    task = {name: getattr(args, name) for name in TASK_FIELDS if hasattr(args, name)}  # flags given, and the task
+    datasets = datasets_of(args)
+    evaluators: dict[str | None, Evaluator] = {}
+    for dataset in datasets:  # fail now, in one line, on a bad path, space or option; not after hours of runs
+        config = SearchConfig.from_mapping({**task, "dataset": dataset}, source="options")
+        evaluators[dataset] = make_evaluator(config.task, config.task_options())
+        for method in args.methods:
+            run_config(task, method, dataset, 0, args.budget, {}).check()
+    reused = reusable_runs(args.reuse, args.budget, args.task)
+    out = output_prefix(args.out, args.task)
+    wanted = [(m, d, seed) for m in args.methods for d in datasets for seed in range(args.seeds)]
     needs_llm = any(METHODS[m][3] and (m, d, seed) not in reused for m, d, seed in wanted)
     server = None
     llm: dict[str, Any] = {}
@@ -197,24 +329,26 @@ def main(argv: list[str]) -> int:
     try:
         with tempfile.TemporaryDirectory() as folder:
             for method in args.methods:
-                for dataset in args.datasets:
+                for dataset in datasets:
+                    metric = evaluators[dataset].metric
                     for seed in range(args.seeds):
-                        run = reused.get((method, dataset, seed))
+                        config = run_config(task, method, dataset, seed, args.budget, llm)
                         runs.append(
-                            run or run_one(method, dataset, seed, args.budget, args.data, llm, Path(folder) / "b.db")
+                            reused.get((method, dataset, seed))
+                            or run_one(config, method, metric, Path(folder) / "b.db")
                         )
-                    done = [r for r in runs if r["method"] == method and r["dataset"] == dataset]
-                    print(f"{method:16s} {dataset:15s} {mean_sd([r['best_val'] for r in done])}", flush=True)
+                    done = [r["best"] for r in runs if r["method"] == method and r["dataset"] == dataset]
+                    print(f"{method:16s} {label(dataset, evaluators[dataset]):15s} {mean_sd(done)}", flush=True)
     finally:
         if server is not None:
             server.stop()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    markdown = table(runs, args.methods, args.datasets)
-    header = f"NAS-Bench-201, {args.seeds} seeds, {args.budget} queries: best validation / test of that arch (%)\n\n"
-    out.with_suffix(".md").write_text(header + markdown + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "runs": runs}))
-    plot(runs, args.methods, args.datasets, out.with_suffix(".png"))
+    markdown = table(runs, args.methods, evaluators)
+    metrics = sorted({f"best {e.metric.name} ({direction(e.metric)})" for e in evaluators.values()})
+    header = (
+        f"{args.task}, {args.seeds} seeds, {args.budget} queries. Cells: mean ± sd over seeds of the "
+        f"{', '.join(metrics)}; 'X of best': the final metric X of that candidate.\n\n"
+    )
+    written = write_outputs(out, header + markdown + "\n", args, runs, evaluators)
     print(header + markdown)
-    print(f"wrote {out.with_suffix('.md')}, {out.with_suffix('.png')}, {out.with_suffix('.json')}")
+    print(f"wrote {', '.join(map(str, written))}")
     return 0

@@ -28,19 +28,18 @@ no evaluation. Only this driver writes the store; workers return outcomes.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from agent.loops.lmsearcher import HistoryView, Progress, best_of
-from agent.runs.store import Observation, RunStore
-from agent.strategies.proposers import ProposalContext, Proposer
-from agent.strategies.rankers import Decision, Ranker, RankRequest
+from agent.loops.common import Histories, Progress, RankingScaffold
+from agent.runs.store import RunStore
+from agent.strategies.proposers import Proposer
+from agent.strategies.rankers import Ranker
 from agent.workers.parallel import EvaluationPool
-from tools.evaluator import Evaluator, Outcome
+from tools.evaluator import Evaluator
 from tools.ncode import decode
 
 
@@ -56,7 +55,7 @@ def initial_state(run_id: str) -> AsyncSearchState:
 
 
 @dataclass
-class AsyncParts:
+class AsyncParts(RankingScaffold):
     """Everything the nodes need besides the state; none of it is checkpointed."""
 
     store: RunStore
@@ -69,18 +68,10 @@ class AsyncParts:
     seed: int = 0
     on_progress: Callable[[Progress], None] | None = None
 
-    def rng(self, iteration: int, purpose: str) -> random.Random:
-        return random.Random(f"{self.seed}/{iteration}/{purpose}")
-
 
 def build_async_graph(parts: AsyncParts) -> StateGraph:
-    space, metric, store, pool = parts.evaluator.space, parts.evaluator.metric, parts.store, parts.pool
-    views: dict[str, HistoryView] = {}
-
-    def observations(run_id: str) -> list[Observation]:
-        if run_id not in views:
-            views[run_id] = HistoryView(store, run_id)
-        return views[run_id]()
+    space, store, pool = parts.evaluator.space, parts.store, parts.pool
+    observations = Histories(store)
 
     def reconcile(run_id: str) -> dict[str, int]:
         """Make the pool run exactly the store's pending codes that have no result yet."""
@@ -94,17 +85,6 @@ def build_async_graph(parts: AsyncParts) -> StateGraph:
                 pool.submit(code)
         return pending
 
-    def propose(history: list[Observation], seen: set[str], rng: random.Random, n: int) -> list[str]:
-        return parts.proposer.propose(ProposalContext(space, metric, history, seen, rng), n)
-
-    def rank(history: list[Observation], seen: set[str], candidates: list[str], iteration: int) -> Decision:
-        repools = iter(range(1, 1_000_000))
-        request = RankRequest(
-            space, metric, history, candidates, 1, parts.rng(iteration, "rank"),
-            repool=lambda: propose(history, seen, parts.rng(iteration, f"repool{next(repools)}"), len(candidates)),
-        )  # fmt: skip
-        return parts.ranker.rank(request)
-
     def dispatch(state: AsyncSearchState) -> dict:
         run_id = state["run_id"]
         pending = reconcile(run_id)
@@ -113,12 +93,11 @@ def build_async_graph(parts: AsyncParts) -> StateGraph:
         exhausted = False
         while pool.free() > 0 and len(history) + len(pending) < parts.budget:
             seen = {o.ncode for o in history} | set(pending)
-            candidates = propose(history, seen, parts.rng(iteration, "encode"), parts.pool_size)
+            candidates = parts.propose(history, seen, parts.rng(iteration, "encode"), parts.pool_size)
             if not candidates:
                 exhausted = True
                 break
-            decision = rank(history, seen, candidates, iteration)
-            store.record_decision(run_id, iteration, parts.ranker.name, decision.pool or candidates, decision)
+            decision = parts.decide(run_id, iteration, history, seen, candidates, 1)
             (code,) = decision.chosen[:1] or candidates[:1]
             store.add_pending(run_id, code, iteration)  # in the store before any worker sees it
             pool.submit(code)
@@ -137,25 +116,7 @@ def build_async_graph(parts: AsyncParts) -> StateGraph:
             store.clear_pending(run_id, code)
             pending.pop(code, None)
         history = observations(run_id)
-        best = best_of(history, parts)
-        store.prune_checkpoints(run_id)
-        store.update_run(
-            run_id,
-            n_evaluations=len(history),
-            best_ncode=best.ncode if best else None,
-            best_score=best.score if best else None,
-        )
-        if parts.on_progress:
-            last = [
-                (code, Outcome(outcome.score, status=outcome.status, cost_s=outcome.cost_s))
-                for code, outcome in finished
-            ]
-            parts.on_progress(
-                Progress(
-                    len(history), parts.budget, best.ncode if best else None, best.score if best else None, last,
-                    running=pool.running, queued=pool.queued, failed=sum(o.status != "ok" for o in history),
-                )
-            )  # fmt: skip
+        parts.record_step(run_id, history, finished, running=pool.running, queued=pool.queued)
         return {"in_flight": len(pending), "done": not pending and len(history) >= parts.budget}
 
     graph = StateGraph(AsyncSearchState)

@@ -13,7 +13,7 @@
 - **coordinate**: the Coordinator. Keeps valid canonical codes, drops duplicates of
   anything evaluated or already in the batch, and tops the batch up with random
   unseen codes when the Generator gives too few (recorded in ``collm_rounds``).
-- **evaluate** / **record**: as in :mod:`agent.loops.lmsearcher`; the search stops at the
+- **evaluate** / **record**: as in every loop (:mod:`agent.loops.common`); the search stops at the
   budget or once ``target`` is reached.
 
 Every LLM call is audited in ``llm_calls`` (tokens, latency, raw answer, error).
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -38,7 +37,7 @@ from typing import Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from agent.llm.ranker import OPENAI_BASE_URL, ChatClient, LLMOptions, RankerSetupError, RankerUnavailable, _api_key
-from agent.loops.lmsearcher import HistoryView, Progress, record_step
+from agent.loops.common import Histories, LoopScaffold, Progress, evaluate_new, results_of
 from agent.runs.store import Observation, RunStore
 from agent.strategies.proposers import ProposalContext, unseen_random
 from prompts.collm import generator_messages, navigator_round, navigator_start, task_description
@@ -204,7 +203,7 @@ def parse_candidates(text: str, length: int) -> list[str]:
 
 
 @dataclass
-class CollmParts:
+class CollmParts(LoopScaffold):
     """Everything the CoLLM-NAS nodes need besides the state; none of it is checkpointed."""
 
     store: RunStore
@@ -214,10 +213,6 @@ class CollmParts:
     budget: int
     seed: int = 0
     on_progress: Callable[[Progress], None] | None = None
-
-    def rng(self, iteration: int, purpose: str) -> random.Random:
-        """A generator fixed by (seed, round, purpose): a re-run node draws the same numbers."""
-        return random.Random(f"{self.seed}/{iteration}/{purpose}")
 
 
 def ranked(history: list[Observation], metric: Metric) -> list[Observation]:
@@ -244,12 +239,7 @@ def build_collm_graph(parts: CollmParts) -> StateGraph:
     space, metric = parts.evaluator.space, parts.evaluator.metric
     options = parts.agents.options
     task = task_description(space, metric, options.target, options.constraints)
-    views: dict[str, HistoryView] = {}
-
-    def observations(run_id: str) -> list[Observation]:
-        if run_id not in views:
-            views[run_id] = HistoryView(parts.store, run_id)
-        return views[run_id]()
+    observations = Histories(parts.store)
 
     def ask(client: ChatClient, role: str, run_id: str, iteration: int, messages: list[dict[str, str]]) -> str:
         try:
@@ -329,20 +319,13 @@ def build_collm_graph(parts: CollmParts) -> StateGraph:
         return {"chosen": chosen, "done": not chosen}
 
     def evaluate(state: CollmState) -> dict:
-        for position, code in enumerate(state["chosen"]):
-            if parts.store.has_evaluation(state["run_id"], code):
-                continue  # recorded before a crash: never evaluate twice
-            outcome = parts.evaluate(code)
-            parts.store.add_evaluation(
-                state["run_id"], state["iteration"], position, code, decode(space, code), outcome
-            )
+        run_id, iteration = state["run_id"], state["iteration"]
+        evaluate_new(parts.store, space, run_id, iteration, state["chosen"], parts.evaluate)
         return {}
 
     def record(state: CollmState) -> dict:
-        run_id = state["run_id"]
-        history = observations(run_id)
-        best = next(iter(ranked(history, metric)), None)
-        record_step(parts.store, run_id, history, best, parts.budget, state["chosen"], parts.on_progress)
+        history = observations(state["run_id"])
+        best = parts.record_step(state["run_id"], history, results_of(history, state["chosen"]))
         done = len(history) >= parts.budget or target_reached(best, metric, options.target)
         return {"iteration": state["iteration"] + 1, "done": done}
 

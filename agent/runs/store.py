@@ -163,7 +163,7 @@ class RunStore:
         now = time.time()
         self.db["runs"].insert(
             {
-                "run_id": run_id, "created_at": now, "updated_at": now, "status": "running", "task": task,
+                "run_id": run_id, "created_at": now, "updated_at": now, "status": "created", "task": task,
                 "dataset": dataset, "metric": metric, "maximize": int(maximize), "budget": budget,
                 "config": json.dumps(config, sort_keys=True), "n_evaluations": 0,
             }

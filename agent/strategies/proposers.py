@@ -13,10 +13,16 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from agent.runs.store import Observation
 from tools.evaluator import Metric
 from tools.ncode import SearchSpace, from_indices, is_valid, mutate, normalize, sample, to_indices
+
+if TYPE_CHECKING:
+    import optuna
 
 
 @dataclass
@@ -164,63 +170,87 @@ class EvolutionProposer(Proposer):
 class TPEProposer(Proposer):
     """Optuna's TPE through ask/tell, so users compare against the library they know.
 
-    Each slot is a categorical parameter over its option indices. Results are
-    added as completed trials when they appear in the history, so a resumed run
-    rebuilds the same study from the run store. Suggestions that are invalid or
-    already seen are told as failed (TPE ignores those) and asked again.
+    Each slot is a categorical parameter over its option indices: TPE models the
+    product space, results tables included. ``propose`` is a pure function of the
+    history and ``context.rng``, so a resumed run proposes what an uninterrupted
+    one would: every call builds a fresh study whose sampler is seeded from
+    ``context.rng``, adds each scored observation as a completed trial in history
+    order (utility, so always maximized), then asks. (A study kept across calls
+    depends on how many asks this process made, and resumed runs diverged.)
+
+    On a results table (``space.members``) a suggestion that is not an unseen
+    member becomes the nearest unseen member (Hamming distance over slot indices,
+    ties broken by ``context.rng``): on a complete table this is plain TPE, on a
+    sparse one TPE projected onto the rows that exist. Elsewhere, a suggestion
+    that is invalid or already seen is asked again, and random codes fill up.
+    Until ``startup_trials`` observations are scored, TPE's suggestions are random.
     """
 
     name = "tpe"
 
-    def __init__(self, seed: int = 0, startup_trials: int = 10) -> None:
-        self.seed = seed
+    def __init__(self, startup_trials: int = 10) -> None:
         self.startup_trials = startup_trials
-        self._study = None
-        self._told: set[str] = set()
 
-    def _sync(self, context: ProposalContext) -> None:
+    def _study(self, context: ProposalContext) -> tuple[optuna.Study, dict[str, optuna.distributions.BaseDistribution]]:
+        """A new study holding the history as completed trials, and the per-slot distributions."""
         import optuna
 
-        if self._study is None:
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
-            sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=self.startup_trials)
-            self._study = optuna.create_study(direction="maximize", sampler=sampler)
-        distributions = self._distributions(context.space)
-        new = [o for o in context.history if o.score is not None and o.ncode not in self._told]
-        self._study.add_trials(
-            optuna.trial.create_trial(
-                params={f"s{i}": index for i, index in enumerate(to_indices(context.space, o.ncode))},
-                distributions=distributions,
-                value=context.metric.utility(o.score),
-            )
-            for o in new
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        space = context.space
+        distributions = {
+            f"s{i}": optuna.distributions.CategoricalDistribution(space.choices(i)) for i in range(space.length)
+        }
+        sampler = optuna.samplers.TPESampler(seed=context.rng.randrange(2**31), n_startup_trials=self.startup_trials)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.add_trials(
+            [
+                optuna.trial.create_trial(
+                    params={f"s{i}": index for i, index in enumerate(to_indices(space, o.ncode))},
+                    distributions=distributions,
+                    value=context.metric.utility(o.score),
+                )
+                for o in context.history
+                if o.score is not None
+            ]
         )
-        self._told.update(o.ncode for o in new)
-
-    @staticmethod
-    def _distributions(space: SearchSpace) -> dict:
-        import optuna
-
-        return {f"s{i}": optuna.distributions.CategoricalDistribution(space.choices(i)) for i in range(space.length)}
+        return study, distributions
 
     def propose(self, context: ProposalContext, n: int) -> list[str]:
-        from optuna.trial import TrialState
+        space = context.space
+        if n <= 0:
+            return []
+        study, distributions = self._study(context)
 
-        if context.space.members is not None:
-            return unseen_random(context, n, set())  # a sparse table has no product structure to model
-        self._sync(context)
-        distributions = self._distributions(context.space)
-        found: list[str] = []
+        def suggest() -> tuple[int, ...]:
+            trial = study.ask(distributions)
+            return tuple(trial.params[f"s{i}"] for i in range(space.length))
+
+        if space.members is not None:
+            free = sorted(space.members - context.seen)
+            found: list[str] = []
+            while free and len(found) < n:
+                code = nearest(from_indices(suggest()), free, context.rng)
+                free.remove(code)
+                found.append(code)
+            return found
+        found = []
         for _ in range(20 * n):
             if len(found) == n:
                 break
-            trial = self._study.ask(distributions)
-            choice = tuple(trial.params[f"s{i}"] for i in range(context.space.length))
-            self._study.tell(trial, state=TrialState.FAIL)  # the real result arrives through the history
-            code = normalize(context.space, from_indices(choice))
-            if is_valid(context.space, code) and code not in context.seen and code not in found:
+            code = normalize(space, from_indices(suggest()))
+            if is_valid(space, code) and code not in context.seen and code not in found:
                 found.append(code)
         return found + unseen_random(context, n - len(found), set(found))
+
+
+def nearest(code: str, codes: list[str], rng: random.Random) -> str:
+    """The code of ``codes`` (sorted, non-empty) at the least Hamming distance from ``code``; ties drawn by ``rng``.
+
+    One symbol per slot, so distance over symbols is distance over slot indices.
+    """
+    matrix = np.frombuffer("".join(codes).encode("ascii"), dtype=np.uint8).reshape(len(codes), len(code))
+    distances = (matrix != np.frombuffer(code.encode("ascii"), dtype=np.uint8)).sum(axis=1)
+    return rng.choice([codes[i] for i in np.flatnonzero(distances == distances.min())])
 
 
 PROPOSERS: dict[str, Callable[..., Proposer]] = {
@@ -228,5 +258,5 @@ PROPOSERS: dict[str, Callable[..., Proposer]] = {
     "mutation": lambda seed, args: MutationProposer(args.get("top", 10)),
     "mixed": lambda seed, args: MixedProposer(args.get("random_fraction", 0.5), args.get("top", 10)),
     "evolution": lambda seed, args: EvolutionProposer(args.get("population", 30), args.get("sample_size", 10)),
-    "tpe": lambda seed, args: TPEProposer(seed),
+    "tpe": lambda seed, args: TPEProposer(),
 }

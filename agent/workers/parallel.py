@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
@@ -35,10 +36,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from evaluators.references import reference_of
 from evaluators.registry import TaskOptions
 from tools.evaluator import Outcome
 
 BACKENDS = ("local", "ray")
+# Each worker's slot number, 0 to workers-1, set in the worker before it builds its evaluator (a
+# replacement takes the dead worker's number): how an evaluator picks its share of a machine (GPUs).
+WORKER_INDEX_ENV = "LMSEARCHER_WORKER_INDEX"
 log = logging.getLogger(__name__)
 
 
@@ -68,9 +73,10 @@ class Job:
 class WorkerCore:
     """Builds the evaluator once; evaluates codes. Used inside a worker process or Ray actor."""
 
-    def __init__(self, spec: WorkerSpec) -> None:
+    def __init__(self, spec: WorkerSpec, index: int) -> None:
         from evaluators.registry import make_evaluator
 
+        os.environ[WORKER_INDEX_ENV] = str(index)
         self.spec = spec
         self.pid = os.getpid()
         self.host = socket.gethostname()
@@ -94,22 +100,23 @@ class WorkerCore:
 
 
 def _watch_parent() -> None:
-    """Exit when the process that started this worker is gone (a driver killed with SIGKILL)."""
-    parent = os.getppid()
+    """Exit when the driver is gone (killed with SIGKILL). Why the sentinel and not ``getppid``: a
+    forkserver worker's parent is the fork server, which outlives the driver while workers are busy."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
 
     def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent:
-                os._exit(1)
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _local_worker_main(connection: Any, spec: WorkerSpec) -> None:
+def _local_worker_main(connection: Any, spec: WorkerSpec, index: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's; it stops the workers itself
     _watch_parent()
-    core = WorkerCore(spec)
+    core = WorkerCore(spec, index)
     connection.send(("ready", core.pid))
     while True:
         try:
@@ -124,8 +131,8 @@ def _local_worker_main(connection: Any, spec: WorkerSpec) -> None:
 class _RayWorker:
     """The Ray actor: a :class:`WorkerCore` in a Ray worker process (wrapped with ``ray.remote`` lazily)."""
 
-    def __init__(self, spec: WorkerSpec) -> None:
-        self.core = WorkerCore(spec)
+    def __init__(self, spec: WorkerSpec, index: int) -> None:
+        self.core = WorkerCore(spec, index)
 
     def evaluate(self, ncode: str) -> Outcome:
         return self.core.evaluate(ncode)
@@ -169,13 +176,26 @@ class Backend(ABC):
         """Stop every worker; those in ``busy`` are mid-evaluation and are not waited for."""
 
 
+def _start_method(spec: WorkerSpec) -> str:
+    """``forkserver`` (no inherited threads, CUDA-safe) unless the objective is a Python function other
+    processes cannot import (a closure, a function of the user's ``__main__`` script): forked workers
+    inherit it, and the user's script is never imported again."""
+    objective = spec.options.objective
+    if callable(objective) and reference_of(objective) is None:
+        if "fork" not in multiprocessing.get_all_start_methods():
+            raise ParallelSetupError(
+                "workers need an importable objective on this platform: pass it as 'module:function'"
+            )
+        return "fork"
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 class LocalBackend(Backend):
     name = "local"
 
     def __init__(self, spec: WorkerSpec, slots: int) -> None:
         super().__init__(spec, slots)
-        methods = multiprocessing.get_all_start_methods()
-        self.context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        self.context = multiprocessing.get_context(_start_method(spec))
         if self.context.get_start_method() == "forkserver":
             # Imported once by the fork server, not once per worker (a replaced worker starts at once).
             self.context.set_forkserver_preload(["agent.workers.parallel", "tools.evaluator_tool"])
@@ -185,7 +205,7 @@ class LocalBackend(Backend):
         if slot not in self.workers:
             ours, theirs = self.context.Pipe()
             process = self.context.Process(
-                target=_local_worker_main, args=(theirs, self.spec), name=f"lmsearcher-worker-{slot}"
+                target=_local_worker_main, args=(theirs, self.spec, slot), name=f"lmsearcher-worker-{slot}"
             )
             process.start()
             theirs.close()
@@ -303,7 +323,7 @@ class RayBackend(Backend):
 
     def start(self, slot: int, ncode: str) -> None:
         if slot not in self.actors:
-            self.actors[slot] = self.actor_class.options(**self.options).remote(self.spec)
+            self.actors[slot] = self.actor_class.options(**self.options).remote(self.spec, slot)
         self.refs[slot] = self.actors[slot].evaluate.remote(ncode)
 
     def actor(self, slot: int) -> Any:

@@ -82,9 +82,7 @@ def test_bleu_is_in_the_final_metrics_only(trained):
 def test_a_three_step_search_through_the_real_loop(trained, tmp_path):
     search = Search(tmp_path / "runs.db")
     try:
-        result = search.start(
-            SearchConfig(task="hat_mt", budget=3, ranker="random", task_options={"steps": STEPS, "device": "cpu"})
-        )
+        result = search.start(SearchConfig(task="hat_mt", budget=3, ranker="random", steps=STEPS, device="cpu"))
         rows = list(search.store.evaluations(result.run_id))
     finally:
         search.close()

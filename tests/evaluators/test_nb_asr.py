@@ -144,9 +144,7 @@ def test_per_is_minimised(evaluator):
 def test_a_short_search_through_the_real_loop(bench_dir, tmp_path):
     search = Search(tmp_path / "runs.db")
     try:
-        result = search.start(
-            SearchConfig(task="nb_asr", budget=3, ranker="random", task_options={"data": str(bench_dir)})
-        )
+        result = search.start(SearchConfig(task="nb_asr", budget=3, ranker="random", data=str(bench_dir)))
         rows = list(search.store.evaluations(result.run_id))
     finally:
         search.close()

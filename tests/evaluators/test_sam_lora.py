@@ -11,7 +11,6 @@ import shutil
 import pytest
 import torch
 
-from agent.cli.main import config_from_args, search_parser
 from evaluators.lora_common import lora_ranks
 from evaluators.sam_lora import WEIGHTS, SamLoraEvaluator, sam_lora_groups, tiny_sam, write_tiny_dataset
 from tests.evaluators.loop import assert_short_search_finishes
@@ -126,14 +125,3 @@ def test_a_saved_model_and_a_train_val_dataset_load(tmp_path):
 
 def test_search_runs_through_the_real_loop(tmp_path):
     assert_short_search_finishes(tmp_path, "sam_lora")
-
-
-def test_cli_passes_training_flags_only_when_given():
-    args = search_parser().parse_args(["--task", "sam_lora", "--steps", "3", "--device", "cpu", "--eval-timeout", "30"])
-    assert config_from_args(args).task_options == {"steps": 3, "device": "cpu", "eval_timeout": 30.0}
-    args = search_parser().parse_args(
-        ["--task", "diffusion_lora", "--model-path", "m", "--clip-path", "c", "--concept-dir", "d", "--prompts", "p"]
-    )
-    options = config_from_args(args).task_options
-    assert options == {"model_path": "m", "clip_path": "c", "concept_dir": "d", "prompts": "p"}
-    assert config_from_args(search_parser().parse_args(["--task", "sam_lora"])).task_options == {}

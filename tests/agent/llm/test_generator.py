@@ -14,10 +14,11 @@ def test_generated_codes_are_used_and_bad_ones_replaced(tmp_path: Path) -> None:
     def script(request: dict, candidates: list[str]) -> tuple[int, str, float]:
         return 200, next(answers, "nothing"), 0.0
 
-    options = {"base_url": "", "model": "scripted", "backoff_s": 0.01, "max_reasks": 1}
     with FakeOpenAI(script) as server:
-        options["base_url"] = server.base_url
-        config = SearchConfig(ranker="llm", proposer="generate", pool_size=1, budget=3, ranker_options=options)
+        config = SearchConfig(
+            ranker="llm", proposer="generate", pool_size=1, budget=3, base_url=server.base_url, model="scripted",
+            llm_backoff_s=0.01, max_reasks=1,
+        )  # fmt: skip
         search = Search(tmp_path / "runs.db")
         result = search.start(config, run_id="g")
     codes = [o.ncode for _, o in search.store.observations("g")]

@@ -44,8 +44,8 @@ def test_parse_choice(answer: str, expected: str | None) -> None:
 
 
 def llm_config(base_url: str, budget: int = 5, batch: int = 1, **options: object) -> SearchConfig:
-    ranker_options = {"base_url": base_url, "model": "scripted", "timeout_s": 5.0, "backoff_s": 0.01, **options}
-    return SearchConfig(ranker="llm", budget=budget, batch=batch, seed=1, ranker_options=ranker_options)
+    settings = {"base_url": base_url, "model": "scripted", "timeout_s": 5.0, "llm_backoff_s": 0.01, **options}
+    return SearchConfig(ranker="llm", budget=budget, batch=batch, seed=1, **settings)
 
 
 def decisions(search: Search, run_id: str) -> list[dict]:
@@ -116,7 +116,7 @@ def test_transient_errors_are_retried_and_audited(tmp_path: Path) -> None:
 
     with FakeOpenAI(flaky) as server:
         search = Search(tmp_path / "runs.db")
-        search.start(llm_config(server.base_url, budget=2, retries=3), run_id="r")
+        search.start(llm_config(server.base_url, budget=2, llm_retries=3), run_id="r")
     first = decisions(search, "r")[0]
     assert first["fallback"] == 0 and first["error"] == "2 transient error(s) retried"
 
@@ -133,7 +133,7 @@ def test_slow_server_stops_the_run_cleanly_and_resume_finishes_it(tmp_path: Path
         port = server.server.server_address[1]
         search = Search(db)
         with pytest.raises(RankerUnavailable, match="failed 2 times"):
-            search.start(llm_config(server.base_url, budget=6, timeout_s=0.5, retries=1), run_id="r")
+            search.start(llm_config(server.base_url, budget=6, timeout_s=0.5, llm_retries=1), run_id="r")
         run = search.store.get_run("r")
         assert run["status"] == "stopped" and "RankerUnavailable" in run["error"]
         assert search.store.count_evaluations("r") == 2

@@ -42,8 +42,13 @@ def collm_config(base_url: str, budget: int = 12, batch: int = 4, **collm: objec
         strategy="collm",
         budget=budget,
         seed=1,
-        ranker_options={"base_url": base_url, "model": "scripted", "timeout_s": 5.0, "backoff_s": 0.01, "retries": 1},
-        collm_options={"batch": batch, **collm},
+        base_url=base_url,
+        model="scripted",
+        timeout_s=5.0,
+        llm_backoff_s=0.01,
+        llm_retries=1,
+        collm_batch=batch,
+        **collm,
     )
 
 

@@ -39,7 +39,7 @@ def test_create_and_get_run(store):
     new_run(store)
     run = store.get_run("r1")
     assert run["run_id"] == "r1"
-    assert run["status"] == "running"
+    assert run["status"] == "created"
     assert run["task"] == "nb201"
     assert run["dataset"] == "cifar10"
     assert run["metric"] == "val_acc"
@@ -225,7 +225,7 @@ def test_reopening_our_own_database(db_path):
     connection.close()
     connection = open_connection(db_path)
     store = RunStore(connection)  # creating the schema again is harmless
-    assert store.get_run("r1")["status"] == "running"
+    assert store.get_run("r1")["status"] == "created"
     assert store.count_evaluations("r1") == 1
     assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     connection.close()

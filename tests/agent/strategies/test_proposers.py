@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import itertools
 import random
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
+import yaml
 
 from agent.runs.store import Observation
 from agent.strategies.proposers import (
@@ -14,6 +20,8 @@ from agent.strategies.proposers import (
     ProposalContext,
     RandomProposer,
     TPEProposer,
+    all_codes,
+    nearest,
 )
 from tools.evaluator import Metric
 from tools.ncode import SearchSpace, Slot, from_indices, is_valid, normalize, sample, to_indices
@@ -204,26 +212,116 @@ def test_tpe_skips_seen_codes():
     space = SearchSpace("small", tuple(Slot(f"s{i}", (0, 1, 2)) for i in range(3)))
     every = [from_indices((a, b, c)) for a in range(3) for b in range(3) for c in range(3)]
     history = [Observation(i, code, float(sum(to_indices(space, code))), "ok") for i, code in enumerate(every[:20])]
-    proposals = TPEProposer(seed=0).propose(context(space, history, 0), 7)
+    proposals = TPEProposer().propose(context(space, history, 0), 7)
     assert sorted(proposals) == sorted(every[20:])
     pending = set(every[20:24])
-    proposals = TPEProposer(seed=0).propose(context(space, history, 0, pending), 7)
+    proposals = TPEProposer().propose(context(space, history, 0, pending), 7)
     assert sorted(proposals) == sorted(every[24:])
 
 
-def test_tpe_is_deterministic_with_a_fresh_proposer_and_depends_on_its_seed():
+@pytest.mark.parametrize("history_size", [5, 40])
+def test_tpe_is_a_pure_function_of_the_history_and_the_rng(history_size):
+    """What resume relies on: a new proposer, or one that proposed before, proposes the same again."""
     space = nb201_space()
-    history = make_history(space, 30, seed=1)
-    first = TPEProposer(seed=3).propose(context(space, history, 0), 10)
-    assert TPEProposer(seed=3).propose(context(space, history, 0), 10) == first
-    assert TPEProposer(seed=4).propose(context(space, history, 0), 10) != first
+    history = make_history(space, history_size, seed=1)
+    first = TPEProposer().propose(context(space, history, 3), 10)
+    used = TPEProposer()
+    for seed in range(3):
+        used.propose(context(space, history[: history_size // 2], seed), 10)
+    assert used.propose(context(space, history, 3), 10) == first
+    assert TPEProposer().propose(context(space, history, 3), 10) == first
+    assert TPEProposer().propose(context(space, history, 4), 10) != first
 
 
-def test_tpe_learns_from_history_added_later():
-    space = nb201_space()
-    history = make_history(space, 40, seed=2)
-    proposer = TPEProposer(seed=0)
-    proposer.propose(context(space, history[:20]), 5)
-    proposer.propose(context(space, history), 5)
-    complete = [t for t in proposer._study.trials if t.state.name == "COMPLETE"]
-    assert len(complete) == 40  # every successful observation told exactly once
+def grid_space() -> SearchSpace:
+    return SearchSpace("grid", tuple(Slot(f"s{i}", (0, 1, 2, 3)) for i in range(6)))
+
+
+def table_of(space: SearchSpace, codes) -> SearchSpace:
+    return replace(space, members=frozenset(codes))
+
+
+@pytest.mark.parametrize("history_size", [0, 5, 40])
+def test_tpe_on_a_sparse_table_proposes_only_unseen_members(history_size):
+    space = grid_space()
+    rows = random.Random(0).sample(all_codes(space), 300)
+    table = table_of(space, rows)
+    history = make_history(table, history_size, seed=2)
+    pending = set(rows[:5]) - {o.ncode for o in history}
+    for seed in range(5):
+        proposals = TPEProposer().propose(context(table, history, seed, pending), 10)
+        assert len(proposals) == len(set(proposals)) == 10
+        assert all(code in table.members for code in proposals)
+        assert not set(proposals) & ({o.ncode for o in history} | pending)
+    few = table_of(space, rows[:12])
+    assert sorted(TPEProposer().propose(context(few, make_history(few, 9, seed=3), 0), 10)) == sorted(
+        set(rows[:12]) - {o.ncode for o in make_history(few, 9, seed=3)}
+    )
+
+
+@pytest.mark.parametrize("history_size", [5, 20, 40])
+def test_tpe_on_a_complete_table_is_tpe(history_size):
+    """The suggestion stream is the one TPE makes on the product space: unseen suggestions are kept, in order;
+    a seen one (TPE may repeat its best) becomes its nearest unseen member, where the product space asks again."""
+    space = grid_space()
+    table = table_of(space, all_codes(space))
+    history = make_history(space, history_size, seed=history_size)
+    seen = {o.ncode for o in history}
+    for seed in range(8):
+        on_table = TPEProposer().propose(context(table, history, seed), 5)
+        asked_again = TPEProposer().propose(context(space, history, seed), 5)
+        kept = [code for code in on_table if code in asked_again]
+        assert kept == asked_again[: len(kept)]
+        for position, code in enumerate(on_table):
+            if code not in kept:
+                assert any(hamming(code, other) == 1 for other in seen | set(on_table[:position])), code
+        if history_size < 10:  # TPE's random start-up: nothing is seen twice
+            assert on_table == asked_again
+        assert on_table != RandomProposer().propose(context(table, history, seed), 5)
+
+
+def test_nearest_takes_the_closest_code_and_breaks_ties_with_the_rng():
+    codes = ["0110", "1111", "2100", "2222"]
+    assert nearest("1110", codes, random.Random(0)) == "1111"
+    assert nearest("2222", codes, random.Random(0)) == "2222"
+    assert {nearest("0100", codes, random.Random(seed)) for seed in range(20)} == {"0110", "2100"}
+
+
+def write_complete_table(root: Path, slots: int = 5, options: int = 4) -> tuple[Path, Path]:
+    """A YAML space and a CSV row for every code: an additive accuracy plus an interaction of the first two slots."""
+    rng = random.Random(0)
+    gains = [[rng.random() for _ in range(options)] for _ in range(slots)]
+    pairs = [[rng.random() for _ in range(options)] for _ in range(options)]
+    space_file, data = root / "space.yaml", root / "results.csv"
+    slot_list = [{"name": f"x{i}", "options": list(range(options))} for i in range(slots)]
+    space_file.write_text(yaml.safe_dump({"name": "synthetic", "slots": slot_list}))
+    with data.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["ncode", "acc"])
+        for choice in itertools.product(range(options), repeat=slots):
+            acc = sum(gain[c] for gain, c in zip(gains, choice, strict=True)) + 0.3 * pairs[choice[0]][choice[1]]
+            writer.writerow([from_indices(choice), f"{acc:.6f}"])
+    return space_file, data
+
+
+def test_tpe_beats_random_search_on_a_complete_table(tmp_path):
+    """Real searches through the CLI: TPE must model the table (it used to fall back to random search there)."""
+    from agent.cli.main import main
+
+    space_file, data = write_complete_table(tmp_path)
+    task = ["--task", "table", "--space", str(space_file), "--data", str(data), "--metric", "acc", "--budget", "30"]
+
+    def search(ranker: str, seed: int) -> tuple[list[str], float]:
+        db = tmp_path / f"{ranker}-{seed}.db"
+        assert main([*task, "--ranker", ranker, "--seed", str(seed), "--db", str(db), "--quiet"]) == 0
+        with sqlite3.connect(db) as connection:
+            codes = [code for (code,) in connection.execute("SELECT ncode FROM evaluations ORDER BY id")]
+            (best,) = connection.execute("SELECT best_score FROM runs").fetchone()
+        assert len(set(codes)) == 30
+        return codes, best
+
+    seeds = range(8)
+    tpe, rs = ([search(ranker, seed) for seed in seeds] for ranker in ("tpe", "random"))
+    assert all(t_codes != r_codes for (t_codes, _), (r_codes, _) in zip(tpe, rs, strict=True))
+    mean_tpe, mean_rs = (sum(best for _, best in runs) / len(seeds) for runs in (tpe, rs))
+    assert mean_tpe > mean_rs + 0.15, f"mean best of TPE {mean_tpe:.4f}, of random search {mean_rs:.4f}"

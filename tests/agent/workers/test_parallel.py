@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.runs.driver import Search, SearchConfig, SearchError
-from tests.agent.test_resume import ROOT, main_py, wait_for_evaluations
+from agent.config import ConfigError
+from agent.runs.driver import Search, SearchConfig
+from tests.agent.cli.test_resume import ROOT, main_py, wait_for_evaluations
 
 
 def rows(db: Path, run_id: str) -> list[dict]:
@@ -182,7 +183,7 @@ def test_parallel_options_are_checked() -> None:
         ({"ray_address": "10.0.0.1:6379"}, "needs --backend ray"),
         ({"eval_retries": -1}, "--eval-retries"),
     ]:
-        with pytest.raises(SearchError, match=message):
+        with pytest.raises(ConfigError, match=message):
             SearchConfig(**bad).check()
     assert SearchConfig(workers=4).asynchronous() and not SearchConfig(workers=4, batch=4).asynchronous()
     assert SearchConfig(mode="async").asynchronous() and not SearchConfig(workers=4, mode="sync").asynchronous()

@@ -1,0 +1,215 @@
+"""``python main.py [flags]``: start or resume a search.
+
+The flags are derived from :class:`agent.config.SearchConfig` (one flag per field, its help
+and default from the field), so the CLI holds no defaults of its own. ``--config run.yaml``
+reads the same options from a file; flags given as well win over the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import typing
+from collections.abc import Collection, Mapping
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from agent.cli.common import DEFAULT_DB, EXIT_INTERRUPTED, EXIT_STOPPED, UsageError, console, stdout_console
+from agent.config import SearchConfig, flag, read_run_file
+from agent.llm.ranker import RankerUnavailable
+from agent.loops.lmsearcher import Progress as LoopProgress
+from agent.runs.driver import RunResult, Search, new_run_id
+
+GROUPS = {
+    "task": "what to search",
+    "search": "how to search",
+    "training": "training tasks (diffusion_lora, sam_lora, hat_mt); none given: tiny local defaults",
+    "parallel": "parallel evaluation",
+    "llm": "LLM rankers (llm, openai:MODEL, local:PATH); API keys come from the environment",
+    "collm": "CoLLM-NAS (--strategy collm); models and URLs default to --model/--base-url",
+}
+CLI_KEYS = ("db", "run_id", "quiet")  # options of the command, not of the run; a run file may set them too
+RESUME_OVERRIDES = ("budget", "workers")  # what --resume may change about a stored run
+
+
+@dataclass
+class SearchCommand:
+    """A parsed command line: the run's config, the options given explicitly, and the command's own options."""
+
+    config: SearchConfig
+    given: dict[str, Any]  # config fields set by a flag or the run file
+    db: Path
+    run_id: str | None
+    resume: str | None
+    quiet: bool
+
+
+def add_config_flags(
+    parser: argparse.ArgumentParser, groups: Collection[str] | None = None, defaults: Mapping[str, Any] | None = None
+) -> None:
+    """One flag per SearchConfig field of ``groups`` (all when None), its help and default taken from the field.
+
+    Shared by the search and bench commands so an option is declared once. A flag not given sets nothing
+    (argparse.SUPPRESS): the caller sees what was given and the config's own default applies. ``defaults``
+    replaces a field's default for one command (bench searches nb201 unless told otherwise).
+    """
+    defaults = defaults or {}
+    hints = typing.get_type_hints(SearchConfig)
+    sections: dict[str, argparse._ArgumentGroup] = {}
+    for f in fields(SearchConfig):
+        if groups is not None and f.metadata["group"] not in groups:
+            continue
+        section = sections.get(f.metadata["group"]) or sections.setdefault(
+            f.metadata["group"], parser.add_argument_group(GROUPS[f.metadata["group"]])
+        )
+        kinds = [kind for kind in typing.get_args(hints[f.name]) or (hints[f.name],) if kind is not type(None)]
+        default = defaults.get(f.name, f.default if f.default is not MISSING else None)
+        help_text = f.metadata["help"] + (f" (default {default})" if default not in (None, False, "") else "")
+        given_default = defaults.get(f.name, argparse.SUPPRESS)
+        if bool in kinds:
+            section.add_argument(
+                flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=given_default, help=help_text
+            )
+            continue
+        kind = next((k for k in (int, float) if k in kinds), str)
+        section.add_argument(
+            flag(f.name), dest=f.name, type=kind, choices=f.metadata["choices"] or None, default=given_default,
+            help=help_text, metavar=flag(f.name)[2:].replace("-", "_").upper() if not f.metadata["choices"] else None,
+        )  # fmt: skip
+
+
+def search_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python main.py",
+        description="LM-Searcher: architecture and configuration search with LLM rankers. "
+        "Other commands: runs, show, export, bench, finetune (python main.py COMMAND --help).",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config", metavar="RUN.yaml", help="run file: any option below as a key; flags win over it")
+    parser.add_argument("--db", help=f"run database, shared by many runs (default {DEFAULT_DB})")
+    parser.add_argument("--run-id", help="name of the new run (default: task, time and a random suffix)")
+    parser.add_argument("--resume", metavar="RUN_ID", help="continue an unfinished run where it stopped")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(parser)
+    return parser
+
+
+def parse_search(argv: list[str]) -> SearchCommand:
+    """Defaults, then the run file, then the flags."""
+    values = vars(search_parser().parse_args(argv))
+    from_file = read_run_file(values.pop("config")) if "config" in values else {}
+    command = {key: from_file.pop(key) for key in CLI_KEYS if key in from_file}
+    command.update({key: values.pop(key) for key in CLI_KEYS if key in values})
+    resume = values.pop("resume", None)
+    given = {**from_file, **values}
+    config = SearchConfig.from_mapping(given, source="run file" if from_file else "options")
+    return SearchCommand(
+        config, given, Path(command.get("db", DEFAULT_DB)), command.get("run_id"), resume, bool(command.get("quiet"))
+    )
+
+
+class ProgressDisplay:
+    """A rich progress bar with best-so-far and ETA, fed by the record node."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("best {task.fields[best]}"),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=quiet,
+        )
+        self.task_id = None
+
+    def __enter__(self) -> ProgressDisplay:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+    def __call__(self, progress: LoopProgress) -> None:
+        best = "-" if progress.best_score is None else f"{progress.best_score:.4g} ({progress.best_ncode})"
+        counts = f"done {progress.evaluations} failed {progress.failed}"
+        if progress.last:
+            counts += f" | last evaluation {progress.last[-1][1].cost_s:.2f} s"
+        if progress.running or progress.queued:
+            counts = f"running {progress.running} queued {progress.queued} {counts}"
+        if self.task_id is None:
+            self.task_id = self.bar.add_task("searching", total=progress.budget, best=best, counts=counts)
+        self.bar.update(self.task_id, completed=progress.evaluations, best=best, counts=counts)
+
+
+def print_summary(result: RunResult, db: Path, wall_s: float) -> None:
+    run_metric = result.evaluator.metric
+    table = Table(title=f"run {result.run_id}", show_header=False)
+    table.add_row("task", f"{result.evaluator.describe()}")
+    table.add_row("evaluations", str(result.evaluations))
+    table.add_row("best NCode", str(result.best_ncode))
+    table.add_row(f"best {run_metric.name}", "-" if result.best_score is None else f"{result.best_score:.4f}")
+    for name, value in result.final_metrics.items():
+        table.add_row(f"  {name} of best", f"{value:.4f}" if isinstance(value, float) else str(value))
+    if result.costs_s:
+        costs = sorted(result.costs_s)
+        table.add_row("s per evaluation", f"median {costs[len(costs) // 2]:.3f}, max {costs[-1]:.3f}")
+    table.add_row("wall time", f"{wall_s:.1f} s")
+    table.add_row("database", str(db))
+    stdout_console().print(table)
+    print(f"inspect: python main.py show {result.run_id} --db {db}")
+
+
+def resume_overrides(command: SearchCommand) -> dict[str, Any]:
+    """What the flags change about a resumed run; anything else would be silently ignored, so it is refused."""
+    refused = sorted(set(command.given) - set(RESUME_OVERRIDES))
+    if refused:
+        raise UsageError(
+            f"--resume continues a run with the options it was started with; drop {', '.join(map(flag, refused))} "
+            f"(only {', '.join(map(flag, RESUME_OVERRIDES))} may change), or start a new run"
+        )
+    return {key: getattr(command.config, key) for key in command.given}
+
+
+def run_search(argv: list[str]) -> int:
+    command = parse_search(argv)
+    db = command.db
+    overrides = resume_overrides(command) if command.resume else {}
+    run_id = command.resume or command.run_id or new_run_id(command.config)
+    search = Search(db)
+    started = time.perf_counter()
+    try:
+        with ProgressDisplay(command.quiet) as display:
+            if command.resume:
+                result = search.resume(run_id, on_progress=display, **overrides)
+            else:
+                result = search.start(command.config, run_id=run_id, on_progress=display)
+    except RankerUnavailable as error:
+        console.print(
+            f"[red]stopped:[/red] {error}. Everything so far is saved; once the ranker is back, "
+            f"continue with: {resume_hint(run_id, db)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return EXIT_STOPPED
+    except KeyboardInterrupt:
+        run = search.store.get_run(run_id)
+        if run is not None and run["status"] == "finished":  # ctrl-c landed after the last write: nothing to resume
+            console.print(f"interrupted after the run finished; see it with: python main.py show {run_id} --db {db}")
+        else:
+            console.print(f"interrupted; every finished evaluation is saved. Continue with: {resume_hint(run_id, db)}")
+        return EXIT_INTERRUPTED
+    finally:
+        search.close()
+    print_summary(result, db, time.perf_counter() - started)
+    return 0
+
+
+def resume_hint(run_id: str, db: Path) -> str:
+    return f"python main.py --resume {run_id} --db {db}"

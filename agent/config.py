@@ -1,0 +1,320 @@
+"""The one typed configuration of a search: every option, its default, its help and its check.
+
+Why one object: the CLI's flags, run files (``--config run.yaml``), the Python API
+(:class:`agent.study.Study`) and the run store all read and write this dataclass, so a
+default is written once, here. Each field's ``metadata`` holds its help text and CLI group;
+:func:`agent.cli.main.search_parser` derives the flags from it.
+
+A stored config never holds secrets: API keys are read from the environment by the rankers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evaluators.registry import TaskOptions
+
+PROPOSER_DRIVEN = ("evolution", "tpe")  # baselines whose proposer does the searching; the ranker keeps its order
+BASELINE_RANKERS = ("random", "additive", "nearest", *PROPOSER_DRIVEN)
+PROPOSERS = ("random", "mutation", "mixed", "evolution", "tpe", "generate")
+STRATEGIES = ("lmsearcher", "collm")  # the LM-Searcher loop (loops/lmsearcher.py) or CoLLM-NAS (loops/collm.py)
+BACKENDS = ("local", "ray")
+MODES = ("auto", "sync", "async")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the option and the fix."""
+
+
+def option(default: Any, help: str, group: str = "search", flag: str | None = None, choices: tuple = ()) -> Any:
+    """A config field with what the CLI needs to offer it as a flag."""
+    metadata = {"help": help, "group": group, "flag": flag, "choices": choices}
+    if isinstance(default, dict | list):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class SearchConfig:
+    """Everything that defines a run."""
+
+    # -- what to search
+    task: str = option(
+        "nas_bench_graph",
+        "what to search: a built-in task, command (your training command), objective (a Python function), "
+        "or a plugin MODULE:CLASS",
+        group="task",
+    )
+    dataset: str | None = option(None, "the task's dataset (nb201: cifar10, cifar100, imagenet16-120)", "task")
+    data: str | None = option(
+        None,
+        "benchmark folder (nb201, nb_asr), results table (table), images/+masks/ folder (sam_lora) "
+        "or parallel corpus folder (hat_mt)",
+        group="task",
+    )
+    space: str | dict | None = option(
+        None, "YAML search space (table, command, objective); a run file may inline it", "task"
+    )
+    metric: str | None = option(None, "the metric to optimise (table, command, objective)", "task")
+    minimize: bool = option(False, "the metric is an error or a loss: lower is better", "task")
+    command: str | None = option(
+        None, "command: the shell command to run per evaluation, with {slot} placeholders", group="task"
+    )
+    workdir: str | None = option(None, "command: root of the per-evaluation working folders", group="task")
+    gpus: str | None = option(None, "command: GPU ids shared out to workers, e.g. 0,1,2,3 ({gpu})", group="task")
+    objective: str | None = option(None, "objective: the function to call, as module:function", group="task")
+    # -- how to search
+    ranker: str = option(
+        "local",
+        "who picks candidates: local (default: the shipped LM-Searcher-tiny, served offline), local:PATH, "
+        f"llm (with --base-url/--model), openai:MODEL, or a baseline: {', '.join(BASELINE_RANKERS)}",
+    )
+    proposer: str | None = option(
+        None, "candidate pool: random, mutation, mixed (default for LLM rankers), evolution, tpe, generate"
+    )
+    strategy: str = option(
+        "lmsearcher", "lmsearcher (a ranker picks from a pool) or collm (CoLLM-NAS)", choices=STRATEGIES
+    )
+    budget: int = option(100, "number of evaluations")
+    batch: int = option(1, "evaluations per step (k)")
+    pool_size: int = option(10, "candidates the ranker sees per step")
+    random_fraction: float = option(0.5, "share of random codes in a mixed pool")
+    population: int = option(30, "regularized evolution population P")
+    sample_size: int = option(10, "regularized evolution tournament size S")
+    seed: int = option(0, "seed of every random choice of the search")
+    target: float | None = option(None, "stop once the best score reaches this value (any strategy)")
+    simulated_cost_s: float = option(0.0, "pad each evaluation to this many seconds", flag="--simulated-cost")
+    # -- training tasks
+    model_path: str | None = option(
+        None, "SD-1.5 folder (diffusers), SamModel folder, or super-net .pt (hat_mt)", group="training"
+    )
+    clip_path: str | None = option(None, "CLIPModel folder scoring the images (diffusion_lora)", group="training")
+    concept_dir: str | None = option(None, "concept images, captions in <stem>.txt (diffusion_lora)", group="training")
+    prompts: str | None = option(None, "validation prompts, one per line (diffusion_lora)", group="training")
+    steps: int | None = option(None, "steps per evaluation (LoRA tasks); super-net steps (hat_mt)", group="training")
+    device: str | None = option(None, "cpu, cuda or cuda:N (default: cuda when present)", group="training")
+    eval_timeout: float | None = option(
+        None, "seconds per evaluation; longer ones are recorded as failed", group="training"
+    )
+    latency_limit_ms: float | None = option(
+        None, "hat_mt: slower sub-transformers are infeasible (default 500)", group="training"
+    )
+    hat_scale: int | None = option(None, "hat_mt: HAT's sizes divided by this (default 16)", group="training")
+    # -- parallel evaluation
+    workers: int = option(1, "evaluations at once", group="parallel")
+    backend: str = option(
+        "local", "local: worker processes; ray: Ray actors (pip install '.[distributed]')", "parallel", choices=BACKENDS
+    )
+    ray_address: str | None = option(
+        None, "an existing Ray cluster; default: $RAY_ADDRESS, else a local Ray", "parallel"
+    )
+    mode: str = option(
+        "auto", "async: decide whenever a worker is free; sync: steps of --batch; auto: async when --workers > 1 "
+        "and --batch is 1", "parallel", choices=MODES,
+    )  # fmt: skip
+    eval_retries: int = option(2, "retries of an evaluation whose worker died", group="parallel")
+    worker_cpus: float | None = option(None, "CPUs per Ray worker (default: what the task declares)", "parallel")
+    worker_gpus: float | None = option(None, "GPUs per Ray worker (default: what the task declares)", "parallel")
+    # -- LLM rankers
+    base_url: str | None = option(None, "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (vLLM)", "llm")
+    model: str | None = option(None, "model name the endpoint serves", group="llm")
+    temperature: float = option(0.0, "sampling temperature", group="llm")
+    max_tokens: int = option(64, "answer length limit", group="llm")
+    timeout_s: float = option(60.0, "seconds per request", group="llm", flag="--timeout")
+    prompt_format: str | None = option(
+        None, "compact (default), paper, near (LM-Searcher-tiny's), grade or choice; a local model's card sets its own",
+        group="llm",
+    )  # fmt: skip
+    history_cap: int | None = option(None, "history items in the prompt, best first (default 200)", group="llm")
+    max_reasks: int = option(3, "re-asks with a fresh pool before falling back", group="llm")
+    llm_retries: int = option(4, "retries of timeouts, 429 and 5xx per request", group="llm")
+    llm_backoff_s: float = option(1.0, "first wait before a retry, doubled each time", "llm", flag="--llm-backoff")
+    parallel_requests: int = option(10, "one-question-per-candidate formats: questions in flight", group="llm")
+    # -- CoLLM-NAS
+    navigator_model: str | None = option(None, "the Navigator's model (default: --model)", group="collm")
+    navigator_base_url: str | None = option(None, "the Navigator's endpoint (default: --base-url)", group="collm")
+    generator_model: str | None = option(None, "the Generator's model (default: --model)", group="collm")
+    generator_base_url: str | None = option(None, "the Generator's endpoint (default: --base-url)", group="collm")
+    collm_batch: int = option(10, "candidates per round", group="collm")
+    collm_temperature: float = option(0.6, "sampling temperature (the paper's)", group="collm")
+    collm_max_tokens: int = option(1024, "answer length limit per call", group="collm")
+    constraints: str | None = option(None, "resource constraints in words, shown to both models", group="collm")
+    navigator_rounds: int = option(40, "rounds of the Navigator's conversation sent back (the first always)", "collm")
+
+    # -- derived views -------------------------------------------------------------------------
+
+    def task_options(self) -> TaskOptions:
+        """What the task's evaluator is built from (in the driver and in every worker)."""
+        names = {f.name for f in fields(TaskOptions)}
+        return TaskOptions(**{name: getattr(self, name) for name in names if hasattr(self, name)})
+
+    def llm_options(self) -> dict[str, Any]:
+        """The LLM ranker's settings; None means 'not given' (a local model's card may set it)."""
+        keys = ("base_url", "model", "temperature", "max_tokens", "timeout_s", "prompt_format", "history_cap")
+        return {**{key: getattr(self, key) for key in keys}, "max_reasks": self.max_reasks,
+                "retries": self.llm_retries, "backoff_s": self.llm_backoff_s,
+                "parallel_requests": self.parallel_requests}  # fmt: skip
+
+    def collm_options(self) -> dict[str, Any]:
+        keys = ("navigator_model", "navigator_base_url", "generator_model", "generator_base_url")
+        return {**{key: getattr(self, key) for key in keys}, "batch": self.collm_batch,
+                "temperature": self.collm_temperature, "max_tokens": self.collm_max_tokens,
+                "target": self.target, "constraints": self.constraints,
+                "navigator_rounds": self.navigator_rounds}  # fmt: skip
+
+    def worker_resources(self) -> dict[str, float]:
+        """Ray actor options given on the command line; {} means what the evaluator declares."""
+        given = (("num_cpus", self.worker_cpus), ("num_gpus", self.worker_gpus))
+        return {key: value for key, value in given if value is not None}
+
+    def asynchronous(self) -> bool:
+        """Whether the asynchronous loop (agent/loops/asynchronous.py) drives this run."""
+        return self.mode == "async" or (self.mode == "auto" and self.workers > 1 and self.batch == 1)
+
+    def proposer_name(self) -> str:
+        if self.ranker in PROPOSER_DRIVEN:
+            return self.ranker
+        return self.proposer or ("random" if self.ranker == "random" else "mixed")
+
+    # -- checks ------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Every rule a run must satisfy before it starts; raises ConfigError naming the option."""
+        self._check_types()
+        positive = {"budget": self.budget, "batch": self.batch, "pool_size": self.pool_size, "workers": self.workers}
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"{flag(name)} must be at least 1, got {value}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}")
+        if self.ranker in PROPOSER_DRIVEN and self.proposer not in (None, self.ranker):
+            raise ConfigError(f"--ranker {self.ranker} is a proposer-driven baseline; drop --proposer {self.proposer}")
+        if self.proposer is not None and self.proposer not in PROPOSERS:
+            raise ConfigError(f"unknown proposer {self.proposer!r}; valid: {', '.join(PROPOSERS)}")
+        if self.batch > self.pool_size and self.ranker not in PROPOSER_DRIVEN:
+            raise ConfigError(
+                f"--batch {self.batch} is larger than --pool-size {self.pool_size}: the ranker picks --batch codes "
+                "out of the pool; raise --pool-size or lower --batch"
+            )
+        if not 0.0 <= self.random_fraction <= 1.0:
+            raise ConfigError(f"--random-fraction must be in [0, 1], got {self.random_fraction}")
+        if not 1 <= self.sample_size <= self.population:
+            raise ConfigError(
+                f"regularized evolution needs 1 <= --sample-size <= --population, got {self.sample_size} and "
+                f"{self.population}"
+            )
+        if self.eval_retries < 0:
+            raise ConfigError(f"--eval-retries must be 0 or more, got {self.eval_retries}")
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
+        if self.mode == "async" and self.batch > 1:
+            raise ConfigError("--mode async decides one code at a time; drop --batch (or use --mode sync)")
+        if self.strategy != "lmsearcher" and (self.workers > 1 or self.mode == "async"):
+            raise ConfigError(f"--workers and --mode async apply to --strategy lmsearcher, not {self.strategy}")
+        if self.ray_address and self.backend != "ray":
+            raise ConfigError("--ray-address needs --backend ray")
+
+    def _check_types(self) -> None:
+        """Run files and the Python API bypass argparse: check each value against its annotation."""
+        hints = typing.get_type_hints(SearchConfig)
+        for f in fields(self):
+            value, allowed = getattr(self, f.name), _types_of(hints[f.name])
+            if isinstance(value, bool) and bool not in allowed:
+                ok = False
+            else:
+                ok = isinstance(value, allowed) or (float in allowed and isinstance(value, int))
+            if not ok:
+                names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+                raise ConfigError(f"{flag(f.name)} must be {names}, got {value!r}")
+
+    # -- storage and run files ---------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any], source: str = "config") -> SearchConfig:
+        """A config from keys that are field names or flag names (``pool-size``, ``--pool-size``)."""
+        known = {f.name for f in fields(cls)}
+        by_flag = {flag(f.name).removeprefix("--").replace("-", "_"): f.name for f in fields(cls)}
+        given: dict[str, Any] = {}
+        for key, value in values.items():
+            name = str(key).removeprefix("--").replace("-", "_")
+            name = by_flag.get(name, name)
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else "; see python main.py --help"
+                raise ConfigError(f"{source}: unknown option {key!r}{hint}")
+            given[name] = value
+        config = cls(**given)
+        config._check_types()
+        return config
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any]) -> SearchConfig:
+        """The config a run was stored with; runs of earlier versions kept some options in nested dicts."""
+        flat = {key: value for key, value in stored.items() if not isinstance(value, dict) or key == "space"}
+        flat.update(stored.get("task_options") or {})
+        legacy_llm = {"retries": "llm_retries"}
+        flat.update({legacy_llm.get(k, k): v for k, v in (stored.get("ranker_options") or {}).items()})
+        legacy_collm = {"batch": "collm_batch", "temperature": "collm_temperature", "max_tokens": "collm_max_tokens"}
+        flat.update({legacy_collm.get(k, k): v for k, v in (stored.get("collm_options") or {}).items()})
+        resources = stored.get("worker_resources") or {}
+        flat.update({"worker_cpus": resources.get("num_cpus"), "worker_gpus": resources.get("num_gpus")})
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in flat.items() if key in known})
+
+    def stored(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def changed(self, **overrides: Any) -> SearchConfig:
+        return dataclasses.replace(self, **overrides)
+
+
+def flag(name: str) -> str:
+    """The CLI flag of a config field."""
+    metadata = next(f.metadata for f in fields(SearchConfig) if f.name == name)
+    return metadata.get("flag") or "--" + name.replace("_", "-")
+
+
+def _types_of(hint: Any) -> tuple[type, ...]:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return tuple(typing.get_origin(arg) or arg for arg in typing.get_args(hint))
+    return (typing.get_origin(hint) or hint,)
+
+
+def read_run_file(path: str | Path) -> dict[str, Any]:
+    """The keys of a run file (YAML mapping); bad files raise ConfigError naming the problem."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read run file {path}: {error.strerror or error}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"run file {path} is not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"run file {path} must be a mapping of options (key: value), got {type(data).__name__}")
+    return data
+
+
+def run_file_text(config: SearchConfig, extra: dict[str, Any] | None = None) -> str:
+    """A run file that reproduces ``config``: every option, grouped as in ``--help``."""
+    lines = ["# LM-Searcher run file: python main.py --config THIS_FILE (flags given as well override it)"]
+    for key, value in (extra or {}).items():
+        lines.append(yaml.safe_dump({key: value}, sort_keys=False).rstrip())
+    group = None
+    for f in fields(config):
+        if f.metadata["group"] != group:
+            group = f.metadata["group"]
+            lines.append(f"# -- {group}")
+        lines.append(yaml.safe_dump({f.name: getattr(config, f.name)}, sort_keys=False, width=1000).rstrip())
+    return "\n".join(lines) + "\n"

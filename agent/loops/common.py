@@ -1,0 +1,146 @@
+"""What every search loop does alike, whatever its graph: read the run's history from the store,
+draw random numbers fixed by (seed, step, purpose), evaluate a step's picks once, and end a
+step by updating the run's row and reporting :class:`Progress`. The loop modules keep only
+their own nodes and edges.
+
+The parts dataclasses (``LoopParts``, ``AsyncParts``, ``CollmParts``) take the methods below
+as mixins rather than as a base dataclass, so that their constructor fields, and their
+order, stay their own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from agent.runs.store import Observation, RunStore
+from agent.strategies.proposers import ProposalContext, Proposer
+from agent.strategies.rankers import Decision, Ranker, RankRequest
+from tools.evaluator import Evaluator, Metric, Outcome
+from tools.ncode import SearchSpace, decode
+
+
+@dataclass
+class Progress:
+    """What a loop reports after each step."""
+
+    evaluations: int
+    budget: int
+    best_ncode: str | None
+    best_score: float | None
+    last: list[tuple[str, Outcome]]
+    running: int = 0  # evaluations on a worker now (parallel searches)
+    queued: int = 0  # evaluations waiting for a free worker
+    failed: int = 0  # recorded evaluations whose status is not ok
+
+
+class Histories:
+    """Each run's evaluations, read incrementally from the store (which stays the source of truth):
+    a node re-reads only the rows added since it last looked."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.rows: dict[str, list[Observation]] = {}
+        self.last_ids: dict[str, int] = {}
+
+    def __call__(self, run_id: str) -> list[Observation]:
+        rows = self.rows.setdefault(run_id, [])
+        for row_id, observation in self.store.observations(run_id, self.last_ids.get(run_id, 0)):
+            rows.append(observation)
+            self.last_ids[run_id] = row_id
+        return rows
+
+
+def best_of(history: Sequence[Observation], metric: Metric) -> Observation | None:
+    """The first of the best successful evaluations; None before any succeeded."""
+    ok = [o for o in history if o.score is not None]
+    return max(ok, key=lambda o: metric.utility(o.score)) if ok else None
+
+
+def results_of(history: Sequence[Observation], codes: Iterable[str]) -> list[tuple[str, Observation]]:
+    """(code, observation) of the evaluations of ``codes``, in the order recorded: a step's last results."""
+    picked = set(codes)
+    return [(o.ncode, o) for o in history if o.ncode in picked]
+
+
+def evaluate_new(
+    store: RunStore,
+    space: SearchSpace,
+    run_id: str,
+    iteration: int,
+    chosen: list[str],
+    evaluate: Callable[[str], Outcome],
+    evaluate_many: Callable[[list[str]], Iterable[tuple[str, Outcome]]] | None = None,
+) -> None:
+    """Evaluate and record a step's picks, skipping those recorded before a crash (never evaluated twice).
+    ``evaluate_many`` runs several at once, yielding each as it finishes; None: one after another."""
+    todo = {code: p for p, code in enumerate(chosen) if not store.has_evaluation(run_id, code)}
+    if evaluate_many is not None and len(todo) > 1:
+        results = evaluate_many(list(todo))
+    else:
+        results = ((code, evaluate(code)) for code in todo)
+    for code, outcome in results:
+        store.add_evaluation(run_id, iteration, todo[code], code, decode(space, code), outcome)
+
+
+class LoopScaffold:
+    """Mixin of every loop's parts; the dataclass declares the fields it uses."""
+
+    store: RunStore
+    evaluator: Evaluator
+    budget: int
+    seed: int
+    on_progress: Callable[[Progress], None] | None
+
+    def rng(self, iteration: int, purpose: str) -> random.Random:
+        """A generator fixed by (seed, step, purpose): a re-run node draws the same numbers."""
+        return random.Random(f"{self.seed}/{iteration}/{purpose}")
+
+    def record_step(
+        self,
+        run_id: str,
+        history: list[Observation],
+        last: Iterable[tuple[str, Observation | Outcome]],
+        running: int = 0,
+        queued: int = 0,
+    ) -> Observation | None:
+        """The common end of a step: update the run's row and report progress. Returns the best evaluation."""
+        best = best_of(history, self.evaluator.metric)
+        self.store.prune_checkpoints(run_id)
+        best_ncode, best_score = (best.ncode, best.score) if best else (None, None)
+        self.store.update_run(run_id, n_evaluations=len(history), best_ncode=best_ncode, best_score=best_score)
+        if self.on_progress:
+            brief = [(code, Outcome(r.score, status=r.status, cost_s=r.cost_s)) for code, r in last]
+            failed = sum(o.status != "ok" for o in history)
+            self.on_progress(
+                Progress(len(history), self.budget, best_ncode, best_score, brief, running, queued, failed)
+            )
+        return best
+
+
+class RankingScaffold(LoopScaffold):
+    """Mixin of the LM-Searcher loops' parts (synchronous and asynchronous): a proposer fills a pool, a ranker picks."""
+
+    proposer: Proposer
+    ranker: Ranker
+
+    def propose(self, history: list[Observation], seen: set[str], rng: random.Random, n: int) -> list[str]:
+        """Up to ``n`` candidates outside ``seen``."""
+        space, metric = self.evaluator.space, self.evaluator.metric
+        return self.proposer.propose(ProposalContext(space, metric, history, seen, rng), n)
+
+    def decide(
+        self, run_id: str, iteration: int, history: list[Observation], seen: set[str], pool: list[str], k: int
+    ) -> Decision:
+        """Rank ``pool`` for ``k`` picks and record the decision. A ranker that re-asks gets fresh pools,
+        each drawn with the next ``repool<n>`` generator of the step."""
+        repools = itertools.count(1)
+        request = RankRequest(
+            self.evaluator.space, self.evaluator.metric, history, pool, k, self.rng(iteration, "rank"),
+            repool=lambda: self.propose(history, seen, self.rng(iteration, f"repool{next(repools)}"), len(pool)),
+        )  # fmt: skip
+        decision = self.ranker.rank(request)
+        self.store.record_decision(run_id, iteration, self.ranker.name, decision.pool or pool, decision)
+        return decision

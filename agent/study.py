@@ -1,0 +1,253 @@
+"""The Python API: search your own objective as Optuna users call ``study.optimize(objective)``.
+
+::
+
+    from agent import SearchSpace, Slot, Study
+
+    space = SearchSpace("mine", [Slot("depth", [2, 4, 8]), Slot("width", [64, 128, 256])])
+    with Study.create("runs/s.db", space, "train:objective", metric="val_acc", ranker="evolution") as study:
+        study.optimize(budget=50, workers=2)
+        print(study.best, study.history[-5:])
+
+A study is one run of a run database, driven by the same LangGraph loop, store and resume
+as the CLI (``python main.py --resume RUN_ID`` continues a study whose objective is a
+``module:function`` reference). ``ask``/``tell`` serve users who keep their own loop; what
+they record is the same run, and ``optimize`` may follow them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.config import PROPOSER_DRIVEN, SearchConfig
+from agent.loops.common import RankingScaffold, best_of
+from agent.runs.driver import Search, SearchError, make_proposer, make_strategy, task_options
+from agent.runs.store import Observation
+from evaluators.objective import ObjectiveEvaluator, outcome_of
+from evaluators.references import reference_of
+from evaluators.registry import make_evaluator
+from tools.evaluator import Evaluator, Outcome
+from tools.ncode import InvalidNCode, SearchSpace, decode, validate
+from tools.spaces import space_to_dict
+
+Objective = Callable[[dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One configuration of a study: its NCode, its decoded slot values and, once told, its result."""
+
+    ncode: str
+    config: dict[str, Any]
+    score: float | None = None
+    status: str = "pending"  # pending (asked, not told) | ok | failed | infeasible
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+class Study:
+    """One run of a run database, searched through Python. Create it with :meth:`create` or :meth:`load`."""
+
+    def __init__(self, search: Search, run_id: str, objective: str | Objective | None) -> None:
+        self._search, self.run_id, self._objective = search, run_id, objective
+        self._evaluator: Evaluator | None = None
+        self._asker: _AskParts | None = None  # built at the first ask
+        self._orphans = list(search.store.pending(run_id))  # asked by an earlier process and never told
+
+    # -- creating and loading --------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        db: str | Path,
+        space: SearchSpace | str | Mapping[str, Any],
+        objective: str | Objective | None = None,
+        *,
+        metric: str = "score",
+        maximize: bool = True,
+        run_id: str | None = None,
+        **options: Any,
+    ) -> Study:
+        """A new run in ``db``. ``objective`` is a function of the decoded configuration returning a number
+        (or a dict with the score under ``metric``), or its ``module:function`` reference; None for a study
+        driven only by ask/tell. ``options`` are any :class:`agent.config.SearchConfig` field
+        (``ranker``, ``budget``, ``seed``, ``workers``, ``eval_timeout`` ...)."""
+        reference = objective if isinstance(objective, str) or objective is None else reference_of(objective)
+        space_definition = space_to_dict(space) if isinstance(space, SearchSpace) else space
+        fixed = {"task": "objective", "space": space_definition, "objective": reference, "metric": metric}
+        config = SearchConfig.from_mapping({**options, **fixed, "minimize": not maximize}, source="Study.create")
+        search = Search(db)
+        try:
+            study = cls(search, "", objective)
+            study.run_id = search.create(config, study._build_evaluator(config), run_id)
+        except BaseException:
+            search.close()
+            raise
+        return study
+
+    @classmethod
+    def load(cls, db: str | Path, run_id: str, objective: str | Objective | None = None) -> Study:
+        """An existing run; ``objective`` is needed only when the run's was a function that cannot be imported."""
+        if not Path(db).is_file():
+            raise SearchError(f"database {db} does not exist; create the study first with Study.create")
+        search = Search(db)
+        try:
+            search.stored_config(run_id)
+        except BaseException:
+            search.close()
+            raise
+        return cls(search, run_id, objective)
+
+    def close(self) -> None:
+        """Release the database and the ranker (a local model's server)."""
+        if self._asker is not None:
+            self._asker.ranker.close()
+            self._asker = None
+        self._search.close()
+
+    def __enter__(self) -> Study:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- searching ---------------------------------------------------------------------------------
+
+    @property
+    def config(self) -> SearchConfig:
+        return self._search.stored_config(self.run_id)
+
+    def optimize(self, budget: int | None = None, workers: int | None = None, on_progress: Any = None) -> None:
+        """Search until the run holds ``budget`` evaluations (default: the budget it was created with).
+        Resumes where an interrupted run stopped; a larger budget continues a finished one."""
+        overrides = {key: value for key, value in (("budget", budget), ("workers", workers)) if value is not None}
+        run = self._search.store.get_run(self.run_id)
+        if run["n_evaluations"] >= overrides.get("budget", run["budget"]):
+            return
+        objective = self._objective if callable(self._objective) else None
+        self._search.resume(self.run_id, on_progress=on_progress, objective=objective, **overrides)
+
+    def ask(self) -> Trial:
+        """The next configuration to evaluate, chosen by the study's proposer and ranker as ``optimize``
+        would; codes asked and not yet told are never proposed again."""
+        if self._orphans:
+            code = self._orphans.pop(0)
+            return Trial(code, decode(self.evaluator.space, code))
+        store, config, parts = self._search.store, self.config, self._parts()
+        history = self._observations()
+        seen = {o.ncode for o in history} | set(store.pending(self.run_id))
+        iteration = store.last_iteration(self.run_id) + 1
+        n = 1 if config.ranker in PROPOSER_DRIVEN else config.pool_size
+        pool = parts.propose(history, seen, parts.rng(iteration, "encode"), n)
+        if not pool:
+            raise SearchError(f"every code of space {self.evaluator.space.name!r} was asked for; none is left")
+        decision = parts.decide(self.run_id, iteration, history, seen, pool, 1)
+        code = (decision.chosen or pool)[0]
+        store.add_pending(self.run_id, code, iteration)
+        return Trial(code, decode(self.evaluator.space, code))
+
+    def tell(self, trial: Trial | str, result: Any = None, *, error: str | None = None) -> Trial:
+        """Record the result of a configuration: a number, a dict of metrics holding the score, or
+        ``error=`` (or a None result) for a failed evaluation. Each code is told once."""
+        code = trial.ncode if isinstance(trial, Trial) else str(trial)
+        store, space = self._search.store, self.evaluator.space
+        try:
+            code = validate(space, code)
+        except InvalidNCode as problem:
+            raise SearchError(f"cannot tell {code!r}: {problem}") from None
+        if store.has_evaluation(self.run_id, code):
+            raise SearchError(f"{code} was already told; each code is evaluated once per run")
+        outcome = _told_outcome(result, error, self.evaluator.metric.name)
+        iteration = store.pending(self.run_id).get(code, store.last_iteration(self.run_id) + 1)
+        store.add_evaluation(self.run_id, iteration, 0, code, decode(space, code), outcome)
+        store.clear_pending(self.run_id, code)
+        history = self._observations()
+        if len(history) > store.get_run(self.run_id)["budget"]:
+            store.update_run(self.run_id, budget=len(history))
+        self._parts().record_step(self.run_id, history, [(code, outcome)])
+        return Trial(code, decode(space, code), outcome.score, outcome.status, outcome.metrics, outcome.error)
+
+    # -- results -----------------------------------------------------------------------------------
+
+    @property
+    def history(self) -> list[Trial]:
+        """Every evaluation, in the order it was recorded."""
+        return [
+            Trial(row["ncode"], row["config"] if isinstance(row["config"], dict) else decode(self.evaluator.space,
+                  row["ncode"]), row["score"], row["status"], row["metrics"], row["error"])
+            for row in self._search.store.evaluations(self.run_id)
+        ]  # fmt: skip
+
+    @property
+    def best(self) -> Trial | None:
+        """The best successful evaluation so far (None before the first)."""
+        best = best_of(self._observations(), self.evaluator.metric)
+        return next((trial for trial in self.history if best is not None and trial.ncode == best.ncode), None)
+
+    @property
+    def evaluator(self) -> Evaluator:
+        if self._evaluator is None:
+            self._evaluator = self._build_evaluator(self.config)
+        return self._evaluator
+
+    def _build_evaluator(self, config: SearchConfig) -> Evaluator:
+        objective = self._objective if callable(self._objective) else None
+        if config.task == "objective" and config.objective is None and objective is None:
+            return _AskTellOnly(config)  # asked and told from outside; nothing to call
+        return make_evaluator(config.task, task_options(config, objective))
+
+    def _observations(self) -> list[Observation]:
+        return [observation for _, observation in self._search.store.observations(self.run_id)]
+
+    def _parts(self) -> _AskParts:
+        """The proposer and ranker of ask (built at the first call: a local ranker starts its server)."""
+        if self._asker is None:
+            config = self.config
+            ranker = make_strategy(config, self.evaluator.space)
+            proposer = make_proposer(config, ranker)
+            self._asker = _AskParts(self._search.store, self.evaluator, proposer, ranker, config.budget, config.seed)
+        return self._asker
+
+
+@dataclass
+class _AskParts(RankingScaffold):
+    """What ask and tell share with the loops: proposing, deciding, and ending a step."""
+
+    store: Any
+    evaluator: Evaluator
+    proposer: Any
+    ranker: Any
+    budget: int
+    seed: int
+    on_progress: Any = None
+
+
+class _AskTellOnly(ObjectiveEvaluator):
+    """The space and metric of a study without an objective: ``optimize`` would have nothing to call."""
+
+    def __init__(self, config: SearchConfig) -> None:
+        super().__init__(config.space, _no_objective, config.metric, not config.minimize)
+
+
+def _no_objective(config: dict[str, Any]) -> Any:
+    raise SearchError("this study has no objective; evaluate asked configurations yourself and tell the results")
+
+
+def _told_outcome(result: Any, error: str | None, metric: str) -> Outcome:
+    if error is not None or result is None:
+        return Outcome(None, status="failed", error=error or "told without a result")
+    if isinstance(result, Outcome):
+        return result
+    try:
+        outcome = outcome_of(result, metric)
+    except ValueError as problem:
+        raise SearchError(f"cannot tell {result!r}: {problem}") from None
+    if outcome.score != outcome.score or outcome.score in (float("inf"), float("-inf")):
+        return Outcome(None, outcome.metrics, status="failed", error=f"score is {outcome.score}")
+    return outcome
+
+
+__all__ = ["Study", "Trial"]

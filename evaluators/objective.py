@@ -1,0 +1,116 @@
+"""``--task objective``: a user's Python function scores each configuration.
+
+The function takes the decoded configuration (``{slot name: option value}``) and returns
+a number (the score) or a mapping of metrics holding the score under the metric's name;
+its other numeric entries are recorded as metrics. Exceptions, NaN and a missing score
+become failed evaluations (``tools.evaluator_tool.run_evaluation``). With ``eval_timeout``
+each call runs in a forked child process, so one that takes too long can be stopped and
+recorded as failed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Mapping
+from numbers import Real
+from typing import Any
+
+from evaluators.references import reference_of, resolve
+from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
+from tools.ncode import SearchSpace, decode
+from tools.spaces import SpaceFileError, load_space_file, space_from_dict
+
+Objective = Callable[[dict[str, Any]], Any]
+
+
+def load_space(space: str | Mapping | SearchSpace | None, task: str) -> SearchSpace:
+    """A space given as a YAML path, an inline definition (run files, stored runs) or an object."""
+    if isinstance(space, SearchSpace):
+        return space
+    if space is None:
+        raise EvaluatorSetupError(f"--task {task} needs --space SPACE.yaml (the slots to search and their options)")
+    try:
+        return space_from_dict(dict(space), "space") if isinstance(space, Mapping) else load_space_file(space)
+    except SpaceFileError as error:
+        raise EvaluatorSetupError(str(error)) from None
+
+
+def outcome_of(result: Any, metric: str) -> Outcome:
+    """A number is the score; a mapping holds it under ``metric`` beside other metrics."""
+    if isinstance(result, Mapping):
+        if metric not in result:
+            raise ValueError(f"the objective returned no {metric!r} (keys: {sorted(map(str, result))})")
+        extra = {str(k): v for k, v in result.items() if k != metric and isinstance(v, Real | str)}
+        return Outcome(_number(result[metric]), extra)
+    return Outcome(_number(result))
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ValueError(f"the objective returned {value!r}; return a number or a dict of numbers")
+    return float(value)
+
+
+def _call_in_child(objective: Objective, config: dict[str, Any], connection: Any) -> None:
+    try:
+        connection.send(("ok", objective(config)))
+    except BaseException as error:  # reported to the parent as a failed evaluation
+        connection.send(("error", f"{type(error).__name__}: {error}"))
+
+
+class ObjectiveEvaluator(Evaluator):
+    def __init__(
+        self,
+        space: str | Mapping | SearchSpace | None,
+        objective: str | Objective | None,
+        metric: str | None = None,
+        maximize: bool = True,
+        timeout_s: float | None = None,
+    ) -> None:
+        if objective is None:
+            raise EvaluatorSetupError(
+                "--task objective needs --objective module:function. A run started from Python with a function "
+                "that cannot be imported (a closure, a lambda, a function of a script) resumes only from Python: "
+                "Study.load(db, run_id, objective=function).optimize()"
+            )
+        self.objective: Objective = resolve(objective, "objective") if isinstance(objective, str) else objective
+        if not callable(self.objective):
+            raise EvaluatorSetupError(f"objective {objective!r} is not callable")
+        self.reference = objective if isinstance(objective, str) else reference_of(objective)
+        self.space = load_space(space, "objective")
+        self.metric = Metric(metric or "score", maximize, f"returned by {self.reference or 'a Python function'}")
+        if timeout_s is not None and not timeout_s > 0:
+            raise EvaluatorSetupError(f"--eval-timeout must be a positive number of seconds, got {timeout_s}")
+        self.timeout_s = timeout_s
+
+    def evaluate(self, ncode: str) -> Outcome:
+        config = decode(self.space, ncode)
+        if self.timeout_s is None:
+            return outcome_of(self.objective(config), self.metric.name)
+        return self._evaluate_in_child(config)
+
+    def _evaluate_in_child(self, config: dict[str, Any]) -> Outcome:
+        context = multiprocessing.get_context("fork")  # the child inherits the function: closures work too
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(target=_call_in_child, args=(self.objective, config, sender))
+        child.start()
+        sender.close()
+        try:
+            answered = receiver.poll(self.timeout_s)
+            answer = receiver.recv() if answered else None
+        except EOFError:
+            answer = None
+        finally:
+            if child.is_alive():
+                child.kill()
+            child.join()
+            receiver.close()
+        if not answered:
+            return Outcome(None, status="failed", error=f"timed out after {self.timeout_s:g} s")
+        if answer is None:
+            return Outcome(None, status="failed", error=f"the objective's process died (exit code {child.exitcode})")
+        kind, value = answer
+        return Outcome(None, status="failed", error=value) if kind == "error" else outcome_of(value, self.metric.name)
+
+    def describe(self) -> str:
+        return f"{self.space.name}: {self.metric.name} of {self.reference or 'a Python function'}"

@@ -1,0 +1,95 @@
+"""The search command's options: derived from SearchConfig, read from run files, overridden by flags."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent.cli.main import main
+from agent.cli.search import parse_search
+from agent.config import ConfigError, SearchConfig
+
+
+def ncodes(db: Path, run_id: str) -> list[str]:
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("SELECT ncode FROM evaluations WHERE run_id = ? ORDER BY id", [run_id]).fetchall()
+    return [code for (code,) in rows]
+
+
+def test_every_config_field_is_a_flag_with_its_default():
+    command = parse_search([])
+    assert command.config == SearchConfig()
+    assert command.given == {}
+
+
+def test_training_flags_reach_the_task_options_only_when_given():
+    command = parse_search(["--task", "sam_lora", "--steps", "3", "--device", "cpu", "--eval-timeout", "30"])
+    assert command.given == {"task": "sam_lora", "steps": 3, "device": "cpu", "eval_timeout": 30.0}
+    options = command.config.task_options()
+    assert (options.steps, options.device, options.eval_timeout, options.model_path) == (3, "cpu", 30.0, None)
+
+
+def test_run_file_is_read_and_flags_win(tmp_path):
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump({"ranker": "evolution", "budget": 7, "pool-size": 5, "db": "x.db"}))
+    command = parse_search(["--config", str(run_file), "--budget", "9"])
+    assert (command.config.ranker, command.config.budget, command.config.pool_size) == ("evolution", 9, 5)
+    assert command.db == Path("x.db")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("budgett: 3\n", "unknown option 'budgett'; did you mean budget"),
+        ("budget: many\n", "--budget must be int, got 'many'"),
+        ("- a list\n", "must be a mapping of options"),
+        ("budget: [\n", "is not valid YAML"),
+    ],
+)
+def test_bad_run_files_get_one_clear_line(tmp_path, capsys, content, message):
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(content)
+    assert main(["--config", str(run_file), "--db", str(tmp_path / "r.db")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_missing_run_file(tmp_path, capsys):
+    assert main(["--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "cannot read run file" in capsys.readouterr().err
+
+
+def test_batch_larger_than_the_pool_is_refused(tmp_path, capsys):
+    assert main(["--ranker", "random", "--batch", "12", "--pool-size", "10", "--db", str(tmp_path / "r.db")]) == 2
+    assert "--batch 12 is larger than --pool-size 10" in capsys.readouterr().err
+
+
+def test_config_check_names_the_option():
+    with pytest.raises(ConfigError, match="--workers must be at least 1"):
+        SearchConfig(workers=0).check()
+
+
+def test_exported_run_file_repeats_the_run(tmp_path, capsys):
+    db = tmp_path / "r.db"
+    base = ["--ranker", "evolution", "--budget", "8", "--seed", "4", "--db", str(db), "--quiet"]
+    assert main([*base, "--run-id", "first"]) == 0
+    run_file = tmp_path / "first.yaml"
+    assert main(["export", "first", "--db", str(db), "--format", "config", "--out", str(run_file)]) == 0
+    assert main(["--config", str(run_file), "--db", str(db), "--run-id", "again", "--quiet"]) == 0
+    assert ncodes(db, "again") == ncodes(db, "first") and len(ncodes(db, "first")) == 8
+    saved = tmp_path / "shown.yaml"
+    assert main(["show", "first", "--db", str(db), "--save-config", str(saved), "--plot", str(tmp_path / "p.png")]) == 0
+    assert yaml.safe_load(saved.read_text()) == yaml.safe_load(run_file.read_text())
+
+
+def test_resume_refuses_options_it_would_ignore_and_extends_the_budget(tmp_path, capsys):
+    db = tmp_path / "r.db"
+    assert main(["--ranker", "evolution", "--budget", "6", "--db", str(db), "--run-id", "r", "--quiet"]) == 0
+    assert main(["--resume", "r", "--db", str(db), "--ranker", "random"]) == 2
+    assert "drop --ranker" in capsys.readouterr().err
+    assert main(["--resume", "r", "--db", str(db), "--budget", "10", "--quiet"]) == 0
+    assert main(["--ranker", "evolution", "--budget", "10", "--db", str(db), "--run-id", "whole", "--quiet"]) == 0
+    assert ncodes(db, "r") == ncodes(db, "whole") and len(ncodes(db, "r")) == 10

@@ -1,0 +1,52 @@
+"""Objectives the Study tests import by reference (``tests.agent.objectives:NAME``), as users' modules are."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+DEPTHS, WIDTHS, ACTIVATIONS = [1, 2, 4, 8], [16, 32, 64, 128], ["relu", "gelu", "tanh"]
+
+
+def space_definition() -> dict[str, Any]:
+    return {
+        "name": "toy",
+        "slots": [
+            {"name": "depth", "options": DEPTHS},
+            {"name": "width", "options": WIDTHS},
+            {"name": "activation", "options": ACTIVATIONS},
+        ],
+    }
+
+
+def accuracy(config: dict[str, Any]) -> float:
+    """Best at depth 4, width 64, gelu; every slot matters."""
+    return round(
+        0.9
+        - 0.03 * abs(math.log2(config["depth"]) - 2)
+        - 0.02 * abs(math.log2(config["width"]) - 6)
+        - 0.01 * ACTIVATIONS.index(config["activation"]) * (config["activation"] != "gelu"),
+        6,
+    )
+
+
+def with_metrics(config: dict[str, Any]) -> dict[str, float]:
+    return {"val_acc": accuracy(config), "params": config["depth"] * config["width"]}
+
+
+def slow(config: dict[str, Any]) -> float:
+    time.sleep(0.3)
+    return accuracy(config)
+
+
+def failing_on_tanh(config: dict[str, Any]) -> float:
+    if config["activation"] == "tanh":
+        raise RuntimeError("diverged")
+    return float("nan") if config["depth"] == 8 else accuracy(config)
+
+
+def sleeping_on_depth_8(config: dict[str, Any]) -> float:
+    if config["depth"] == 8:
+        time.sleep(30)
+    return accuracy(config)

@@ -1,0 +1,174 @@
+"""The Python API end to end: real run databases, the real loop, real worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent import SearchError, SearchSpace, Slot, Study
+from agent.cli.main import main
+from tests.agent import objectives
+from tests.agent.objectives import ACTIVATIONS, DEPTHS, WIDTHS
+
+ROOT = Path(__file__).resolve().parents[2]
+SPACE = SearchSpace(
+    "toy", [Slot("depth", DEPTHS), Slot("width", WIDTHS), Slot("activation", ACTIVATIONS)]
+)  # 48 configurations
+
+
+def unique_codes(db: Path, run_id: str) -> list[str]:
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("SELECT ncode FROM evaluations WHERE run_id = ? ORDER BY id", [run_id]).fetchall()
+    codes = [code for (code,) in rows]
+    assert len(codes) == len(set(codes)), "an evaluation was repeated"
+    return codes
+
+
+def test_optimize_a_referenced_objective_with_two_workers(tmp_path):
+    db = tmp_path / "s.db"
+    with Study.create(
+        db, SPACE, "tests.agent.objectives:with_metrics", metric="val_acc", ranker="evolution", budget=12, run_id="s"
+    ) as study:
+        study.optimize(workers=2)
+        assert len(study.history) == 12
+        assert study.best.score == max(t.score for t in study.history)
+        assert study.best.score == objectives.accuracy(study.best.config)
+        assert {"params"} <= set(study.best.metrics)
+        assert study.config.objective == "tests.agent.objectives:with_metrics"
+    assert len(unique_codes(db, "s")) == 12
+
+
+def test_a_function_object_is_stored_by_reference_and_the_cli_resumes_it(tmp_path):
+    db = tmp_path / "s.db"
+    with Study.create(db, SPACE, objectives.accuracy, ranker="random", budget=5, run_id="s") as study:
+        study.optimize()
+        assert study.config.objective == "tests.agent.objectives:accuracy"
+    assert main(["--resume", "s", "--db", str(db), "--budget", "9", "--quiet"]) == 0
+    assert len(unique_codes(db, "s")) == 9
+
+
+def test_a_closure_runs_and_resumes_only_from_python(tmp_path, capsys):
+    db = tmp_path / "s.db"
+    offset = 0.5
+
+    def objective(config: dict) -> float:  # a closure: no other process can import it
+        return objectives.accuracy(config) + offset
+
+    with Study.create(db, SPACE, objective, ranker="evolution", budget=4, run_id="s") as study:
+        study.optimize()
+        assert study.best.score > 1.0
+    assert main(["--resume", "s", "--db", str(db), "--budget", "8", "--quiet"]) == 2
+    assert "resumes only from Python" in capsys.readouterr().err
+    with Study.load(db, "s", objective=objective) as study:
+        study.optimize(budget=8)
+        assert len(study.history) == 8
+    assert len(unique_codes(db, "s")) == 8
+
+
+def test_a_closure_with_two_workers(tmp_path):
+    calls = []
+
+    def objective(config: dict) -> float:
+        calls.append(config)  # runs in a forked worker: the driver's list stays empty
+        return objectives.accuracy(config)
+
+    with Study.create(tmp_path / "s.db", SPACE, objective, ranker="evolution", budget=6) as study:
+        study.optimize(workers=2)
+        assert len(study.history) == 6 and all(t.status == "ok" for t in study.history)
+        assert {row.metrics.get("worker_pid") for row in study.history} - {os.getpid()}
+    assert calls == []
+
+
+def test_failures_of_the_objective_are_recorded(tmp_path):
+    with Study.create(
+        tmp_path / "s.db", SPACE, "tests.agent.objectives:failing_on_tanh", ranker="random", budget=20, seed=3
+    ) as study:
+        study.optimize()
+        by_status = {t.status for t in study.history}
+        errors = " ".join(t.error or "" for t in study.history)
+    assert by_status == {"ok", "failed"}
+    assert "RuntimeError: diverged" in errors and "nan" in errors.lower()
+
+
+def test_slow_evaluations_time_out(tmp_path):
+    with Study.create(
+        tmp_path / "s.db", SPACE, "tests.agent.objectives:sleeping_on_depth_8", ranker="random", budget=8,
+        seed=1, eval_timeout=1.0,
+    ) as study:  # fmt: skip
+        started = time.perf_counter()
+        study.optimize()
+        timed_out = [t for t in study.history if t.error and "timed out after 1 s" in t.error]
+    assert timed_out and all(t.config["depth"] == 8 for t in timed_out)
+    assert time.perf_counter() - started < 20
+
+
+def test_ask_and_tell_then_optimize(tmp_path):
+    db = tmp_path / "s.db"
+    with Study.create(db, SPACE, metric="val_acc", ranker="evolution", budget=10, run_id="s") as study:
+        for _ in range(4):
+            trial = study.ask()
+            study.tell(trial, objectives.with_metrics(trial.config))
+        failed = study.ask()
+        assert study.tell(failed, error="out of memory").status == "failed"
+        with pytest.raises(SearchError, match="already told"):
+            study.tell(failed, 0.5)
+        assert len(study.history) == 5
+    with Study.load(db, "s", objective=objectives.with_metrics) as study:
+        study.optimize()
+        assert len(study.history) == 10
+    assert len(unique_codes(db, "s")) == 10
+
+
+def test_a_code_asked_before_a_crash_is_asked_again_first(tmp_path):
+    db = tmp_path / "s.db"
+    with Study.create(db, SPACE, ranker="random", run_id="s") as study:
+        lost = study.ask()  # the process dies before telling
+    with Study.load(db, "s") as study:
+        assert study.ask().ncode == lost.ncode
+        assert study.ask().ncode != lost.ncode
+
+
+def test_bad_input_is_refused_clearly(tmp_path):
+    with pytest.raises(ValueError, match="unknown option"):
+        Study.create(tmp_path / "s.db", SPACE, objectives.accuracy, rankr="random")
+    with pytest.raises(ValueError, match="cannot import module 'nowhere'"):
+        Study.create(tmp_path / "s.db", SPACE, "nowhere:f")
+    with pytest.raises(SearchError, match="does not exist"):
+        Study.load(tmp_path / "missing.db", "s")
+    with (
+        Study.create(tmp_path / "s.db", SPACE, ranker="random") as study,
+        pytest.raises(SearchError, match="cannot tell"),
+    ):
+        study.tell("9999", 1.0)
+
+
+KILLED_SCRIPT = """
+import sys
+from agent import Study
+from tests.agent.objectives import space_definition
+study = Study.create(sys.argv[1], space_definition(), "tests.agent.objectives:slow", ranker="evolution",
+                     budget=14, run_id="k")
+study.optimize(workers=2)
+"""
+
+
+def test_sigkill_mid_run_then_resume_to_exactly_the_budget(tmp_path):
+    db = tmp_path / "s.db"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_SCRIPT, str(db)], cwd=ROOT, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not db.exists() or len(unique_codes(db, "k")) < 5):
+        time.sleep(0.2)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    done_before = len(unique_codes(db, "k"))
+    assert 5 <= done_before < 14
+    with Study.load(db, "k") as study:
+        study.optimize()
+    assert len(unique_codes(db, "k")) == 14

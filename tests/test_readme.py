@@ -1,0 +1,73 @@
+"""The README's "Search your own model" examples, run as a new user would: copied as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def example(name: str) -> str:
+    """The fenced block under ``<!-- example: NAME -->`` in the README."""
+    found = re.search(rf"<!-- example: {name} -->\n```\w+\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert found, f"README has no example {name!r}"
+    return found.group(1)
+
+
+def evaluations(db: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT run_id, ncode FROM evaluations ORDER BY id").fetchall()
+
+
+def user_folder(tmp_path: Path) -> Path:
+    """A folder as the README assumes: this checkout's main.py beside the user's files."""
+    (tmp_path / "main.py").symlink_to(ROOT / "main.py")
+    return tmp_path
+
+
+def test_study_example_runs_with_two_workers(tmp_path):
+    folder = user_folder(tmp_path)
+    (folder / "search_mlp.py").write_text(example("study"))
+    done = subprocess.run([sys.executable, "search_mlp.py"], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Trial(ncode=" in done.stdout and "val_acc" not in done.stderr
+    codes = [code for _, code in evaluations(folder / "runs" / "mlp.db")]
+    assert len(codes) == len(set(codes)) == 12
+
+
+def test_command_example_killed_and_resumed_from_the_cli(tmp_path):
+    folder = user_folder(tmp_path)
+    (folder / "train.py").write_text(example("train"))
+    script = example("command")
+    setup, search = script.rsplit("YAML\n", 1)  # the space file's here-document, then the search
+    subprocess.run(["bash", "-c", setup + "YAML\n"], cwd=folder, check=True)
+    search = search.replace("\\\n", " ").strip()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    driver = subprocess.Popen(["bash", "-c", f"exec {search} --quiet"], cwd=folder, env=env)
+    db = folder / "runs" / "mlp-command.db"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not db.exists() or len(evaluations(db)) < 4):
+        time.sleep(0.2)
+    os.kill(driver.pid, signal.SIGKILL)  # kill -9 of the driver alone, mid-run
+    driver.wait()
+    before = evaluations(db)
+    assert 4 <= len(before) < 12
+    time.sleep(1.0)
+    orphans = subprocess.run(["pgrep", "-f", f"{folder}/train.py"], capture_output=True, text=True).stdout.split()
+    assert orphans == [], "a training process outlived the killed search"
+    (run_id,) = {run for run, _ in before}
+    resumed = subprocess.run(
+        [sys.executable, "main.py", "--resume", run_id, "--db", "runs/mlp-command.db", "--quiet"],
+        cwd=folder, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    codes = [code for _, code in evaluations(db)]
+    assert len(codes) == len(set(codes)) == 12
+    assert codes[: len(before)] == [code for _, code in before]

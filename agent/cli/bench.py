@@ -246,14 +246,18 @@ def from_saved(run: dict) -> dict:
     return {**record, "best": run["best_val"], "final_metrics": {"test_acc": run["test_of_best"]}}
 
 
-def reusable_runs(paths: list[str], budget: int, task: str) -> dict[tuple[str, str | None, int], dict]:
-    """Runs of earlier ``--out`` JSON files by (method, dataset, seed); another budget or task is bad input."""
+REUSE_KEYS = {"task": DEFAULT_TASK, "metric": None, "minimize": False}  # what runs to reuse must share; defaults
+
+
+def reusable_runs(paths: list[str], budget: int, task: dict[str, Any]) -> dict[tuple[str, str | None, int], dict]:
+    """Runs of earlier ``--out`` JSON files by (method, dataset, seed); another budget, task or metric is bad
+    input (folders such as --data may differ: a long bench is split over machines)."""
     found: dict[tuple[str, str | None, int], dict] = {}
     for path in paths:
         try:
             saved = json.loads(Path(path).read_text())
             runs, saved_budget = [from_saved(run) for run in saved["runs"]], saved["args"]["budget"]
-            saved_task = saved["args"].get("task", DEFAULT_TASK)
+            saved_task = {key: saved["args"].get(key, default) for key, default in REUSE_KEYS.items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise UsageError(
                 f"--reuse {path}: not a bench output ({error}); give the .json a bench run wrote"
@@ -262,8 +266,9 @@ def reusable_runs(paths: list[str], budget: int, task: str) -> dict[tuple[str, s
             raise UsageError(
                 f"--reuse {path}: its runs have budget {saved_budget}, not {budget}; pass --budget {saved_budget}"
             )
-        if saved_task != task:
-            raise UsageError(f"--reuse {path}: its runs are of task {saved_task}, not {task}")
+        for key, default in REUSE_KEYS.items():
+            if saved_task[key] != task.get(key, default):
+                raise UsageError(f"--reuse {path}: its runs have {key} {saved_task[key]}, not {task.get(key, default)}")
         found.update(((run["method"], run["dataset"], run["seed"]), run) for run in runs)
     return found
 
@@ -310,7 +315,7 @@ def main(argv: list[str]) -> int:
         evaluators[dataset] = make_evaluator(config.task, config.task_options())
         for method in args.methods:
             run_config(task, method, dataset, 0, args.budget, {}).check()
-    reused = reusable_runs(args.reuse, args.budget, args.task)
+    reused = reusable_runs(args.reuse, args.budget, task)
     out = output_prefix(args.out, args.task)
     wanted = [(m, d, seed) for m in args.methods for d in datasets for seed in range(args.seeds)]
     needs_llm = any(METHODS[m][3] and (m, d, seed) not in reused for m, d, seed in wanted)

@@ -47,13 +47,8 @@ def make_proposer(config: SearchConfig, ranker: Ranker) -> Proposer:
         if not isinstance(ranker, LLMRanker):
             raise SearchError("--proposer generate needs an LLM ranker (llm, openai:MODEL or local:PATH)")
         return LLMGenerationProposer(ranker.client, ranker.options)
-    args = {
-        "random_fraction": config.random_fraction,
-        "population": config.population,
-        "sample_size": config.sample_size,
-    }
     try:
-        return PROPOSERS[name](config.seed, args)
+        return PROPOSERS[name](config)
     except ValueError as error:
         raise SearchError(str(error)) from None
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from agent.config import SearchConfig
 from agent.runs.store import Observation
 from tools.evaluator import Metric
 from tools.ncode import SearchSpace, from_indices, is_valid, mutate, normalize, sample, to_indices
@@ -118,7 +119,7 @@ class MixedProposer(Proposer):
 
     name = "mixed"
 
-    def __init__(self, random_fraction: float = 0.5, top: int = 10) -> None:
+    def __init__(self, random_fraction: float, top: int = 10) -> None:
         if not 0.0 <= random_fraction <= 1.0:
             raise ValueError(f"random fraction must be in [0, 1], got {random_fraction}")
         self.random_fraction = random_fraction
@@ -145,7 +146,7 @@ class EvolutionProposer(Proposer):
 
     name = "evolution"
 
-    def __init__(self, population: int = 30, sample_size: int = 10) -> None:
+    def __init__(self, population: int, sample_size: int) -> None:
         if sample_size > population or sample_size < 1:
             raise ValueError(f"evolution needs 1 <= sample size <= population, got S={sample_size}, P={population}")
         self.population = population
@@ -253,10 +254,10 @@ def nearest(code: str, codes: list[str], rng: random.Random) -> str:
     return rng.choice([codes[i] for i in np.flatnonzero(distances == distances.min())])
 
 
-PROPOSERS: dict[str, Callable[..., Proposer]] = {
-    "random": lambda seed, args: RandomProposer(),
-    "mutation": lambda seed, args: MutationProposer(args.get("top", 10)),
-    "mixed": lambda seed, args: MixedProposer(args.get("random_fraction", 0.5), args.get("top", 10)),
-    "evolution": lambda seed, args: EvolutionProposer(args.get("population", 30), args.get("sample_size", 10)),
-    "tpe": lambda seed, args: TPEProposer(),
+PROPOSERS: dict[str, Callable[[SearchConfig], Proposer]] = {  # built from the run's config, which holds the defaults
+    "random": lambda config: RandomProposer(),
+    "mutation": lambda config: MutationProposer(),
+    "mixed": lambda config: MixedProposer(config.random_fraction),
+    "evolution": lambda config: EvolutionProposer(config.population, config.sample_size),
+    "tpe": lambda config: TPEProposer(),
 }

@@ -137,13 +137,18 @@ def test_tpe_models_a_results_table_and_beats_random_search(tmp_path: Path) -> N
 
 def test_a_minimised_metric_keeps_the_lowest(tmp_path: Path) -> None:
     out = tmp_path / "bench"
-    argv = [*write_table(tmp_path), "--metric", "acc", "--minimize", "--methods", "rs", "re"]
+    task = [*write_table(tmp_path), "--metric", "acc"]
+    argv = [*task, "--minimize", "--methods", "rs", "re"]
     assert bench_main([*argv, "--seeds", "2", "--budget", "15", "--out", str(out)]) == 0
     for run in bench_runs(out):
         trajectory = run["trajectory"]
         assert all(later <= earlier for earlier, later in itertools.pairwise(trajectory))
         assert trajectory[-1] == run["best"] == min(trajectory)
     assert "best acc (lower is better)" in out.with_suffix(".md").read_text()
+    with pytest.raises(UsageError, match="minimize True, not False"):  # a maximised bench cannot take these runs
+        bench_main(
+            [*task, "--methods", "rs", "--seeds", "2", "--budget", "15", "--reuse", str(out.with_suffix(".json"))]
+        )
 
 
 def test_without_out_the_files_go_under_runs_bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

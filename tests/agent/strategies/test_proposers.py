@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agent.config import SearchConfig
 from agent.runs.store import Observation
 from agent.strategies.proposers import (
     PROPOSERS,
     EvolutionProposer,
     MixedProposer,
+    MutationProposer,
     ProposalContext,
     RandomProposer,
     TPEProposer,
@@ -56,7 +58,7 @@ def context(space: SearchSpace, history: list[Observation], seed: int = 0, extra
 
 
 def build(name: str, seed: int = 0):
-    return PROPOSERS[name](seed, {})
+    return PROPOSERS[name](SearchConfig(seed=seed))
 
 
 def hamming(left: str, right: str) -> int:
@@ -203,7 +205,7 @@ def test_mutation_proposer_uses_the_direction_of_the_metric():
     history = make_history(space, 40, seed=8)
     worst = [o.ncode for o in sorted(history, key=lambda o: o.score)[:3]]
     ctx = ProposalContext(space, Metric("error", maximize=False), history, {o.ncode for o in history}, random.Random(0))
-    children = PROPOSERS["mutation"](0, {"top": 3}).propose(ctx, 5)
+    children = MutationProposer(top=3).propose(ctx, 5)
     assert len(children) == 5
     assert all(any(hamming(child, parent) == 1 for parent in worst) for child in children)
 

@@ -6,7 +6,7 @@ task (``--task module:Class``); ``SearchConfig`` holds every option and its defa
 """
 
 from agent.config import ConfigError, SearchConfig
-from agent.runs.driver import SearchError
+from agent.driver import SearchError
 from agent.study import Study, Trial
 from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import SearchSpace, Slot

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import PROPOSER_DRIVEN, SearchConfig
+from agent.driver import Search, SearchError, make_proposer, make_strategy, task_options
 from agent.loops.common import RankingScaffold, best_of
-from agent.runs.driver import Search, SearchError, make_proposer, make_strategy, task_options
 from agent.runs.store import Observation
 from evaluators.objective import ObjectiveEvaluator, outcome_of
 from evaluators.references import reference_of

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.runs.driver import Search, SearchConfig  # noqa: E402
+from agent.driver import Search, SearchConfig  # noqa: E402
 from tests.fake_openai import FakeOpenAI, collm_script  # noqa: E402
 from tools.ncode import mutate, sample  # noqa: E402
 from tools.spaces import nb201_space  # noqa: E402

@@ -60,7 +60,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.runs.driver import Search, SearchConfig  # noqa: E402
+from agent.driver import Search, SearchConfig  # noqa: E402
 
 RANKERS = ("random", "evolution")
 ITERATIONS = (100, 1000)

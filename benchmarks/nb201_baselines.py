@@ -49,7 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.runs.driver import Search, SearchConfig  # noqa: E402
+from agent.driver import Search, SearchConfig  # noqa: E402
 
 DATASETS = ("cifar10", "cifar100", "imagenet16-120")
 METHODS = {

@@ -44,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.runs.driver import Search, SearchConfig  # noqa: E402
+from agent.driver import Search, SearchConfig  # noqa: E402
 
 
 def run(config: SearchConfig, run_id: str) -> tuple[float, list[dict], dict]:

@@ -20,7 +20,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from agent.runs.driver import Search, SearchConfig
+from agent.driver import Search, SearchConfig
 from evaluators.nas_bench_graph import NBG_DATASETS
 
 # name -> (ranker, proposer)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
+from agent.driver import Search, SearchConfig
 from agent.llm.ranker import make_llm_ranker
-from agent.runs.driver import Search, SearchConfig
 from agent.runs.store import Observation
 from agent.strategies.rankers import RankRequest
 from prompts.card import DEFAULT_LOCAL_MODEL

@@ -27,8 +27,8 @@ from typing import Any
 from agent.cli.common import UsageError
 from agent.cli.search import add_config_flags
 from agent.config import SearchConfig
+from agent.driver import Search
 from agent.llm.local_server import LocalServer
-from agent.runs.driver import Search
 from evaluators.nb201 import NB201_FILES
 from evaluators.registry import make_evaluator
 from tools.evaluator import Evaluator, Metric

@@ -12,8 +12,8 @@ import sys
 
 from agent.cli.common import EXIT_BAD_INPUT, UsageError, console
 from agent.config import ConfigError
+from agent.driver import SearchError
 from agent.llm.ranker import RankerSetupError
-from agent.runs.driver import SearchError
 from agent.runs.store import StoreError
 from tools.evaluator import EvaluatorSetupError
 

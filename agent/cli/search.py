@@ -20,9 +20,9 @@ from rich.table import Table
 
 from agent.cli.common import DEFAULT_DB, EXIT_INTERRUPTED, EXIT_STOPPED, UsageError, console, stdout_console
 from agent.config import SearchConfig, flag, read_run_file
+from agent.driver import RunResult, Search, new_run_id
 from agent.llm.ranker import RankerUnavailable
-from agent.loops.lmsearcher import Progress as LoopProgress
-from agent.runs.driver import RunResult, Search, new_run_id
+from agent.loops.common import Progress as LoopProgress
 
 GROUPS = {
     "task": "what to search",

@@ -211,7 +211,7 @@ class LLMRanker(Ranker):
         fmt = self.options.prompt_format
         if fmt in PER_CANDIDATE:
             asked = [code for code in remaining if code not in grades]
-            for code, text in zip(asked, self._ask_each(request, history, asked, decision, calls), strict=True):
+            for code, text in zip(asked, self._ask(request, history, asked, decision, calls), strict=True):
                 grades[code] = grade_format.parse_grade(text)
             graded = {code: grade for code in remaining if (grade := grades[code]) is not None}
             if not graded:
@@ -219,7 +219,7 @@ class LLMRanker(Ranker):
                     grades.pop(code, None)
                 return None
             return grade_format.highest(graded, request.rng)
-        text = self._ask(request, history, remaining, decision, calls)
+        (text,) = self._ask(request, history, remaining, decision, calls)
         if fmt == "choice":
             return choice_format.parse_pick(text, remaining, request.rng)
         return parse_choice(text, remaining)
@@ -231,25 +231,14 @@ class LLMRanker(Ranker):
         codes: list[str],
         decision: Decision,
         calls: Calls,
-    ) -> str:
-        """One question about all of ``codes`` (the joint formats)."""
-        space, options = request.space, self.options
-        messages = render(
-            options.prompt_format, space.name, space.length, request.metric, history, codes, options.history_cap
-        )
-        return self._send([messages], decision, calls)[0]
-
-    def _ask_each(
-        self,
-        request: RankRequest,
-        history: list[tuple[str, float]],
-        codes: list[str],
-        decision: Decision,
-        calls: Calls,
     ) -> list[str]:
-        """One question per code (the ``PER_CANDIDATE`` formats); the answers in the codes' order."""
-        space, options = request.space, self.options
-        prompts = render_each(options.prompt_format, space.length, request.metric, history, codes, options.history_cap)
+        """The answers about ``codes``: one question per code in the ``PER_CANDIDATE`` formats (in the codes'
+        order), else one question about them all."""
+        space, fmt, cap = request.space, self.options.prompt_format, self.options.history_cap
+        if fmt in PER_CANDIDATE:
+            prompts = render_each(fmt, space.length, request.metric, history, codes, cap)
+        else:
+            prompts = [render(fmt, space.name, space.length, request.metric, history, codes, cap)]
         return self._send(prompts, decision, calls)
 
     def _send(self, prompts: list[list[dict[str, str]]], decision: Decision, calls: Calls) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from agent.runs.driver import Search, SearchConfig
+from agent.driver import Search, SearchConfig
 
 
 def assert_short_search_finishes(tmp_path: Path, task: str, budget: int = 3) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.runs.driver import Search, SearchConfig
+from agent.driver import Search, SearchConfig
 from evaluators.hat_mt import CACHE_ENV, HatMTEvaluator, synthetic_corpus
 from evaluators.registry import TaskOptions, make_evaluator
 from tools.evaluator import EvaluatorSetupError

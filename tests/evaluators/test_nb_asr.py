@@ -14,7 +14,7 @@ from statistics import mean
 
 import pytest
 
-from agent.runs.driver import Search, SearchConfig
+from agent.driver import Search, SearchConfig
 from evaluators.nb_asr import NBASREvaluator, arch_vector, canonical_codes, model_hash
 from evaluators.registry import TaskOptions, make_evaluator
 from tools.evaluator import EvaluatorSetupError

@@ -143,7 +143,7 @@ def test_ctrl_c_after_the_run_finished_says_so_instead_of_asking_for_a_resume(tm
     """Ctrl-C can land after the run's last write (the status "finished"), before the CLI returns. A real
     signal cannot be timed into that window, so the search here finishes and then raises it."""
     from agent.cli import main as cli
-    from agent.runs.driver import Search
+    from agent.driver import Search
 
     finish = Search.start
 

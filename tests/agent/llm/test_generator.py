@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.runs.driver import Search, SearchConfig
+from agent.driver import Search, SearchConfig
 from tests.fake_openai import FakeOpenAI
 
 

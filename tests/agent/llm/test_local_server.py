@@ -15,7 +15,7 @@ from tools.evaluator import Metric
 from tools.ncode import sample
 from tools.spaces import nb201_space
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "lm-searcher-tiny"
+SHIPPED = Path(__file__).resolve().parents[3] / "models" / "lm-searcher-tiny"
 
 
 def test_cpu_cache_holds_ten_short_questions_or_one_as_long_as_the_model_reads(tmp_path: Path) -> None:

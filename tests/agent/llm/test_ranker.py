@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from agent.driver import Search, SearchConfig
 from agent.llm.local_server import LocalServer
 from agent.llm.ranker import RankerSetupError, RankerUnavailable, make_llm_ranker, parse_choice
-from agent.runs.driver import Search, SearchConfig
 from prompts.choice import untag
 from prompts.grade import unscored
 from tests.fake_openai import FakeOpenAI
 from tools.ncode import SearchSpace, Slot
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize(

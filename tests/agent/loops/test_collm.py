@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from agent.cli.main import main
+from agent.driver import Search, SearchConfig
 from agent.llm.ranker import RankerSetupError, RankerUnavailable
 from agent.loops.collm import parse_candidates
-from agent.runs.driver import Search, SearchConfig
 from evaluators.registry import TaskOptions, make_evaluator
 from prompts.collm import GENERATOR_MARK, NAVIGATOR_MARK
 from tests.fake_openai import FakeOpenAI, collm_script

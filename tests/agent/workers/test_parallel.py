@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import ConfigError
-from agent.runs.driver import Search, SearchConfig
+from agent.driver import Search, SearchConfig
 from tests.agent.cli.test_resume import ROOT, main_py, wait_for_evaluations
 
 

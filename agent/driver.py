@@ -14,7 +14,8 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import StateGraph
 
 from agent.config import BASELINE_RANKERS, PROPOSER_DRIVEN, SearchConfig
-from agent.loops.lmsearcher import LoopParts, Progress, build_graph
+from agent.loops.common import Progress
+from agent.loops.lmsearcher import LoopParts, build_graph
 from agent.runs.store import RunStore, StoreError, open_connection
 from agent.strategies.proposers import PROPOSERS, Proposer
 from agent.strategies.rankers import AdditiveRanker, FirstRanker, NearestRanker, RandomRanker, Ranker

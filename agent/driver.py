@@ -235,6 +235,7 @@ def _lmsearcher_graph(
             pool_size=1 if config.ranker in PROPOSER_DRIVEN else config.pool_size,
             seed=config.seed,
             on_progress=on_progress,
+            target=config.target,
         )
         return build_async_graph(async_parts), dict(initial_state(run_id))
     parts = LoopParts(
@@ -248,9 +249,11 @@ def _lmsearcher_graph(
         pool_size=1 if config.ranker in PROPOSER_DRIVEN else config.pool_size,
         seed=config.seed,
         on_progress=on_progress,
+        target=config.target,
         evaluate_many=pool.evaluate_all if pool is not None else None,
     )
-    return build_graph(parts), {"run_id": run_id, "iteration": 0, "pool": [], "chosen": [], "done": False}
+    first = store.last_iteration(run_id) + 1  # 0, or after the steps of an ask/tell study
+    return build_graph(parts), {"run_id": run_id, "iteration": first, "pool": [], "chosen": [], "done": False}
 
 
 def _collm_graph(
@@ -266,6 +269,7 @@ def _collm_graph(
         budget=config.budget,
         seed=config.seed,
         on_progress=on_progress,
+        target=config.target,
     )
     return build_collm_graph(parts), dict(initial_state(run_id))
 

@@ -223,6 +223,7 @@ class _AskParts(RankingScaffold):
     budget: int
     seed: int
     on_progress: Any = None
+    target: float | None = None
 
 
 class _AskTellOnly(ObjectiveEvaluator):

@@ -67,6 +67,7 @@ class AsyncParts(RankingScaffold):
     pool_size: int = 10
     seed: int = 0
     on_progress: Callable[[Progress], None] | None = None
+    target: float | None = None
 
 
 def build_async_graph(parts: AsyncParts) -> StateGraph:
@@ -91,7 +92,7 @@ def build_async_graph(parts: AsyncParts) -> StateGraph:
         history = observations(run_id)
         iteration = max(state["iteration"], store.last_iteration(run_id) + 1)
         exhausted = False
-        while pool.free() > 0 and len(history) + len(pending) < parts.budget:
+        while pool.free() > 0 and len(history) + len(pending) < parts.budget and not parts.finished(history):
             seen = {o.ncode for o in history} | set(pending)
             candidates = parts.propose(history, seen, parts.rng(iteration, "encode"), parts.pool_size)
             if not candidates:
@@ -103,7 +104,7 @@ def build_async_graph(parts: AsyncParts) -> StateGraph:
             pool.submit(code)
             pending[code] = iteration
             iteration += 1
-        done = not pending and (exhausted or len(history) >= parts.budget)
+        done = not pending and (exhausted or parts.finished(history))
         return {"iteration": iteration, "in_flight": len(pending), "done": done}
 
     def wait(state: AsyncSearchState) -> dict:
@@ -117,7 +118,7 @@ def build_async_graph(parts: AsyncParts) -> StateGraph:
             pending.pop(code, None)
         history = observations(run_id)
         parts.record_step(run_id, history, finished, running=pool.running, queued=pool.queued)
-        return {"in_flight": len(pending), "done": not pending and len(history) >= parts.budget}
+        return {"in_flight": len(pending), "done": not pending and parts.finished(history)}
 
     graph = StateGraph(AsyncSearchState)
     graph.add_node("dispatch", dispatch)

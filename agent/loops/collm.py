@@ -37,7 +37,7 @@ from typing import Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from agent.llm.ranker import OPENAI_BASE_URL, ChatClient, LLMOptions, RankerSetupError, RankerUnavailable, _api_key
-from agent.loops.common import Histories, LoopScaffold, Progress, evaluate_new, results_of
+from agent.loops.common import Histories, LoopScaffold, Progress, step_end_nodes
 from agent.runs.store import Observation, RunStore
 from agent.strategies.proposers import ProposalContext, unseen_random
 from prompts.collm import generator_messages, navigator_round, navigator_start, task_description
@@ -213,15 +213,12 @@ class CollmParts(LoopScaffold):
     budget: int
     seed: int = 0
     on_progress: Callable[[Progress], None] | None = None
+    target: float | None = None
 
 
 def ranked(history: list[Observation], metric: Metric) -> list[Observation]:
     """Successful evaluations, best first."""
     return sorted((o for o in history if o.score is not None), key=lambda o: -metric.utility(o.score))
-
-
-def target_reached(best: Observation | None, metric: Metric, target: float | None) -> bool:
-    return target is not None and best is not None and metric.utility(best.score) >= metric.utility(target)
 
 
 def coordinator_note(round_row: dict[str, Any] | None) -> str:
@@ -318,16 +315,7 @@ def build_collm_graph(parts: CollmParts) -> StateGraph:
         parts.store.record_round(run_id, iteration, state["proposals"], chosen, invalid, duplicates, len(top_up))
         return {"chosen": chosen, "done": not chosen}
 
-    def evaluate(state: CollmState) -> dict:
-        run_id, iteration = state["run_id"], state["iteration"]
-        evaluate_new(parts.store, space, run_id, iteration, state["chosen"], parts.evaluate)
-        return {}
-
-    def record(state: CollmState) -> dict:
-        history = observations(state["run_id"])
-        best = parts.record_step(state["run_id"], history, results_of(history, state["chosen"]))
-        done = len(history) >= parts.budget or target_reached(best, metric, options.target)
-        return {"iteration": state["iteration"] + 1, "done": done}
+    evaluate, record = step_end_nodes(parts, observations)
 
     graph = StateGraph(CollmState)
     graph.add_node("navigate", navigate)

@@ -14,6 +14,7 @@ import itertools
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from agent.runs.store import Observation, RunStore
 from agent.strategies.proposers import ProposalContext, Proposer
@@ -85,6 +86,29 @@ def evaluate_new(
         store.add_evaluation(run_id, iteration, todo[code], code, decode(space, code), outcome)
 
 
+def target_reached(best: Observation | None, metric: Metric, target: float | None) -> bool:
+    """Whether the best score so far is at least as good as ``target`` (in the metric's direction)."""
+    return target is not None and best is not None and metric.utility(best.score) >= metric.utility(target)
+
+
+def step_end_nodes(parts: Any, observations: Histories, evaluate_many: Any = None) -> tuple[Any, Any]:
+    """The ``evaluate`` and ``record`` nodes that end a synchronous step (LM-Searcher and CoLLM-NAS alike):
+    evaluate the state's ``chosen`` codes once, then record the step and decide whether to go on.
+    ``parts`` is a LoopParts or CollmParts: a LoopScaffold with an ``evaluate`` tool."""
+
+    def evaluate(state: dict) -> dict:
+        space, run_id, iteration = parts.evaluator.space, state["run_id"], state["iteration"]
+        evaluate_new(parts.store, space, run_id, iteration, state["chosen"], parts.evaluate, evaluate_many)
+        return {}
+
+    def record(state: dict) -> dict:
+        history = observations(state["run_id"])
+        parts.record_step(state["run_id"], history, results_of(history, state["chosen"]))
+        return {"iteration": state["iteration"] + 1, "done": parts.finished(history)}
+
+    return evaluate, record
+
+
 class LoopScaffold:
     """Mixin of every loop's parts; the dataclass declares the fields it uses."""
 
@@ -93,6 +117,12 @@ class LoopScaffold:
     budget: int
     seed: int
     on_progress: Callable[[Progress], None] | None
+    target: float | None  # stop once the best score reaches it (--target); None: spend the budget
+
+    def finished(self, history: Sequence[Observation]) -> bool:
+        """The budget is spent or the target reached: start no new evaluation."""
+        metric = self.evaluator.metric
+        return len(history) >= self.budget or target_reached(best_of(history, metric), metric, self.target)
 
     def rng(self, iteration: int, purpose: str) -> random.Random:
         """A generator fixed by (seed, step, purpose): a re-run node draws the same numbers."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from langgraph.graph import END, START, StateGraph
 
-from agent.loops.common import Histories, Progress, RankingScaffold, evaluate_new, results_of
+from agent.loops.common import Histories, Progress, RankingScaffold, step_end_nodes
 from agent.loops.state import SearchState
 from agent.runs.store import Observation, RunStore
 from agent.strategies.proposers import Proposer
@@ -41,6 +41,7 @@ class LoopParts(RankingScaffold):
     # Evaluate a step's k picks in parallel (agent.workers.parallel.EvaluationPool.evaluate_all): yields
     # (code, outcome) as each finishes. None: one after another through ``evaluate``.
     evaluate_many: Callable[[list[str]], Iterable[tuple[str, Outcome]]] | None = None
+    target: float | None = None
 
 
 def build_graph(parts: LoopParts) -> StateGraph:
@@ -62,15 +63,7 @@ def build_graph(parts: LoopParts) -> StateGraph:
         decision = parts.decide(state["run_id"], state["iteration"], history, seen, state["pool"], steps_left(history))
         return {"chosen": decision.chosen, "pool": decision.pool or state["pool"]}
 
-    def evaluate(state: SearchState) -> dict:
-        space, run_id, iteration = parts.evaluator.space, state["run_id"], state["iteration"]
-        evaluate_new(parts.store, space, run_id, iteration, state["chosen"], parts.evaluate, parts.evaluate_many)
-        return {}
-
-    def record(state: SearchState) -> dict:
-        history = observations(state["run_id"])
-        parts.record_step(state["run_id"], history, results_of(history, state["chosen"]))
-        return {"iteration": state["iteration"] + 1, "done": len(history) >= parts.budget}
+    evaluate, record = step_end_nodes(parts, observations, parts.evaluate_many)
 
     graph = StateGraph(SearchState)
     graph.add_node("encode", encode)

@@ -80,21 +80,18 @@ def test_csv_with_one_column_per_slot(tmp_path, space_file):
     assert decode(evaluator.space, "212") == {"depth": 8, "act": "gelu", "width": 64}
 
 
-def test_slot_column_with_an_unknown_value_names_the_row(tmp_path, space_file):
-    data = write_csv(tmp_path, "depth,act,width,acc\n2,relu,16,0.1\n3,relu,16,0.2\n")
+@pytest.mark.parametrize(
+    ("csv_text", "named"),
+    [
+        ("depth,act,width,acc\n2,relu,16,0.1\n3,relu,16,0.2\n", ["row 2", "'depth'"]),  # an unknown slot value
+        ("depth,acc\n2,0.1\n", ["no 'ncode' column", "act", "width"]),  # missing slot columns
+    ],
+)
+def test_bad_rows_are_named(tmp_path, space_file, csv_text, named):
+    data = write_csv(tmp_path, csv_text)
     with pytest.raises(EvaluatorSetupError) as info:
         TableEvaluator(space_file, data, "acc")
-    assert "row 2" in str(info.value)
-    assert "'depth'" in str(info.value)
-
-
-def test_missing_slot_columns_are_named(tmp_path, space_file):
-    data = write_csv(tmp_path, "depth,acc\n2,0.1\n")
-    with pytest.raises(EvaluatorSetupError) as info:
-        TableEvaluator(space_file, data, "acc")
-    assert "no 'ncode' column" in str(info.value)
-    assert "act" in str(info.value)
-    assert "width" in str(info.value)
+    assert all(part in str(info.value) for part in named)
 
 
 def test_minimize_direction(tmp_path, space_file):

@@ -93,3 +93,24 @@ def test_resume_refuses_options_it_would_ignore_and_extends_the_budget(tmp_path,
     assert main(["--resume", "r", "--db", str(db), "--budget", "10", "--quiet"]) == 0
     assert main(["--ranker", "evolution", "--budget", "10", "--db", str(db), "--run-id", "whole", "--quiet"]) == 0
     assert ncodes(db, "r") == ncodes(db, "whole") and len(ncodes(db, "r")) == 10
+
+
+def scores(db: Path, run_id: str) -> list[float]:
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("SELECT score FROM evaluations WHERE run_id = ? ORDER BY id", [run_id]).fetchall()
+    return [score for (score,) in rows]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_target_stops_any_strategy_once_reached(tmp_path, workers):
+    db = tmp_path / "r.db"
+    base = ["--ranker", "evolution", "--budget", "40", "--seed", "2", "--db", str(db), "--quiet", "--workers", workers]
+    assert main([*base, "--run-id", "whole"]) == 0
+    whole = scores(db, "whole")
+    target = max(whole[:10])
+    reached_at = next(i for i, score in enumerate(whole) if score >= target)
+    assert main([*base, "--run-id", "early", "--target", str(target)]) == 0
+    early = scores(db, "early")
+    assert max(early) >= target and len(early) < 40
+    if workers == "1":  # synchronous: it stops right after the evaluation that reached the target
+        assert early == whole[: reached_at + 1]

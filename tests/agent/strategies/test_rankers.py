@@ -44,37 +44,32 @@ def test_random_ranker_is_deterministic_by_seed_and_random_across_seeds():
     assert {code for pick in picks for code in pick} == set(POOL)
 
 
-def test_additive_ranker_picks_by_per_slot_means():
+ADDITIVE_CASE = (
     # Slot 0 decides: option 4 scored 95 and 93, option 0 scored 60; slot 1..5 carry no signal.
-    history = [
-        Observation(0, "411111", 95.0, "ok"),
-        Observation(1, "422222", 93.0, "ok"),
-        Observation(2, "011111", 60.0, "ok"),
-        Observation(3, "022222", 62.0, "ok"),
-        Observation(4, "100000", None, "failed"),
-    ]
-    pool = ["012121", "412121", "321212"]  # option 3 in slot 0 is unseen: the overall mean
-    decision = AdditiveRanker().rank(RankRequest(nb201_space(), Metric("val_acc"), history, pool, 2, random.Random(0)))
-    assert decision.chosen == ["412121", "321212"]
-    lower = Metric("loss", maximize=False)  # utilities flip with the metric's direction
-    assert AdditiveRanker().rank(RankRequest(nb201_space(), lower, history, pool, 1, random.Random(0))).chosen == [
-        "012121"
-    ]
+    AdditiveRanker,
+    [("411111", 95.0), ("422222", 93.0), ("011111", 60.0), ("022222", 62.0)],
+    ["012121", "412121", "321212"],  # option 3 in slot 0 is unseen: the overall mean
+    ["412121", "321212"],
+    "012121",
+)
+NEAREST_CASE = (
+    NearestRanker,
+    [("411111", 95.0), ("022222", 60.0), ("033333", 62.0)],
+    ["022223", "411112", "333333"],  # next to the worst, to the best, to the middle one
+    ["411112", "333333"],
+    "022223",
+)
 
 
-def test_nearest_ranker_picks_the_candidate_nearest_the_best_codes():
-    history = [
-        Observation(0, "411111", 95.0, "ok"),
-        Observation(1, "022222", 60.0, "ok"),
-        Observation(2, "033333", 62.0, "ok"),
-        Observation(3, "100000", None, "failed"),
-    ]
-    pool = ["022223", "411112", "333333"]  # next to the worst, to the best, to the middle one
-    decision = NearestRanker().rank(RankRequest(nb201_space(), Metric("val_acc"), history, pool, 2, random.Random(0)))
-    assert decision.chosen == ["411112", "333333"]
+@pytest.mark.parametrize(("ranker", "scored", "pool", "best_two", "best_if_minimised"), [ADDITIVE_CASE, NEAREST_CASE])
+def test_surrogate_rankers_pick_what_their_model_predicts(ranker, scored, pool, best_two, best_if_minimised):
+    history = [Observation(i, code, score, "ok") for i, (code, score) in enumerate(scored)]
+    history.append(Observation(len(history), "100000", None, "failed"))
+    decision = ranker().rank(RankRequest(nb201_space(), Metric("val_acc"), history, pool, 2, random.Random(0)))
+    assert decision.chosen == best_two
     lower = Metric("loss", maximize=False)  # utilities flip with the metric's direction
-    assert NearestRanker().rank(RankRequest(nb201_space(), lower, history, pool, 1, random.Random(0))).chosen == [
-        "022223"
+    assert ranker().rank(RankRequest(nb201_space(), lower, history, pool, 1, random.Random(0))).chosen == [
+        best_if_minimised
     ]
 
 

@@ -16,7 +16,7 @@ from langgraph.graph import StateGraph
 from agent.config import BASELINE_RANKERS, PROPOSER_DRIVEN, SearchConfig
 from agent.loops.common import Progress
 from agent.loops.lmsearcher import LoopParts, build_graph
-from agent.runs.store import RunStore, StoreError, open_connection
+from agent.runs.store import RunStore, StoreError, open_connection, open_store
 from agent.strategies.proposers import PROPOSERS, Proposer
 from agent.strategies.rankers import AdditiveRanker, FirstRanker, NearestRanker, RandomRanker, Ranker
 from evaluators.registry import TaskOptions, make_evaluator
@@ -96,8 +96,8 @@ class Search:
     def __init__(self, db_path: str | Path) -> None:
         self.db_path = Path(db_path)
         try:
-            self.store = RunStore(open_connection(self.db_path))
-            self._checkpoint_connection = open_connection(self.db_path)
+            self.store = open_store(self.db_path)
+            self._checkpoint_connection = open_connection(self.db_path, verify=False)  # just verified
         except StoreError as error:
             raise SearchError(str(error)) from None
         self.checkpointer = SqliteSaver(self._checkpoint_connection)

@@ -4,10 +4,11 @@
   Hugging Face dataset, LLaMA-Factory files and a summary (see ``finetune.export``);
 - ``train``: SFT of a Hugging Face causal LM on that dataset with TRL and LoRA or a full
   fine-tune (see ``finetune.sft``);
-- ``tiny``: build LM-Searcher-tiny from scratch (``finetune.build_tiny``'s flags).
+- ``tiny``: build LM-Searcher-tiny from scratch (``finetune.build_tiny``'s flags), by default
+  into a new folder under runs/.
 
-Bad input (an NB201 or unknown domain, a missing table folder, dataset or model) prints
-one line and returns 2.
+Bad input (an NB201 or unknown domain, a missing table folder, dataset or model, a ``tiny
+--out`` that already holds a model without ``--overwrite``) prints one line and returns 2.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def curate_parser() -> argparse.ArgumentParser:
 def run_curate(argv: list[str]) -> int:
     from datasets.utils.logging import disable_progress_bar
 
-    from finetune.curate import CurationOptions, curate, mix_weights
+    from finetune.curate import CurationOptions, curate, mix_weights, progress_lines
     from finetune.domains import load_domain
     from finetune.export import export, summary_lines
 
@@ -93,7 +94,8 @@ def run_curate(argv: list[str]) -> int:
         generation_share=args.generation_share,
     )
     try:
-        samples = curate(domains, args.samples, args.seed, options, mix_weights(domains, args.synthetic_share))
+        weights = mix_weights(domains, args.synthetic_share)
+        samples = curate(domains, args.samples, args.seed, options, weights, progress_lines(args.samples))
     except ValueError as error:
         raise FinetuneUsageError(str(error)) from None
     summary = export(
@@ -195,7 +197,15 @@ def run_tiny(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     for spec in args.domains:
         refuse_forbidden(spec)
-    print(json.dumps(build_tiny.build(args), indent=2))
+    if any(count is not None and count < 1 for count in (args.samples, args.warmup_samples)) or args.minutes <= 0:
+        raise FinetuneUsageError("--samples and --warmup-samples must be at least 1, --minutes above 0")
+    try:
+        card = build_tiny.build(args)
+    except build_tiny.ModelExists as error:
+        raise FinetuneUsageError(str(error)) from None
+    print(json.dumps(card, indent=2))
+    if warning := build_tiny.undertrained_warning(card):
+        print(warning, file=sys.stderr)  # after the card, so that it is not scrolled away
     return 0
 
 

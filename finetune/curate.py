@@ -16,6 +16,8 @@ best held-out one), so one model also serves the generation ablation.
 from __future__ import annotations
 
 import random
+import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -254,11 +256,13 @@ def curate(
     seed: int,
     options: CurationOptions,
     weights: Sequence[float] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[dict]:
     """``n_samples`` examples, each draw from a domain drawn at random (by ``weights``); deterministic by seed.
 
     Every example carries ``group``, the number of its draw: the examples of one
     draw (the ``grade`` format's candidates) share a history and are trained together.
+    ``progress`` is told the count after every draw (curating many samples takes minutes).
     """
     rng = random.Random(seed)
     samples: list[dict] = []
@@ -272,7 +276,27 @@ def curate(
             continue
         samples.extend({**sample, "group": draws} for sample in made)
         draws += 1
+        if progress is not None:
+            progress(min(len(samples), n_samples))
     return samples[:n_samples]
+
+
+def progress_lines(total: int) -> Callable[[int], None]:
+    """A ``curate`` progress callback: "curated N / M samples" on stderr at each tenth of ``total``.
+
+    Lines, not a live bar: they read the same in a terminal and in a log file.
+    """
+    started, shown = time.perf_counter(), 0  # shown: tenths reported so far
+
+    def report(done: int) -> None:
+        nonlocal shown
+        if done * 10 // total > shown:
+            shown = done * 10 // total
+            seconds = time.perf_counter() - started
+            left = f", about {seconds * (total - done) / done:.0f} s left" if done < total else ""
+            print(f"curated {done} / {total} samples ({seconds:.0f} s{left})", file=sys.stderr, flush=True)
+
+    return report
 
 
 def mix_weights(domains: Sequence[Domain], synthetic_share: float = 0.5) -> list[float] | None:

@@ -1,5 +1,6 @@
-"""Command line: ``python main.py [search flags]`` and the ``runs``, ``show``, ``export``, ``bench`` and
-``finetune`` commands. A thin client of the library: each command parses, calls it, and prints.
+"""Command line: ``python main.py [search flags]`` and the ``runs``, ``show``, ``export``, ``compare``,
+``dashboard``, ``bench`` and ``finetune`` commands. A thin client of the library: each command parses,
+calls it, and prints.
 
 Exit codes: 0 done; 2 bad input (one line says what and how to fix it);
 3 the run stopped on an outside failure and can be resumed; 130 interrupted
@@ -9,6 +10,8 @@ Exit codes: 0 done; 2 bad input (one line says what and how to fix it);
 from __future__ import annotations
 
 import sys
+
+from rich.markup import escape
 
 from agent.cli.common import EXIT_BAD_INPUT, UsageError, console
 from agent.config import ConfigError
@@ -31,14 +34,23 @@ def run_bench(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agent.cli.runs import run_export, run_list, run_show
+    from agent.cli.dashboard import run_dashboard
+    from agent.cli.runs import run_compare, run_export, run_list, run_show
     from agent.cli.search import run_search
 
     argv = sys.argv[1:] if argv is None else argv
-    handlers = {"runs": run_list, "show": run_show, "export": run_export, "bench": run_bench, "finetune": run_finetune}
+    handlers = {
+        "runs": run_list,
+        "show": run_show,
+        "export": run_export,
+        "compare": run_compare,
+        "bench": run_bench,
+        "finetune": run_finetune,
+        "dashboard": run_dashboard,
+    }
     handler = handlers.get(argv[0]) if argv else None
     try:
         return handler(argv[1:]) if handler else run_search(argv)
     except (SearchError, EvaluatorSetupError, StoreError, UsageError, RankerSetupError, ConfigError) as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT

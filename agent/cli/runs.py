@@ -1,24 +1,67 @@
-"""``runs``, ``show`` and ``export``: read what the run database holds."""
+"""``runs``, ``show``, ``export`` and ``compare``: read what the run database holds."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import sqlite3
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from agent.cli.common import DEFAULT_DB, UsageError, console, stdout_console
 from agent.config import SearchConfig, run_file_text
-from agent.runs.report import decision_summary, export_run, llm_call_summary, plot_trajectory
-from agent.runs.store import RunStore, open_connection
+from agent.runs.report import (
+    best_so_far,
+    decision_rows,
+    decision_summary,
+    export_run,
+    llm_call_summary,
+    plot_comparison,
+    plot_trajectory,
+    regret,
+    search_method,
+    table_optimum,
+)
+from agent.runs.store import RunStore, open_store, unusable
+from tools.evaluator import EvaluatorSetupError
 
 
 def stored_run_file(run: dict[str, Any]) -> str:
     """The run file that starts this run again (a new run id: the same options, the same database)."""
     return run_file_text(SearchConfig.from_stored(run["config"]))
+
+
+def number(value: Any) -> str:
+    """A float rounded to what it means: four decimals (91.6067), four significant digits when tiny or huge."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    return f"{value:.4f}" if value == 0 or 0.01 <= abs(value) < 1e6 else f"{value:.4g}"
+
+
+def safe_name(text: str) -> str:
+    """A file name made from a run id, which may hold slashes or other characters a path cannot."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).lstrip(".") or "run"
+
+
+def output_file(value: str, example: str) -> Path:
+    """A file the user asked for, checked before any work, so that a bad path costs one line and no output."""
+    path = Path(value)
+    if path.is_dir():
+        raise UsageError(f"cannot write {path}: it is a folder; pass a file path such as {path / example}")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UsageError(f"cannot write {path}: {path.parent} is a file, not a folder; pass another path")
+    if not path.parent.exists():
+        raise UsageError(f"cannot write {path}: folder {path.parent} does not exist; create it or pass another path")
+    return path
 
 
 def write_text(path: Path, text: str) -> None:
@@ -29,23 +72,55 @@ def write_text(path: Path, text: str) -> None:
         raise UsageError(f"cannot write {path}: {error.strerror or error}; pass a writable file path") from None
 
 
-def open_store(db: str) -> RunStore:
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+@contextmanager
+def reading(db: str) -> Iterator[RunStore]:
+    """An existing run database, closed afterwards; SQLite failing while reading it (a corrupt page) is one line."""
     if not Path(db).exists():
         raise UsageError(f"database {db} does not exist; run a search first or pass --db")
-    return RunStore(open_connection(db))
+    store = open_store(db)
+    try:
+        yield store
+    except sqlite3.DatabaseError as error:
+        raise unusable(db, error) from None
+    finally:
+        store.db.conn.close()
+
+
+def stored_run(store: RunStore, run_id: str, db: str) -> dict[str, Any]:
+    run = store.get_run(run_id)
+    if run is None:
+        raise UsageError(f"no run {run_id!r} in {db}; list them with: python main.py runs --db {db}")
+    return run
+
+
+def task_label(run: dict[str, Any]) -> str:
+    return f"{run['task']} {run['dataset'] or ''}".strip()
+
+
+def direction(run: dict[str, Any]) -> str:
+    return "higher is better" if run["maximize"] else "lower is better"
 
 
 def run_list(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python main.py runs", description="list the runs in a database")
     parser.add_argument("--db", default=DEFAULT_DB)
     args = parser.parse_args(argv)
-    table = Table("run", "status", "task", "dataset", "evals", "best", "best NCode")
-    for run in open_store(args.db).list_runs():
-        best = "-" if run["best_score"] is None else f"{run['best_score']:.4f}"
-        table.add_row(
-            run["run_id"], run["status"], run["task"], run["dataset"] or "",
-            f"{run['n_evaluations']}/{run['budget']}", best, run["best_ncode"] or "",
-        )  # fmt: skip
+    table = Table("run", "status", "task", "dataset", "ranker", "proposer", "evals", "best", "best NCode")
+    with reading(args.db) as store:
+        for run in store.list_runs():
+            method = search_method({**run, "config": json.loads(run["config"])})
+            table.add_row(
+                escape(run["run_id"]), run["status"], run["task"], run["dataset"] or "", method["ranker"],
+                method["proposer"], f"{run['n_evaluations']}/{run['budget']}", number(run["best_score"]),
+                run["best_ncode"] or "",
+            )  # fmt: skip
     stdout_console().print(table)
     return 0
 
@@ -54,42 +129,109 @@ def run_show(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python main.py show", description="summarise one run")
     parser.add_argument("run_id")
     parser.add_argument("--db", default=DEFAULT_DB)
-    parser.add_argument("--top", type=int, default=10, help="rows of the history table (best first)")
+    parser.add_argument("--top", type=non_negative, default=10, help="rows of the history table (best first)")
+    parser.add_argument(
+        "--decisions", type=non_negative, default=0, metavar="N",
+        help="list the last N ranker decisions: pool, pick and each candidate's grade or the raw answer",
+    )  # fmt: skip
     parser.add_argument("--plot", help="PNG path for the trajectory (default: next to the database)")
     parser.add_argument("--save-config", metavar="RUN.yaml", help="write the run's options as a run file (--config)")
     args = parser.parse_args(argv)
-    store = open_store(args.db)
-    run = store.get_run(args.run_id)
-    if run is None:
-        raise UsageError(f"no run {args.run_id!r} in {args.db}; list them with: python main.py runs --db {args.db}")
-    out = stdout_console()
-    header = Table(show_header=False, title=f"run {run['run_id']} ({run['status']})")
-    header.add_row("task", f"{run['task']} {run['dataset'] or ''}")
-    header.add_row("evaluations", f"{run['n_evaluations']}/{run['budget']}")
-    header.add_row(f"best {run['metric']}", f"{run['best_score']} ({run['best_ncode']})")
-    for name, value in json.loads(run["final_metrics"] or "{}").items():
-        header.add_row(f"  {name} of best", str(value))
-    collm = llm_call_summary(store.llm_calls(args.run_id), store.collm_rounds(args.run_id))  # CoLLM-NAS runs
-    for name, value in (collm or decision_summary(store.decisions(args.run_id))).items():
-        header.add_row(name.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else str(value))
-    if run["error"]:
-        header.add_row("stopped by", run["error"])
-    out.print(header)
-    rows = [r for r in store.evaluations(args.run_id) if r["score"] is not None]
-    rows.sort(key=lambda r: r["score"], reverse=bool(run["maximize"]))
-    history = Table("#", "iteration", "NCode", run["metric"], "cost s", title=f"best {args.top} evaluations")
-    for place, row in enumerate(rows[: args.top], start=1):
-        history.add_row(str(place), str(row["iteration"]), row["ncode"], f"{row['score']:.4f}", f"{row['cost_s']:.2f}")
-    out.print(history)
-    failed = [r for r in store.evaluations(args.run_id) if r["status"] != "ok"]
-    if failed:
-        out.print(f"{len(failed)} failed evaluation(s); first: {failed[0]['ncode']}: {failed[0]['error']}")
-    plot = Path(args.plot) if args.plot else Path(args.db).with_name(f"{args.run_id}.png")
-    out.print(f"trajectory plot: {plot_trajectory(store, args.run_id, plot)}")
-    if args.save_config:
-        write_text(Path(args.save_config), stored_run_file(run))
-        out.print(f"run file: {args.save_config} (python main.py --config {args.save_config} repeats the run)")
+    plot = output_file(args.plot, f"{safe_name(args.run_id)}.png") if args.plot else None
+    saved = output_file(args.save_config, "run.yaml") if args.save_config else None
+    with reading(args.db) as store:
+        run = stored_run(store, args.run_id, args.db)
+        out = stdout_console()
+        evaluations = list(store.evaluations(args.run_id))
+        collm = llm_call_summary(store.llm_calls(args.run_id), store.collm_rounds(args.run_id))  # CoLLM-NAS runs
+        out.print(run_header(run, evaluations, collm or decision_summary(store.decisions(args.run_id))))
+        rows = sorted(
+            (r for r in evaluations if r["score"] is not None), key=lambda r: r["score"], reverse=bool(run["maximize"])
+        )
+        history = Table("#", "iteration", "NCode", run["metric"], "cost s", title=f"best {args.top} evaluations")
+        for place, row in enumerate(rows[: args.top], start=1):
+            cost = f"{row['cost_s']:.2f}"
+            history.add_row(str(place), str(row["iteration"]), row["ncode"], number(row["score"]), cost)
+        out.print(history)
+        failed = [r for r in evaluations if r["status"] != "ok"]
+        if failed:
+            first = f"{failed[0]['ncode']}: {failed[0]['error']}"
+            out.print(f"{len(failed)} failed evaluation(s); first: {first}", markup=False, highlight=False)
+        if args.decisions:
+            out.print(decisions_table(store.decisions(args.run_id), args.decisions, bool(collm)))
+        out.print(f"trajectory plot: {write_plot(store, args.run_id, plot, args.db)}", markup=False, highlight=False)
+    if saved is not None:
+        write_text(saved, stored_run_file(run))
+        out.print(f"run file: {saved} (python main.py --config {saved} repeats the run)", markup=False)
     return 0
+
+
+def run_header(run: dict[str, Any], evaluations: list[dict[str, Any]], summary: dict[str, Any]) -> Table:
+    """What the run searched and how, its best result (decoded), and how its ranker behaved."""
+    header = Table(show_header=False, title=escape(f"run {run['run_id']} ({run['status']})"))
+    method = search_method(run)
+    header.add_row("task", run["task"])
+    header.add_row("dataset", run["dataset"] or "-")
+    header.add_row("ranker", method["ranker"])
+    header.add_row("proposer", method["proposer"])
+    header.add_row("evaluations", f"{run['n_evaluations']}/{run['budget']}")
+    best = "-" if run["best_score"] is None else f"{number(run['best_score'])} (NCode {run['best_ncode']})"
+    header.add_row(f"best {run['metric']} ({direction(run)})", best)
+    for name, value in json.loads(run["final_metrics"] or "{}").items():
+        header.add_row(f"  {name} of best", number(value))
+    best_row = next((row for row in evaluations if row["ncode"] == run["best_ncode"]), None)
+    if best_row is not None and isinstance(best_row["config"], dict) and best_row["config"]:
+        decoded = "\n".join(f"{slot} = {number(value)}" for slot, value in best_row["config"].items())
+        header.add_row("best configuration", escape(decoded))
+    for name, value in summary.items():
+        header.add_row(name.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else number(value))
+    if run["error"]:
+        header.add_row("stopped by", escape(run["error"]))
+    return header
+
+
+def decisions_table(decisions: list[dict[str, Any]], count: int, collm: bool) -> Table | str:
+    """The last ``count`` decisions: what the ranker was shown, what it picked, and what it answered."""
+    rows = decision_rows(decisions)[-count:]
+    if not rows:
+        where = "; a CoLLM-NAS run keeps its LLM calls instead (export --format json)" if collm else ""
+        return f"no ranker decisions stored{where}"
+    pool_title = "pool (grade)" if any(row["grades"] for row in rows) else "pool"
+    table = Table("iteration", "picked", pool_title, "answer", title=f"last {len(rows)} decisions")
+    for row in rows:
+        pool = []
+        for code in row["pool"]:
+            if code in row["grades"]:
+                grade = row["grades"][code]
+                pool.append(f"{code} ({grade})" if grade is not None else f"{code} ({shorten(row['answers'][code])!r})")
+            else:
+                pool.append(code)
+        answer = shorten(row["raw_answer"]) if row["raw_answer"] else ("per candidate" if row["grades"] else "-")
+        notes = (["fallback: picked at random"] if row["fallback"] else []) + (
+            [f"re-asked {row['retries']} time(s)"] if row["retries"] else []
+        )
+        table.add_row(
+            str(row["iteration"]), " ".join(row["chosen"]), " ".join(pool), escape("; ".join([answer, *notes]))
+        )
+    return table
+
+
+def shorten(text: str, limit: int = 120) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def write_plot(store: RunStore, run_id: str, path: Path | None, db: str) -> str:
+    """The trajectory PNG: a path the user gave must be written; the default one, next to the database, may not be
+    writable (a database on a read-only disk), which leaves the rest of ``show`` standing."""
+    target = path or Path(db).with_name(f"{safe_name(run_id)}.png")
+    try:
+        return str(plot_trajectory(store, run_id, target))
+    except OSError as error:
+        reason = error.strerror or str(error)
+        if path is not None:
+            raise UsageError(f"cannot write {path}: {reason}; pass a writable file path with --plot") from None
+        return f"not written ({target}: {reason}); pass --plot PATH"
 
 
 def run_export(argv: list[str]) -> int:
@@ -103,14 +245,98 @@ def run_export(argv: list[str]) -> int:
     )
     parser.add_argument("--out", help="file to write (default: standard output)")
     args = parser.parse_args(argv)
-    store = open_store(args.db)
-    run = store.get_run(args.run_id)
-    if run is None:
-        raise UsageError(f"no run {args.run_id!r} in {args.db}; list them with: python main.py runs --db {args.db}")
-    text = stored_run_file(run) if args.format == "config" else export_run(store, args.run_id, args.format)
-    if args.out:
-        write_text(Path(args.out), text)
-        console.print(f"wrote {args.out}")
+    out = output_file(args.out, f"{safe_name(args.run_id)}.{args.format}") if args.out else None
+    with reading(args.db) as store:
+        run = stored_run(store, args.run_id, args.db)
+        text = stored_run_file(run) if args.format == "config" else export_run(store, args.run_id, args.format)
+    if out is not None:
+        write_text(out, text)
+        console.print(f"wrote {out}", markup=False, highlight=False)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def run_compare(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python main.py compare",
+        description="plot runs against each other: best so far per evaluation, and the regret to the task's "
+        "optimum (log scale) when it is known",
+    )
+    parser.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    parser.add_argument("--db", default=DEFAULT_DB)
+    parser.add_argument("--out", help="PNG path (default: next to the database)")
+    parser.add_argument(
+        "--optimum", type=float,
+        help="the best score the task allows (default: read from the task's table for nb201, nas_bench_graph, "
+        "table and nb_asr runs)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    out = output_file(args.out, "compare.png") if args.out else None
+    with reading(args.db) as store:
+        runs = [stored_run(store, run_id, args.db) for run_id in dict.fromkeys(args.run_ids)]
+        trajectories = {
+            run["run_id"]: best_so_far(list(store.evaluations(run["run_id"])), bool(run["maximize"])) for run in runs
+        }
+    goals = {(run["task"], run["dataset"], run["metric"], bool(run["maximize"])) for run in runs}
+    if len(goals) > 1:
+        described = ", ".join(f"{run['run_id']}: {task_label(run)} {run['metric']}" for run in runs)
+        raise UsageError(f"the runs search different tasks ({described}); compare runs of one task and dataset")
+    metric, maximize = runs[0]["metric"], bool(runs[0]["maximize"])
+    optima = run_optima(runs, args.optimum)
+    source = "(given with --optimum)" if args.optimum is not None else f"(the best score of task {task_label(runs[0])})"
+    summary = Table("run", "task", "ranker", "evals", f"best {metric}", "regret", "optimum found at")
+    curves, curve_optima = {}, {}
+    for run in runs:
+        label = f"{run['run_id']} ({search_method(run)['ranker']})"
+        trajectory = trajectories[run["run_id"]]
+        curves[label] = trajectory
+        gaps = regret(trajectory, optima[run["run_id"]], maximize) if run["run_id"] in optima else []
+        if gaps:
+            curve_optima[label] = optima[run["run_id"]]
+        found = next((str(n) for n, gap in enumerate(gaps, start=1) if gap == 0), "-" if gaps else "optimum unknown")
+        summary.add_row(
+            escape(run["run_id"]), task_label(run), search_method(run)["ranker"],
+            str(len(trajectory)), number(trajectory[-1] if trajectory else None),
+            number(gaps[-1] if gaps else None), found,
+        )  # fmt: skip
+    title = f"{len(runs)} run(s) of {task_label(runs[0])}: best {metric} so far per evaluation"
+    if curve_optima:
+        title += "; right: regret = |optimum - best so far| (log axis)"
+    ids = [safe_name(run["run_id"]) for run in runs]
+    name = "compare_" + ("_vs_".join(ids) if len("_vs_".join(ids)) <= 100 else f"{ids[0]}_and_{len(ids) - 1}_more")
+    target = out or Path(args.db).with_name(f"{name}.png")
+    try:
+        plot_comparison(curves, metric, maximize, curve_optima, target, title, source)
+    except OSError as error:
+        raise UsageError(f"cannot write {target}: {error.strerror or error}; pass a writable file with --out") from None
+    stdout_console().print(summary)
+    stdout_console().print(f"comparison plot: {target}", markup=False, highlight=False)
+    return 0
+
+
+def run_optima(runs: list[dict[str, Any]], given: float | None) -> dict[str, float]:
+    """Each run's optimum: the one given, else its task table's best score (computed once per task); runs of
+    tasks without a table have none. A given optimum the runs beat is refused: their regret would be negative."""
+    if given is not None:
+        for run in runs:
+            best = run["best_score"]
+            if best is not None and (best > given if run["maximize"] else best < given):
+                raise UsageError(
+                    f"--optimum {given} is {'below' if run['maximize'] else 'above'} the best score {number(best)} "
+                    f"of run {run['run_id']} ({direction(run)}); pass the task's true optimum"
+                )
+        return {run["run_id"]: given for run in runs}
+    optima, by_task = {}, {}
+    for run in runs:
+        config = SearchConfig.from_stored(run["config"])
+        key = f"{config.task} {config.task_options()!r}"
+        if key not in by_task:
+            try:
+                by_task[key] = table_optimum(config)
+            except EvaluatorSetupError as error:
+                console.print(f"optimum of {run['task']} unknown ({error}); pass --optimum", markup=False)
+                by_task[key] = None
+        if by_task[key] is not None:
+            optima[run["run_id"]] = by_task[key]
+    return optima

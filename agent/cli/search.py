@@ -15,6 +15,7 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -34,6 +35,7 @@ GROUPS = {
 }
 CLI_KEYS = ("db", "run_id", "quiet")  # options of the command, not of the run; a run file may set them too
 RESUME_OVERRIDES = ("budget", "workers")  # what --resume may change about a stored run
+LOG_WIDTH = 400  # columns of the progress line in a log: enough for long NCodes and counts
 
 
 @dataclass
@@ -86,7 +88,7 @@ def search_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python main.py",
         description="LM-Searcher: architecture and configuration search with LLM rankers. "
-        "Other commands: runs, show, export, bench, finetune (python main.py COMMAND --help).",
+        "Other commands: runs, show, export, compare, dashboard, bench, finetune (python main.py COMMAND --help).",
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("--config", metavar="RUN.yaml", help="run file: any option below as a key; flags win over it")
@@ -113,7 +115,10 @@ def parse_search(argv: list[str]) -> SearchCommand:
 
 
 class ProgressDisplay:
-    """A rich progress bar with best-so-far and ETA, fed by the record node."""
+    """A rich progress bar with best-so-far and ETA, fed by the record node.
+
+    In a log (stderr not a terminal) the line is printed whole: an 80-column console would cut it with ellipses.
+    """
 
     def __init__(self, quiet: bool) -> None:
         self.bar = Progress(
@@ -122,9 +127,11 @@ class ProgressDisplay:
             MofNCompleteColumn(),
             TextColumn("best {task.fields[best]}"),
             TextColumn("{task.fields[counts]}"),
+            TextColumn("| elapsed"),
             TimeElapsedColumn(),
+            TextColumn("remaining"),
             TimeRemainingColumn(),
-            console=console,
+            console=console if console.is_terminal else Console(stderr=True, width=LOG_WIDTH),
             disable=quiet,
         )
         self.task_id = None

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
 
+from agent.config import SearchConfig
 from agent.runs.store import RunStore
+from prompts.grade import parse_grade
+
+LOOKUP_TASKS = ("nb201", "nas_bench_graph", "table", "nb_asr")  # a finite results table: every score is known
+CODE_PREFIX = "c:"  # the CSV's ``code`` column: an NCode no CSV reader takes for a number (00667, 1e5, nan)
 
 
 def best_so_far(evaluations: list[dict[str, Any]], maximize: bool) -> list[float | None]:
@@ -24,6 +31,19 @@ def best_so_far(evaluations: list[dict[str, Any]], maximize: bool) -> list[float
     return trajectory
 
 
+def search_method(run: dict[str, Any]) -> dict[str, str]:
+    """The ranker and proposer the user chose, read from the run's stored config: the decisions table
+    holds the rankers' internal names (``first`` for the evolution and TPE baselines)."""
+    config = SearchConfig.from_stored(run["config"])
+    if config.strategy == "collm":
+        return {
+            "ranker": f"collm navigator {config.navigator_model or config.model or ''}".strip(),
+            "proposer": f"collm generator {config.generator_model or config.model or ''}".strip(),
+        }
+    ranker = f"{config.ranker} {config.model}" if config.ranker == "llm" and config.model else config.ranker
+    return {"ranker": ranker, "proposer": config.proposer_name()}
+
+
 def decision_summary(decisions: list[dict[str, Any]]) -> dict[str, Any]:
     """How the ranker behaved: fallback rate, re-asks, latency and token use."""
     if not decisions:
@@ -32,7 +52,6 @@ def decision_summary(decisions: list[dict[str, Any]]) -> dict[str, Any]:
     prompt_tokens = [d["prompt_tokens"] for d in decisions if d["prompt_tokens"] is not None]
     return {
         "decisions": len(decisions),
-        "ranker": decisions[-1]["ranker"],
         "fallback_rate": sum(d["fallback"] for d in decisions) / len(decisions),
         "retries": sum(d["retries"] for d in decisions),
         "median_latency_s": statistics.median(latencies) if latencies else None,
@@ -61,6 +80,39 @@ def llm_call_summary(calls: list[dict[str, Any]], rounds: list[dict[str, Any]]) 
     }
 
 
+def decision_rows(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each decision's pool, pick and answers. A one-question-per-candidate format (grade, near) stores one
+    answer per candidate, in pool order, when nothing was re-asked: those are paired with their candidates."""
+    rows = []
+    for decision in decisions:
+        pool, chosen, raw = json.loads(decision["pool"]), json.loads(decision["chosen"]), decision["raw_answer"]
+        answers = raw.split("\n---\n") if raw else []
+        paired = len(pool) > 1 and len(answers) == len(pool) and not decision["retries"]
+        per_candidate = dict(zip(pool, answers, strict=True)) if paired else {}
+        rows.append(
+            {
+                "iteration": decision["iteration"],
+                "pool": pool,
+                "chosen": chosen,
+                "grades": {code: parse_grade(text) for code, text in per_candidate.items()},
+                "answers": per_candidate,
+                "raw_answer": None if paired else raw,
+                "fallback": bool(decision["fallback"]),
+                "retries": decision["retries"],
+            }
+        )
+    return rows
+
+
+def save_figure(figure: Any, path: Path) -> Path:
+    """Save in the format the name asks for when matplotlib knows it, else PNG (``plot.out`` is a PNG too)."""
+    suffix = path.suffix.lstrip(".").lower()
+    fmt = suffix if suffix in figure.canvas.get_supported_filetypes() else "png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format=fmt)
+    return path
+
+
 def plot_trajectory(store: RunStore, run_id: str, path: Path) -> Path:
     """Best-so-far versus evaluations, saved as a PNG."""
     import matplotlib
@@ -79,10 +131,10 @@ def plot_trajectory(store: RunStore, run_id: str, path: Path) -> Path:
     axis.set_title(f"{run_id} ({run['task']} {run['dataset'] or ''})".strip(), fontsize=9)
     axis.legend(loc="lower right" if run["maximize"] else "upper right", fontsize=8)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    try:
+        return save_figure(figure, path)
+    finally:
+        plt.close(figure)
 
 
 def export_rows(store: RunStore, run_id: str) -> list[dict[str, Any]]:
@@ -102,22 +154,125 @@ def export_rows(store: RunStore, run_id: str) -> list[dict[str, Any]]:
     ]
 
 
+def _decoded(rows: list[dict[str, Any]], *columns: str) -> list[dict[str, Any]]:
+    """Rows whose JSON text columns are parsed, so a JSON export holds values, not JSON inside strings."""
+    return [{**row, **{c: json.loads(row[c]) for c in columns if isinstance(row.get(c), str)}} for row in rows]
+
+
 def export_run(store: RunStore, run_id: str, fmt: str) -> str:
-    """The run's evaluations as CSV (config and metrics as JSON cells) or as one JSON document."""
+    """The run's evaluations as CSV or as one JSON document.
+
+    CSV: one row per evaluation, with the run's id, task, dataset, metric and direction on every row (files
+    of several runs concatenate), config and metrics as JSON cells, and ``code``: the NCode behind a ``c:``
+    prefix, which CSV readers keep as text where they would read ``ncode`` 00667 as the number 667.
+    """
     rows = export_rows(store, run_id)
+    run = store.get_run(run_id)
     if fmt == "json":
-        run = store.get_run(run_id)
-        document = {"run": run, "evaluations": rows, "decisions": store.decisions(run_id)}
+        (run,) = _decoded([run], "final_metrics")
+        document = {"run": run, "evaluations": rows, "decisions": _decoded(store.decisions(run_id), "pool", "chosen")}
         if store.llm_calls(run_id):  # CoLLM-NAS
             document.update(
                 llm_calls=store.llm_calls(run_id),
-                collm_rounds=store.collm_rounds(run_id),
+                collm_rounds=_decoded(store.collm_rounds(run_id), "proposed", "chosen"),
                 conversation=store.conversation(run_id),
             )
         return json.dumps(document, indent=2)
+    labels = {
+        "run_id": run_id, "task": run["task"], "dataset": run["dataset"], "metric": run["metric"],
+        "direction": "maximize" if run["maximize"] else "minimize",
+    }  # fmt: skip
+    columns = ["iteration", "position", "ncode", "code", "score", "status", "cost_s", "error", "config", "metrics"]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["ncode", "score"])
+    writer = csv.DictWriter(buffer, fieldnames=[*labels, *columns])
     writer.writeheader()
     for row in rows:
-        writer.writerow({**row, "config": json.dumps(row["config"]), "metrics": json.dumps(row["metrics"])})
+        writer.writerow(
+            {
+                **labels, **row, "code": CODE_PREFIX + row["ncode"], "config": json.dumps(row["config"]),
+                "metrics": json.dumps(row["metrics"]),
+            }
+        )  # fmt: skip
     return buffer.getvalue()
+
+
+# comparing runs ---------------------------------------------------------------------------------
+
+
+def table_optimum(config: SearchConfig) -> float | None:
+    """The best score of the run's task when it is a finite results table (every code looked up: under a
+    second for NAS-Bench-201 and NAS-Bench-Graph); None for tasks that train or run something."""
+    if config.task not in LOOKUP_TASKS:
+        return None
+    from evaluators.registry import make_evaluator
+    from tools.ncode import from_indices, is_valid
+
+    evaluator = make_evaluator(config.task, config.task_options())
+    space = evaluator.space
+    if space.members is not None:
+        codes: Any = space.members
+    else:
+        codes = map(from_indices, itertools.product(*(space.choices(slot) for slot in range(space.length))))
+    scores = []
+    for code in codes:
+        if not is_valid(space, code):
+            continue
+        try:
+            score = evaluator.evaluate(code).score
+        except LookupError:  # a code the table has no row for
+            continue
+        if score is not None and math.isfinite(score):
+            scores.append(score)
+    if not scores:
+        return None
+    return max(scores) if evaluator.metric.maximize else min(scores)
+
+
+def regret(trajectory: list[float | None], optimum: float, maximize: bool) -> list[float | None]:
+    """How far the best so far is from the optimum after each evaluation (0 once it is found)."""
+    return [None if best is None else (optimum - best if maximize else best - optimum) for best in trajectory]
+
+
+def plot_comparison(
+    curves: dict[str, list[float | None]], metric: str, maximize: bool, optima: dict[str, float], path: Path,
+    title: str, source: str = "",
+) -> Path:  # fmt: skip
+    """Best so far versus evaluations, one line per run; beside it, when ``optima`` holds a run's optimum
+    (``source`` says where it comes from), its regret on a log axis: where a run finds the optimum, its
+    regret is 0 and its line stops, which the legend notes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = 2 if optima else 1
+    figure, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), dpi=120, squeeze=False, sharex=True)
+    direction = "higher is better" if maximize else "lower is better"
+    colors = plt.get_cmap("tab10")
+    for index, (label, trajectory) in enumerate(curves.items()):
+        xs = range(1, len(trajectory) + 1)
+        values = [math.nan if v is None else v for v in trajectory]
+        axes[0][0].plot(xs, values, color=colors(index % 10), label=label, drawstyle="steps-post")
+        if label in optima:
+            gaps = regret(trajectory, optima[label], maximize)
+            found = next((n for n, gap in enumerate(gaps, start=1) if gap == 0), None)
+            shown = [math.nan if gap is None or gap <= 0 else gap for gap in gaps]
+            note = f" (optimum at evaluation {found})" if found else ""
+            axes[0][1].plot(xs, shown, color=colors(index % 10), label=label + note, drawstyle="steps-post")
+    axes[0][0].set_title(f"best {metric} so far ({direction})", fontsize=9)
+    axes[0][0].set_xlabel("evaluations")
+    axes[0][0].set_ylabel(f"best {metric} so far")
+    axes[0][0].legend(fontsize=7, loc="lower right" if maximize else "upper right")
+    if optima:
+        values = sorted({f"{value:.6g}" for value in optima.values()})
+        axes[0][1].set_yscale("log")
+        axes[0][1].set_title(f"regret to the optimum {', '.join(values)} {source}".strip(), fontsize=9)
+        axes[0][1].set_xlabel("evaluations")
+        axes[0][1].set_ylabel(f"regret: |optimum - best {metric} so far| (log)")
+        axes[0][1].legend(fontsize=7, loc="upper right")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    try:
+        return save_figure(figure, path)
+    finally:
+        plt.close(figure)

@@ -40,28 +40,36 @@ class Observation:
     cost_s: float = 0.0
 
 
-def open_connection(path: str | Path) -> sqlite3.Connection:
-    """Open (or create) a run database, refusing files that are not ours. Never overwrites.
+def open_connection(path: str | Path, verify: bool = True) -> sqlite3.Connection:
+    """Open (or create) a run database, refusing files that are not ours or are corrupt. Never overwrites.
 
     The file is only ever read through SQLite: opening and closing it with plain file
-    I/O while a connection is open would drop this process's SQLite locks.
+    I/O while a connection is open would drop this process's SQLite locks. ``verify`` reads
+    every page first (``PRAGMA quick_check``, a fraction of a second for hundreds of MB), so
+    that a corrupt file is refused before anything is written to it; a second connection to
+    a file just verified may skip it.
     """
     path = Path(path)
     if path.exists() and not path.is_file():
         raise StoreError(f"{path} is not a file; pass a database file path with --db")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise StoreError(f"cannot use database {path}: {blocking} is a file, not a folder; pass another --db")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    except (OSError, sqlite3.Error) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise StoreError(f"cannot open database {path}: {reason}; pass a --db path in a folder you can write") from None
     connection.execute("PRAGMA busy_timeout=10000")  # other processes may be writing the same file
     try:
         # Read first: SQLite rejects a file that is not a database before anything is written,
         # and a database of another program is refused before any PRAGMA changes its header.
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        problems = _retry_while_locked(lambda: _quick_check(connection)) if tables and verify else []
     except sqlite3.DatabaseError as error:
         connection.close()
-        raise StoreError(
-            f"{path} is not an LM-Searcher database or is corrupt ({error}); it was left untouched. "
-            "Pass another path with --db"
-        ) from None
+        raise unusable(path, error) from None
     foreign = tables - OUR_TABLES - LANGGRAPH_TABLES
     if (tables and "lmsearcher_meta" not in tables) or foreign:
         connection.close()
@@ -69,9 +77,35 @@ def open_connection(path: str | Path) -> sqlite3.Connection:
             f"{path} is a SQLite database of another program (tables: {', '.join(sorted(tables))}); "
             "it was left untouched. Pass a new file with --db"
         )
+    if problems:
+        connection.close()
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise StoreError(_corrupt_message(path, problems[0] + more))
     _retry_while_locked(lambda: connection.execute("PRAGMA journal_mode=WAL"))
     connection.execute("PRAGMA synchronous=NORMAL")
     return connection
+
+
+def _quick_check(connection: sqlite3.Connection) -> list[str]:
+    """The problems SQLite finds in the file's pages; empty when it is sound."""
+    lines = [line for (text,) in connection.execute("PRAGMA quick_check") for line in str(text).splitlines()]
+    return [line for line in lines if line not in ("ok", "*** in database main ***")]
+
+
+def _corrupt_message(path: str | Path, detail: str) -> str:
+    return f"database {path} is corrupt: {detail}; it was left untouched. Restore it from a backup or pass another --db"
+
+
+def unusable(path: str | Path, error: sqlite3.DatabaseError) -> StoreError:
+    """One line for a database SQLite cannot read: not a database, corrupt, or another failure (locked, I/O)."""
+    name = getattr(error, "sqlite_errorname", "")
+    if name == "SQLITE_NOTADB":
+        return StoreError(
+            f"{path} is not an LM-Searcher database ({error}); it was left untouched. Pass another path with --db"
+        )
+    if name == "SQLITE_CORRUPT" or "malformed" in str(error):
+        return StoreError(_corrupt_message(path, str(error)))
+    return StoreError(f"cannot use database {path}: {error}; check the file, or pass another --db")
 
 
 def _retry_while_locked(step: Any, attempts: int = 40) -> Any:
@@ -329,3 +363,13 @@ class RunStore:
 
     def collm_rounds(self, run_id: str) -> list[dict[str, Any]]:
         return list(self.db["collm_rounds"].rows_where("run_id = ?", [run_id], order_by="iteration"))
+
+
+def open_store(path: str | Path) -> RunStore:
+    """A verified database with its tables ready; any failure of SQLite's is one StoreError."""
+    connection = open_connection(path)
+    try:
+        return RunStore(connection)
+    except sqlite3.DatabaseError as error:  # a read-only file, say: creating missing tables fails
+        connection.close()
+        raise unusable(path, error) from None

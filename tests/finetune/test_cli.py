@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
+from finetune.build_tiny import RECIPE_SAMPLES, default_samples
 from finetune.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,3 +108,31 @@ def test_tiny_warms_up_builds_a_near_model_and_continues_from_it(tmp_path: Path)
     assert card["init"] == str(first) and card["pruning"] is False and card["steps"] == 2
     assert card["warmup"] is None  # a continued model is not warmed up again
     assert card["previous"]["warmup"]["steps"] == 3 and card["previous"]["previous"] is None
+
+
+def test_tiny_writes_under_runs_sizes_data_by_minutes_and_warns_when_undertrained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    small = ["--domains", "synthetic:4", "--hidden", "32", "--heads", "1", "--layers", "1", "--intermediate", "64",
+             "--max-positions", "1024", "--batch-size", "4"]  # fmt: skip
+    assert main(["tiny", *small, "--minutes", "0.01", "--steps", "1000"]) == 0  # no --out, no --samples
+    printed = capsys.readouterr()
+    [out] = (tmp_path / "runs").iterdir()
+    assert out.name.startswith("lm-searcher-tiny-") and (out / "config.json").is_file()
+    card = json.loads((out / "lmsearcher.json").read_text())
+    assert card["samples"] == default_samples(0.01, 1000, 4, 10, RECIPE_SAMPLES) < 1000  # 0.6 s of training's worth
+    assert f"curated {card['samples']} / {card['samples']} samples" in printed.err
+    assert card["stopped_by"] == "time" and card["undertrained"]["draws"] == 4 * card["steps"]
+    assert "warning: undertrained" in printed.err and "pick poorly" in printed.err
+
+    before = (out / "model.safetensors").read_bytes()
+    assert main(["tiny", *small, "--out", str(out), "--samples", "8", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already holds a model" in err and "--overwrite" in err
+    assert (out / "model.safetensors").read_bytes() == before
+
+    assert main(["tiny", *small, "--out", str(out), "--samples", "8", "--steps", "1", "--overwrite"]) == 0
+    card = json.loads((out / "lmsearcher.json").read_text())
+    assert card["samples"] == 8 and card["steps"] == 1 and card["stopped_by"] == "steps"  # --samples wins
+    assert "stopped by --steps" in capsys.readouterr().err

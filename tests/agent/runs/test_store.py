@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 
 import pytest
@@ -298,3 +299,48 @@ def test_a_refused_sqlite_database_keeps_its_bytes(tmp_path):
     with pytest.raises(StoreError):
         open_connection(path)
     assert path.read_bytes() == before
+
+
+# damaged files ------------------------------------------------------------------------------------
+
+
+def overwrite_from(path, offset: int) -> bytes:
+    """Garbage over every byte from ``offset`` on, as a failing disk or a bad copy leaves a file."""
+    size = path.stat().st_size
+    assert size > offset
+    with path.open("r+b") as file:
+        file.seek(offset)
+        file.write(random.Random(1).randbytes(size - offset))
+    return path.read_bytes()
+
+
+def filled_database(path) -> None:
+    connection = open_connection(path)
+    store = RunStore(connection)
+    new_run(store)
+    for position in range(300):
+        store.add_evaluation("r1", position, 0, f"{position:05d}", {"x": "y" * 200}, ok(0.5))
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connection.close()
+
+
+@pytest.mark.parametrize("where", ["past the header", "in the last pages"])
+def test_refuses_a_corrupt_database_and_leaves_it_untouched(db_path, where):
+    """Pages past the first hold garbage: SQLite may open the file and read its schema, so every page is
+    checked before anything is written."""
+    filled_database(db_path)
+    offset = 4096 if where == "past the header" else db_path.stat().st_size * 3 // 4
+    before = overwrite_from(db_path, offset)
+    with pytest.raises(StoreError) as info:
+        open_connection(db_path)
+    message = str(info.value)
+    assert message.startswith(f"database {db_path} is corrupt: ")
+    assert "restore it from a backup or pass another --db" in message.lower()
+    assert db_path.read_bytes() == before
+
+
+def test_a_folder_that_is_a_file_is_one_clear_error(tmp_path):
+    (tmp_path / "somefile").write_text("mine")
+    with pytest.raises(StoreError, match="somefile is a file, not a folder; pass another --db"):
+        open_connection(tmp_path / "somefile" / "x.db")
+    assert (tmp_path / "somefile").read_text() == "mine"

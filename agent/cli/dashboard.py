@@ -1,0 +1,83 @@
+"""``dashboard``: the run database live in optuna-dashboard, a view users of Optuna already know.
+
+optuna-dashboard reads Optuna storages, so the runs are mirrored into one beside the database
+(agent/runs/optuna_mirror.py) and the mirror is kept in step every second: a search running in
+another process shows each evaluation within seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import socket
+import threading
+from pathlib import Path
+
+import optuna
+
+from agent.cli.common import DEFAULT_DB, UsageError, console
+from agent.runs.optuna_mirror import OptunaMirror, mirror_path
+
+SYNC_INTERVAL_S = 1.0
+
+
+def run_dashboard(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python main.py dashboard",
+        description="show the runs of a database in optuna-dashboard, live (mirrored into DB.optuna.db)",
+    )
+    parser.add_argument("--db", default=DEFAULT_DB)
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    args = parser.parse_args(argv)
+    db = Path(args.db)
+    if not db.is_file():
+        raise UsageError(f"database {db} does not exist; run a search first or pass --db")
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise UsageError("optuna-dashboard is not installed; pip install '.[dashboard]'") from None
+    check_port(args.host, args.port)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not one line per study the mirror creates
+    with OptunaMirror(db, mirror_path(db)) as mirror:
+        stop = threading.Event()
+        syncer = threading.Thread(target=keep_syncing, args=(mirror, stop), name="optuna-mirror", daemon=True)
+        syncer.start()
+        console.print(f"optuna-dashboard: http://{args.host}:{args.port}/dashboard (Ctrl-C stops it)", highlight=False)
+        try:
+            optuna_dashboard.run_server(mirror.url, host=args.host, port=args.port)  # returns on Ctrl-C
+        finally:
+            stop.set()
+            syncer.join()
+    return 0
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail before mirroring when the server could not listen; the server binds the same way (SO_REUSEADDR)."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise UsageError(f"port {port} on {host} is in use; pass another with --port") from None
+        raise UsageError(f"cannot listen on {host}:{port}: {error.strerror or error}; pass --host or --port") from None
+
+
+def keep_syncing(mirror: OptunaMirror, stop: threading.Event) -> None:
+    """Sync now and every second until ``stop``. The first sync runs beside the server, which is up at once
+    (a first sync of a large database takes a while); a failed sync (a database busy for long) is said once
+    and retried, never fatal."""
+    first, last_error = True, None
+    while not stop.is_set():
+        try:
+            added = mirror.sync(stop)
+            if first:
+                console.print(f"mirrored {added} new evaluation(s) into {mirror.path}", highlight=False)
+            first, last_error = False, None
+        except Exception as error:
+            if str(error) != last_error:
+                console.print(f"[yellow]sync failed, retrying:[/yellow] {error}", highlight=False)
+            last_error = str(error)
+        stop.wait(SYNC_INTERVAL_S)

@@ -1,0 +1,102 @@
+"""The Optuna mirror of real run databases made by real searches (agent/runs/optuna_mirror.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from agent import Study
+from agent.cli.main import main
+from agent.runs.optuna_mirror import FROM_SPACE, FROM_VALUES, OptunaMirror, mirror_path
+from agent.runs.store import RunStore, open_connection
+from tests.agent import objectives
+from tools.spaces import nas_bench_graph_space
+
+
+def sync(db: Path) -> int:
+    with OptunaMirror(db, mirror_path(db)) as mirror:
+        return mirror.sync()
+
+
+def mirrored(db: Path, run_id: str) -> optuna.Study:
+    return optuna.load_study(study_name=run_id, storage=f"sqlite:///{mirror_path(db)}")
+
+
+def assert_mirrors_evaluations(db: Path, run_id: str, trials: list[FrozenTrial]) -> None:
+    """Trial n is evaluation n: its score, its decoded configuration, its NCode and cost."""
+    store = RunStore(open_connection(db))
+    evaluations = list(store.evaluations(run_id))
+    assert [t.number for t in trials] == list(range(len(evaluations)))
+    assert [(t.value, t.params, t.user_attrs["ncode"], t.user_attrs["cost_s"]) for t in trials] == [
+        (e["score"], e["config"], e["ncode"], e["cost_s"]) for e in evaluations
+    ]
+    store.db.conn.close()
+
+
+def test_a_search_is_mirrored_once_and_its_resumed_evaluations_appended(tmp_path):
+    db = tmp_path / "s.db"
+    assert main(["--ranker", "evolution", "--budget", "8", "--db", str(db), "--run-id", "r", "--quiet"]) == 0
+    with OptunaMirror(db, mirror_path(db)) as mirror:
+        assert mirror.sync() == 8
+        assert mirror.sync() == 0
+    assert sync(db) == 0  # a new mirror (a restarted dashboard) reads where the last one stopped
+    study = mirrored(db, "r")
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert study.user_attrs == {
+        "task": "nas_bench_graph", "dataset": "cora", "metric": "val_acc", "ranker": "evolution", "choices": FROM_SPACE,
+    }  # fmt: skip
+    assert_mirrors_evaluations(db, "r", study.trials)
+    space = nas_bench_graph_space("cora")
+    assert {name: d.choices for name, d in study.trials[0].distributions.items()} == {
+        slot.name: slot.options for slot in space.slots
+    }
+    decisions = RunStore(open_connection(db)).decisions("r")
+    assert [(t.user_attrs["ranker"], t.user_attrs["pool_size"], t.user_attrs["fallback"]) for t in study.trials] == [
+        (d["ranker"], len(json.loads(d["pool"])), bool(d["fallback"])) for d in decisions
+    ]
+
+    assert main(["--resume", "r", "--db", str(db), "--budget", "12", "--quiet"]) == 0
+    assert sync(db) == 4
+    assert_mirrors_evaluations(db, "r", mirrored(db, "r").trials)
+
+
+def test_failed_evaluations_are_fail_trials(tmp_path):
+    db = tmp_path / "s.db"
+    with Study.create(
+        db, objectives.space_definition(), objectives.failing_on_tanh, ranker="random", budget=12, run_id="f"
+    ) as study:
+        study.optimize()
+        history = study.history
+    failed = [t for t in history if t.status != "ok"]
+    assert failed, "the objective fails on tanh and at depth 8"
+    assert sync(db) == 12
+    trials = mirrored(db, "f").trials
+    assert [t.state == TrialState.FAIL for t in trials] == [t.status != "ok" for t in history]
+    assert {t.user_attrs["error"] for t in trials if t.state == TrialState.FAIL} == {t.error for t in failed}
+    assert all(t.value is None for t in trials if t.state == TrialState.FAIL)
+    assert mirrored(db, "f").user_attrs["choices"] == FROM_SPACE  # the space stored with the run
+
+
+def test_without_its_space_a_study_takes_the_values_seen_and_is_rebuilt_when_new_ones_appear(tmp_path):
+    space_file, db = tmp_path / "space.yaml", tmp_path / "s.db"
+    space_file.write_text(yaml.safe_dump(objectives.space_definition()))
+    search = ["--task", "objective", "--objective", "tests.agent.objectives:accuracy", "--space", str(space_file)]
+    assert main([*search, "--ranker", "random", "--budget", "2", "--db", str(db), "--run-id", "o", "--quiet"]) == 0
+    space_file.unlink()  # moved since the run started: the mirror can only know the values seen
+    assert sync(db) == 2
+    study = mirrored(db, "o")
+    assert study.user_attrs["choices"] == FROM_VALUES
+    seen = {name: {t.params[name] for t in study.trials} for name in ("depth", "width", "activation")}
+    assert {name: set(d.choices) for name, d in study.trials[0].distributions.items()} == seen
+
+    space_file.write_text(yaml.safe_dump(objectives.space_definition()))
+    assert main(["--resume", "o", "--db", str(db), "--budget", "10", "--quiet"]) == 0
+    space_file.unlink()
+    assert sync(db) == 10  # new values: the study is rebuilt with wider choices, every trial again
+    trials = mirrored(db, "o").trials
+    assert_mirrors_evaluations(db, "o", trials)
+    assert {len(set(t.distributions["depth"].choices)) for t in trials} == {len({t.params["depth"] for t in trials})}

@@ -62,7 +62,7 @@ def make_ranker(config: SearchConfig, space: SearchSpace | None = None) -> Ranke
     if config.ranker == "nearest":
         return NearestRanker()
     if config.ranker in PROPOSER_DRIVEN:
-        return FirstRanker()
+        return FirstRanker(config.ranker)
     from agent.llm.ranker import LLM_RANKER_PREFIXES, make_llm_ranker
 
     if config.ranker == "llm" or config.ranker.startswith(LLM_RANKER_PREFIXES):

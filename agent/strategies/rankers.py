@@ -57,9 +57,11 @@ class Ranker(ABC):
 
 
 class FirstRanker(Ranker):
-    """Keeps the proposer's order: the ranker of proposer-driven baselines (evolution, TPE)."""
+    """Keeps the proposer's order: the ranker of proposer-driven baselines (evolution, TPE).
+    ``name`` is the baseline's, so each recorded decision names what the user chose."""
 
-    name = "first"
+    def __init__(self, name: str = "first") -> None:
+        self.name = name
 
     def rank(self, request: RankRequest) -> Decision:
         return Decision(chosen=request.pool[: request.k], pool=request.pool)

@@ -47,6 +47,13 @@ def number(value: Any) -> str:
     return f"{value:.4f}" if value == 0 or 0.01 <= abs(value) < 1e6 else f"{value:.4g}"
 
 
+def summary_value(value: Any) -> str:
+    """A ranker summary's number: rates to three decimals, whole medians (token counts) as integers."""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.3f}"
+    return number(value)
+
+
 def safe_name(text: str) -> str:
     """A file name made from a run id, which may hold slashes or other characters a path cannot."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).lstrip(".") or "run"
@@ -184,7 +191,7 @@ def run_header(run: dict[str, Any], evaluations: list[dict[str, Any]], summary: 
         decoded = "\n".join(f"{slot} = {number(value)}" for slot, value in best_row["config"].items())
         header.add_row("best configuration", escape(decoded))
     for name, value in summary.items():
-        header.add_row(name.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else number(value))
+        header.add_row(name.replace("_", " "), summary_value(value))
     if run["error"]:
         header.add_row("stopped by", escape(run["error"]))
     return header

@@ -75,7 +75,8 @@ class SearchConfig:
     ranker: str = option(
         "local",
         "who picks candidates: local (default: the shipped LM-Searcher-tiny, served offline), local:PATH, "
-        f"llm (with --base-url/--model), openai:MODEL, or a baseline: {', '.join(BASELINE_RANKERS)}",
+        "vllm[:PATH] (served by vLLM), llm (with --base-url/--model), openai:MODEL, or a baseline: "
+        f"{', '.join(BASELINE_RANKERS)}",
     )
     proposer: str | None = option(
         None, "candidate pool: random, mutation, mixed (default for LLM rankers), evolution, tpe, generate"
@@ -138,6 +139,20 @@ class SearchConfig:
     llm_retries: int = option(4, "retries of timeouts, 429 and 5xx per request", group="llm")
     llm_backoff_s: float = option(1.0, "first wait before a retry, doubled each time", "llm", flag="--llm-backoff")
     parallel_requests: int = option(10, "one-question-per-candidate formats: questions in flight", group="llm")
+    model_card: str | None = option(
+        None, "the served model's card, its folder or its lmsearcher.json: sets --prompt-format and --history-cap "
+        "(flags win); default: a local model's own card", group="llm",
+    )  # fmt: skip
+    fallback_limit: int = option(
+        5, "stop the run when this many decisions in a row fall back to a random pick (0: never)", group="llm"
+    )
+    fallback_share: float = option(
+        0.5, "stop the run when more than this share of decisions fell back, from the 10th on (0: never)", group="llm"
+    )
+    vllm_python: str | None = option(
+        None, "--ranker vllm[:PATH]: the Python that has vLLM (its own venv); default $LMSEARCHER_VLLM_PYTHON, "
+        "else the vllm command on PATH", group="llm",
+    )  # fmt: skip
     # -- CoLLM-NAS
     navigator_model: str | None = option(None, "the Navigator's model (default: --model)", group="collm")
     navigator_base_url: str | None = option(None, "the Navigator's endpoint (default: --base-url)", group="collm")
@@ -158,10 +173,11 @@ class SearchConfig:
 
     def llm_options(self) -> dict[str, Any]:
         """The LLM ranker's settings; None means 'not given' (a local model's card may set it)."""
-        keys = ("base_url", "model", "temperature", "max_tokens", "timeout_s", "prompt_format", "history_cap")
+        keys = ("base_url", "model", "temperature", "max_tokens", "timeout_s", "prompt_format", "history_cap",
+                "model_card", "fallback_limit", "fallback_share")  # fmt: skip
         return {**{key: getattr(self, key) for key in keys}, "max_reasks": self.max_reasks,
                 "retries": self.llm_retries, "backoff_s": self.llm_backoff_s,
-                "parallel_requests": self.parallel_requests}  # fmt: skip
+                "parallel_requests": self.parallel_requests, "vllm_python": self.vllm_python}  # fmt: skip
 
     def collm_options(self) -> dict[str, Any]:
         keys = ("navigator_model", "navigator_base_url", "generator_model", "generator_base_url")

@@ -69,7 +69,8 @@ def make_ranker(config: SearchConfig, space: SearchSpace | None = None) -> Ranke
         generates = config.proposer == "generate"
         return make_llm_ranker(config.ranker, config.llm_options(), space, config.pool_size, generates)
     raise SearchError(
-        f"unknown ranker {config.ranker!r}; valid: {', '.join(BASELINE_RANKERS)}, llm, openai:MODEL, local:PATH"
+        f"unknown ranker {config.ranker!r}; valid: {', '.join(BASELINE_RANKERS)}, "
+        "llm, openai:MODEL, local:PATH, vllm:PATH"
     )
 
 

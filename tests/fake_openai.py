@@ -4,13 +4,16 @@ A real HTTP server on the loopback interface; only the model's words are
 scripted, because no model small enough to run here can be made to time out,
 fail with 503 or ramble on demand (nor follow CoLLM-NAS's instructions).
 Token counts are estimates: prompt characters / 4; answers count 3 tokens for
-ranker prompts and characters / 4 otherwise. Tests of the real model path use
+ranker prompts and characters / 4 otherwise. A script may give the answer's first
+token's alternatives with their probabilities; they are returned as logprobs (as
+vLLM does) when the request asks for them. Tests of the real model path use
 ``transformers serve`` instead (see tests/agent/llm/test_ranker.py).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import time
@@ -19,8 +22,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prompts.choice import untag
 
-# A reply: (HTTP status, answer text, seconds to wait before replying)
-Script = Callable[[dict, list[str]], tuple[int, str, float]]
+# A reply: (HTTP status, answer text, seconds to wait before replying), optionally followed by the answer's
+# first token's alternatives as {token: probability}, returned as logprobs when the request asks for them.
+Script = Callable[[dict, list[str]], tuple[int, str, float] | tuple[int, str, float, dict[str, float]]]
+
+
+def logprobs(text: str, alternatives: dict[str, float], top: int) -> dict:
+    """The OpenAI chat ``logprobs`` of an answer that is one token, with its ``top`` likeliest alternatives."""
+    ranked = sorted(alternatives.items(), key=lambda item: -item[1])[:top]
+    tops = [{"token": token, "logprob": math.log(p), "bytes": None} for token, p in ranked]
+    first = {"token": text, "logprob": math.log(alternatives.get(text, 1.0)), "bytes": None, "top_logprobs": tops}
+    return {"content": [first], "refusal": None}
 
 
 def candidates_of(request: dict) -> list[str]:
@@ -83,11 +95,14 @@ class FakeOpenAI:
                 fake.requests.append(request)
                 fake.headers.append({key.lower(): value for key, value in self.headers.items()})
                 candidates = candidates_of(request)
-                status, text, delay = fake.script(request, candidates)
+                status, text, delay, *alternatives = fake.script(request, candidates)
                 time.sleep(delay)
                 if status != 200:
                     self._send(status, {"error": {"message": text, "type": "server_error"}})
                     return
+                choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                if alternatives and request.get("logprobs"):
+                    choice["logprobs"] = logprobs(text, alternatives[0], request.get("top_logprobs") or 0)
                 self._send(
                     200,
                     {
@@ -95,9 +110,7 @@ class FakeOpenAI:
                         "object": "chat.completion",
                         "created": 0,
                         "model": request["model"],
-                        "choices": [
-                            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-                        ],
+                        "choices": [choice],
                         "usage": {
                             "prompt_tokens": sum(len(m["content"]) for m in request["messages"]) // 4,
                             "completion_tokens": 3 if candidates else max(1, len(text) // 4),

@@ -212,6 +212,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="local model folder for LLM methods (default: LM-Searcher-tiny)")
     p.add_argument("--base-url", help="use an already running OpenAI-compatible server instead of --model")
     p.add_argument("--served-model", help="model name at --base-url")
+    p.add_argument(
+        "--model-card",
+        help="the model's card, its folder or its lmsearcher.json: the prompt format and history cap of LLM methods "
+        "(default: --model's own card; needed with --base-url)",
+    )
     p.add_argument("--history-cap", type=int, help="history items in LLM prompts (default: the model's own)")
     p.add_argument("--out", help="output prefix (.md, .png, .json); default runs/bench/TASK-TIME/bench")
     p.add_argument(
@@ -304,7 +309,8 @@ def write_outputs(
 
 
 def main(argv: list[str]) -> int:
-    from prompts.card import DEFAULT_LOCAL_MODEL, model_card
+    from agent.llm.ranker import card_settings
+    from prompts.card import DEFAULT_LOCAL_MODEL, MODEL_CARD
 
     args = parser().parse_args(argv)
     task = {name: getattr(args, name) for name in TASK_FIELDS if hasattr(args, name)}  # flags given, and the task
@@ -322,14 +328,18 @@ def main(argv: list[str]) -> int:
     server = None
     llm: dict[str, Any] = {}
     if needs_llm:
+        card_settings(args.model_card, None)  # a missing card fails now, not at the first LLM run
         if args.base_url:
-            llm = {"base_url": args.base_url, "model": args.served_model}
+            llm = {"base_url": args.base_url, "model": args.served_model, "model_card": args.model_card}
         else:
             model = Path(args.model) if args.model else DEFAULT_LOCAL_MODEL
             server = LocalServer(model).start()
-            llm = {"base_url": server.base_url, "model": str(server.model_path), **model_card(server.model_path)}
+            own = str(server.model_path) if (server.model_path / MODEL_CARD).is_file() else None
+            llm = {"base_url": server.base_url, "model": str(server.model_path), "model_card": args.model_card or own}
         if args.history_cap:
             llm["history_cap"] = args.history_cap
+        # A bench measures a ranker as it is, falling back or not: its table reports each method's fallback rate.
+        llm.update(fallback_limit=0, fallback_share=0.0)
     runs: list[dict] = []
     try:
         with tempfile.TemporaryDirectory() as folder:

@@ -22,8 +22,9 @@ from rich.table import Table
 from agent.cli.common import DEFAULT_DB, EXIT_INTERRUPTED, EXIT_STOPPED, UsageError, console, stdout_console
 from agent.config import SearchConfig, flag, read_run_file
 from agent.driver import RunResult, Search, new_run_id
-from agent.llm.ranker import RankerUnavailable
+from agent.llm.ranker import LLM_RANKER_PREFIXES, RankerUnavailable, effective_options
 from agent.loops.common import Progress as LoopProgress
+from agent.runs.store import RunStore, open_connection
 
 GROUPS = {
     "task": "what to search",
@@ -168,9 +169,34 @@ def print_summary(result: RunResult, db: Path, wall_s: float) -> None:
         costs = sorted(result.costs_s)
         table.add_row("s per evaluation", f"median {costs[len(costs) // 2]:.3f}, max {costs[-1]:.3f}")
     table.add_row("wall time", f"{wall_s:.1f} s")
+    for name, value in llm_ranker_rows(db, result.run_id):
+        table.add_row(name, value)
     table.add_row("database", str(db))
     stdout_console().print(table)
     print(f"inspect: python main.py show {result.run_id} --db {db}")
+
+
+def llm_ranker_rows(db: Path, run_id: str) -> list[tuple[str, str]]:
+    """An LLM ranker's prompt settings and fallback rate: every fallback is a random pick, and a run of them
+    is a random search that would otherwise pass for an LLM one. None for other rankers."""
+    store = RunStore(open_connection(db, verify=False))  # verified when the search opened it
+    try:
+        config = SearchConfig.from_stored(store.get_run(run_id)["config"])
+        if config.strategy != "lmsearcher" or not (
+            config.ranker == "llm" or config.ranker.startswith(LLM_RANKER_PREFIXES)
+        ):
+            return []
+        decisions = store.decisions(run_id)
+    finally:
+        store.db.conn.close()
+    options, guessed = effective_options(config.ranker, config.llm_options())
+    settings = f"{options.prompt_format}, history cap {options.history_cap}{' (a guess: no --model-card)' * guessed}"
+    fallbacks = sum(row["fallback"] for row in decisions)
+    rate = f"{fallbacks / len(decisions):.3f}" if decisions else "-"
+    return [
+        ("prompt format", settings),
+        ("fallback rate", f"{rate} ({fallbacks} of {len(decisions)} decisions picked at random)"),
+    ]
 
 
 def resume_overrides(command: SearchCommand) -> dict[str, Any]:

@@ -121,7 +121,7 @@ def make_collm_agents(raw_options: dict[str, Any], llm_options: dict[str, Any]) 
                 f"--strategy collm needs a {role} model: --base-url URL and --model NAME (any OpenAI-compatible "
                 f"server), or --{role}-base-url and --{role}-model"
             )
-        clients[role] = ChatClient(base_url, model, api_key, settings)
+        clients[role] = ChatClient(base_url, model, api_key, settings, role=role)  # errors name the role
     checked: set[str] = set()
     for role, client in clients.items():
         if str(client.client.base_url) in checked:

@@ -57,14 +57,50 @@ def curate_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--generation-share", type=float, default=0.0, help="share of generation samples (ablation data; default 0)"
     )
+    p.add_argument(
+        "--search-share",
+        type=float,
+        default=0.0,
+        help="share of draws shaped like a search's history and mixed pool (finetune tiny: 0.5; default 0, the paper)",
+    )
     p.add_argument("--name", default=DEFAULT_NAME, help="dataset name in LLaMA-Factory's dataset_info.json")
+    p.add_argument(
+        "--tokenizer",
+        help="tokenizer folder (or Hub id) to count prompt tokens with (default: UTF-8 bytes, an upper bound for "
+        "byte-level BPE tokenizers such as Llama 3's and Qwen's)",
+    )
+    p.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=2048,
+        help="warn when examples need more tokens than this (default 2048, LLaMA-Factory's default cutoff_len)",
+    )
     return p
+
+
+def load_tokenizer(path: str):
+    """A Hugging Face tokenizer for counting prompt tokens; bad input is one line."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise FinetuneUsageError(f"cannot load tokenizer {path!r}: {str(error).splitlines()[0]}") from None
 
 
 def run_curate(argv: list[str]) -> int:
     from datasets.utils.logging import disable_progress_bar
 
-    from finetune.curate import CurationOptions, curate, mix_weights, progress_lines
+    from finetune.curate import (
+        UTF8_BYTES,
+        CurationOptions,
+        curate,
+        length_report,
+        length_warning,
+        mix_weights,
+        progress_lines,
+        sequence_lengths,
+    )
     from finetune.domains import load_domain
     from finetune.export import export, summary_lines
 
@@ -74,12 +110,15 @@ def run_curate(argv: list[str]) -> int:
         raise FinetuneUsageError("--samples, --candidates and --history-cap must be at least 1")
     if not 1 <= args.min_archs <= args.max_archs:
         raise FinetuneUsageError("need 1 <= --min-archs <= --max-archs")
-    if not 0.0 <= args.synthetic_share <= 1.0 or not 0.0 <= args.generation_share <= 1.0:
-        raise FinetuneUsageError("--synthetic-share and --generation-share must lie in [0, 1]")
+    if not all(0.0 <= share <= 1.0 for share in (args.synthetic_share, args.generation_share, args.search_share)):
+        raise FinetuneUsageError("--synthetic-share, --generation-share and --search-share must lie in [0, 1]")
+    if args.max_prompt_tokens < 1:
+        raise FinetuneUsageError("--max-prompt-tokens must be at least 1")
     if args.prompt_format == "choice" and args.candidates > len(LABELS):
         raise FinetuneUsageError(f"the choice format labels at most {len(LABELS)} candidates; lower --candidates")
     for spec in args.domains:
         refuse_forbidden(spec)
+    tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None  # fail fast, before curating
     started = time.perf_counter()
     domains = [domain for spec in args.domains for domain in load_domain(spec, args.data, args.seed)]
     if not domains:
@@ -92,12 +131,14 @@ def run_curate(argv: list[str]) -> int:
         prompt_format=args.prompt_format,
         history_cap=args.history_cap,
         generation_share=args.generation_share,
+        search_share=args.search_share,
     )
     try:
         weights = mix_weights(domains, args.synthetic_share)
         samples = curate(domains, args.samples, args.seed, options, weights, progress_lines(args.samples))
     except ValueError as error:
         raise FinetuneUsageError(str(error)) from None
+    lengths = length_report(sequence_lengths(samples, tokenizer), args.tokenizer or UTF8_BYTES, args.max_prompt_tokens)
     summary = export(
         samples,
         Path(args.out),
@@ -111,12 +152,17 @@ def run_curate(argv: list[str]) -> int:
         candidates=options.candidates,
         synthetic_share=args.synthetic_share,
         generation_share=args.generation_share,
+        search_share=args.search_share,
+        prompt_tokens=lengths,
         domain_specs=list(args.domains),
         seconds=round(time.perf_counter() - started, 2),
     )
     for line in summary_lines(summary):
         print(line)
-    print(f"wrote {args.out}: hf_dataset/, llamafactory/{args.name}.json + dataset_info.json, summary.json")
+    entries = ", ".join(f"{name}.json" for name in summary["files"]["llamafactory"])
+    print(f"wrote {args.out}: hf_dataset/, llamafactory/ ({entries} + dataset_info.json), summary.json")
+    if warning := length_warning(lengths, options.prompt_format):
+        print(warning, file=sys.stderr)  # after the summary, so that it is not scrolled away
     return 0
 
 

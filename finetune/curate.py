@@ -15,11 +15,13 @@ best held-out one), so one model also serves the generation ablation.
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +31,8 @@ from tools.evaluator import Metric
 from tools.ncode import InvalidNCode, SearchSpace, mutate, prune, sample, to_indices
 
 SEARCH_UNIVERSE = 3000  # table rows a search-shaped draw moves among (its neighbours are found there)
+TEMPLATE_ALLOWANCE = 64  # tokens a chat template adds to the turns: BOS, role headers, end tokens, a default system
+UTF8_BYTES = "utf8-bytes"  # the length proxy without a tokenizer
 
 
 @dataclass(frozen=True)
@@ -307,3 +311,61 @@ def mix_weights(domains: Sequence[Domain], synthetic_share: float = 0.5) -> list
     if not synthetic or not tables:
         return None
     return [synthetic_share / synthetic if d.codes is None else (1 - synthetic_share) / tables for d in domains]
+
+
+def sequence_lengths(samples: Sequence[dict], tokenizer: Any = None, chunk: int = 500) -> list[int]:
+    """Tokens of each example's prompt turns and answer, without the chat template's own tokens.
+
+    Without ``tokenizer``: their UTF-8 bytes, which a byte-level BPE tokenizer (Llama 3, Qwen, GPT)
+    never exceeds. Characters/4 would be no bound: these digit-heavy prompts take 1-2.3 bytes a token
+    (Qwen writes each digit as a token), so it undercounts them 2-4 times. Tokenized ``chunk`` samples
+    at a time, so that 20,000 long prompts never hold all their token ids at once.
+    """
+    texts = [[m["content"] for m in sample["messages"]] + [sample["answer"]] for sample in samples]
+    if tokenizer is None:
+        return [sum(len(text.encode()) for text in parts) for parts in texts]
+    lengths = []
+    for start in range(0, len(texts), chunk):
+        batch = texts[start : start + chunk]
+        ids = iter(tokenizer([text for parts in batch for text in parts], add_special_tokens=False)["input_ids"])
+        lengths.extend(sum(len(next(ids)) for _ in parts) for parts in batch)
+    return lengths
+
+
+def percentile(ordered: Sequence[int], share: float) -> int:
+    """The nearest-rank percentile of sorted values (a length that occurs, not an interpolation)."""
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+def length_report(lengths: Sequence[int], counted_by: str, limit: int) -> dict[str, Any]:
+    """Median, p95 and max of ``sequence_lengths``; how many would not fit in ``limit`` tokens with the
+    template's allowance; and the ``cutoff_len`` that fits them all (rounded up to a multiple of 128).
+
+    Why: LLaMA-Factory cuts a too-long example's prompt at its end, dropping the candidates and the
+    instruction, and says nothing; ``finetune train`` drops such examples (``--max-length``).
+    """
+    ordered = sorted(lengths)
+    return {
+        "counted_by": counted_by,
+        "examples": len(ordered),
+        "median": percentile(ordered, 0.5),
+        "p95": percentile(ordered, 0.95),
+        "max": ordered[-1],
+        "limit": limit,
+        "over_limit": sum(length + TEMPLATE_ALLOWANCE > limit for length in ordered),
+        "cutoff_len": math.ceil((ordered[-1] + TEMPLATE_ALLOWANCE) / 128) * 128,
+    }
+
+
+def length_warning(report: dict[str, Any], prompt_format: str) -> str | None:
+    """One line when some examples would not fit in ``report['limit']`` tokens, naming the settings that fit."""
+    if not report["over_limit"]:
+        return None
+    cutoff = report["cutoff_len"]
+    return (
+        f"warning: {report['over_limit']} of {report['examples']} examples need more than {report['limit']} tokens "
+        f"({report['counted_by']}; longest {report['max']} + {TEMPLATE_ALLOWANCE} for the chat template): "
+        f"LLaMA-Factory silently cuts the end of their prompts (candidates, instruction); for this "
+        f"{prompt_format} curation set its cutoff_len: {cutoff} (finetune train keeps them with --max-length >= "
+        f"{cutoff}) or lower --history-cap"
+    )

@@ -3,8 +3,8 @@
 The paper's setting by default: learning rate 1e-5, linear warm-up over 10% of the
 steps, 1 epoch, 8 samples per device, gradient accumulation 2, bf16 where the device
 supports it; LoRA (``lora=True``) or a full fine-tune. The loss is on the answer only:
-each row becomes a conversational prompt-completion pair (prompt = the ranker's own
-prompt turns, completion = the assistant turn with the label), for which TRL's
+each row is a conversational prompt-completion pair (``prompt`` = the ranker's own
+prompt turns, ``completion`` = the assistant turn with the label), for which TRL's
 ``SFTTrainer`` masks every prompt token (``completion_only_loss``). Examples longer
 than ``max_length`` tokens are dropped rather than truncated, so no label is ever cut.
 
@@ -83,15 +83,18 @@ def curation_summary(data: Path) -> dict[str, Any]:
 
 
 def prompt_completion(dataset):
-    """Rows of (messages, answer, ...) as conversational prompt-completion pairs, the format TRL
-    trains with the loss on the completion only."""
-    missing = {"messages", "answer"} - set(dataset.column_names)
-    if missing:
-        raise SftError(f"the dataset lacks column(s) {', '.join(sorted(missing))}; re-create it with finetune curate")
-    return dataset.map(
-        lambda row: {"prompt": row["messages"], "completion": [{"role": "assistant", "content": row["answer"]}]},
-        remove_columns=dataset.column_names,
-    )
+    """The ``prompt`` and ``completion`` columns (conversational prompt-completion pairs, which TRL trains with
+    the loss on the completion only); a dataset curated before they existed (``messages`` without the answer,
+    and ``answer``) is converted."""
+    columns = set(dataset.column_names)
+    if {"prompt", "completion"} <= columns:
+        return dataset.select_columns(["prompt", "completion"])
+    if {"messages", "answer"} <= columns:
+        return dataset.map(
+            lambda row: {"prompt": row["messages"], "completion": [{"role": "assistant", "content": row["answer"]}]},
+            remove_columns=dataset.column_names,
+        )
+    raise SftError("the dataset lacks the columns prompt and completion; re-create it with finetune curate")
 
 
 def bf16_supported() -> bool:

@@ -44,7 +44,34 @@ def test_no_prune_and_paper_format(tmp_path: Path):
     assert main([*argv, "--prompt-format", "paper", "--min-archs", "20", "--max-archs", "30"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["pruning"] is False and summary["prompt_format"] == "paper"
-    assert load_from_disk(str(out / "hf_dataset"))[0]["messages"][0]["role"] == "user"
+    assert load_from_disk(str(out / "hf_dataset"))[0]["prompt"][0]["role"] == "user"
+
+
+def test_search_share_reaches_the_curation(tmp_path: Path):
+    common = ["curate", "--domains", "synthetic:4", "--samples", "6", "--min-archs", "20", "--max-archs", "30"]
+    for share in ("0", "1"):
+        assert main([*common, "--out", str(tmp_path / share), "--search-share", share]) == 0
+        assert json.loads((tmp_path / share / "summary.json").read_text())["search_share"] == float(share)
+    iid, searched = (load_from_disk(str(tmp_path / share / "hf_dataset"))["prompt"] for share in ("0", "1"))
+    assert iid != searched  # search-shaped draws: other histories and pools from the same seed
+
+
+def test_prompt_lengths_are_reported_and_overlong_prompts_warned_about(tmp_path: Path, capsys):
+    argv = ["curate", "--domains", "synthetic:4", "--samples", "6", "--min-archs", "20", "--max-archs", "30"]
+    assert main([*argv, "--out", str(tmp_path / "bytes")]) == 0
+    printed = capsys.readouterr()
+    lengths = json.loads((tmp_path / "bytes" / "summary.json").read_text())["prompt_tokens"]
+    assert lengths["counted_by"] == "utf8-bytes" and lengths["examples"] == 6 and lengths["over_limit"] == 0
+    assert lengths["median"] <= lengths["p95"] <= lengths["max"] < lengths["cutoff_len"]
+    assert f"LLaMA-Factory needs cutoff_len >= {lengths['cutoff_len']}" in printed.out and "warning" not in printed.err
+
+    tiny = str(ROOT / "models" / "lm-searcher-tiny")
+    assert main([*argv, "--out", str(tmp_path / "tokens"), "--tokenizer", tiny, "--max-prompt-tokens", "100"]) == 0
+    [warning] = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("curated ")]
+    counted = json.loads((tmp_path / "tokens" / "summary.json").read_text())["prompt_tokens"]
+    assert counted["counted_by"] == tiny and counted["over_limit"] == 6
+    assert warning.startswith("warning: 6 of 6 examples need more than 100 tokens")
+    assert f"cutoff_len: {counted['cutoff_len']}" in warning and "compact curation" in warning
 
 
 @pytest.mark.parametrize(
@@ -55,6 +82,8 @@ def test_no_prune_and_paper_format(tmp_path: Path):
         (["curate", "--domains", "nowhere", "--out", "X"], "unknown domain"),
         (["curate", "--domains", "macro", "--data", "EMPTY", "--out", "X"], "not found"),
         (["curate", "--domains", "synthetic:3", "--min-archs", "50", "--max-archs", "10", "--out", "X"], "min-archs"),
+        (["curate", "--domains", "synthetic:3", "--search-share", "1.5", "--out", "X"], "--search-share"),
+        (["curate", "--domains", "synthetic:3", "--tokenizer", "EMPTY", "--out", "X"], "cannot load tokenizer"),
         (["train", "--dataset", "X", "--model", "M", "--out", "X"], "no Hugging Face dataset"),
         (["tiny", "--domains", "nb201"], "NAS-Bench-201"),
         (["nonsense"], "unknown finetune command"),

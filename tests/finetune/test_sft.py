@@ -9,7 +9,16 @@ import pytest
 
 from finetune.curate import CurationOptions, curate
 from finetune.export import export
-from finetune.sft import MODEL_CARD, SftError, SftOptions, build_trainer, check_model, dataset_dir, train
+from finetune.sft import (
+    MODEL_CARD,
+    SftError,
+    SftOptions,
+    build_trainer,
+    check_model,
+    dataset_dir,
+    prompt_completion,
+    train,
+)
 from finetune.tiny_model import TinySize, new_tiny, save
 from tests.finetune.helpers import synthetic_domains
 
@@ -90,3 +99,35 @@ def test_bad_inputs_are_clear_errors(tiny_model, tmp_path):
         check_model(str(tmp_path))
     check_model(str(tiny_model))
     check_model("meta-llama/Llama-3.1-8B")  # a Hub id is accepted here; loading it is the Hub's business
+
+
+def test_plain_trl_on_the_saved_dataset_learns_the_answers_only(tiny_model, curated, tmp_path):
+    """A user's own ``SFTTrainer`` on ``load_from_disk(OUT/hf_dataset)``, no preparation: the ``prompt`` and
+    ``completion`` columns make it a prompt-completion dataset, trained on the answer alone."""
+    from datasets import load_from_disk
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    config = SFTConfig(output_dir=str(tmp_path), report_to="none", bf16=False, per_device_train_batch_size=2)
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model),
+        args=config,
+        train_dataset=load_from_disk(str(curated[0] / "hf_dataset")),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model),
+    )
+    tokenizer = trainer.processing_class
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    for row, sample in zip(batch["labels"].tolist(), curated[1][:2], strict=True):
+        assert tokenizer.decode([label for label in row if label != IGNORE]) == sample["answer"] + tokenizer.eos_token
+
+
+def test_the_trained_columns_and_older_curations():
+    from datasets import Dataset
+
+    prompt, completion = [{"role": "system", "content": "p"}], [{"role": "assistant", "content": "a"}]
+    new = Dataset.from_list([{"prompt": prompt, "completion": completion, "answer": "a", "domain": "d"}])
+    old = Dataset.from_list([{"messages": prompt, "answer": "a", "domain": "d"}])  # before prompt/completion
+    for dataset in (new, old):
+        assert prompt_completion(dataset).to_list() == [{"prompt": prompt, "completion": completion}]
+    with pytest.raises(SftError, match="prompt and completion"):
+        prompt_completion(Dataset.from_list([{"messages": prompt}]))

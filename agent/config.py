@@ -22,9 +22,10 @@ import yaml
 
 from evaluators.registry import TaskOptions
 
-PROPOSER_DRIVEN = ("evolution", "tpe")  # baselines whose proposer does the searching; the ranker keeps its order
+# baselines whose proposer does the searching; the ranker keeps its order
+PROPOSER_DRIVEN = ("evolution", "tpe", "gp", "local-search")
 BASELINE_RANKERS = ("random", "additive", "nearest", *PROPOSER_DRIVEN)
-PROPOSERS = ("random", "mutation", "mixed", "evolution", "tpe", "generate")
+PROPOSERS = ("random", "mutation", "mixed", "evolution", "tpe", "gp", "local-search", "generate")
 STRATEGIES = ("lmsearcher", "collm")  # the LM-Searcher loop (loops/lmsearcher.py) or CoLLM-NAS (loops/collm.py)
 BACKENDS = ("local", "ray")
 MODES = ("auto", "sync", "async")
@@ -79,7 +80,8 @@ class SearchConfig:
         f"{', '.join(BASELINE_RANKERS)}",
     )
     proposer: str | None = option(
-        None, "candidate pool: random, mutation, mixed (default for LLM rankers), evolution, tpe, generate"
+        None,
+        "candidate pool: random, mutation, mixed (default for LLM rankers), evolution, tpe, gp, local-search, generate",
     )
     strategy: str = option(
         "lmsearcher", "lmsearcher (a ranker picks from a pool) or collm (CoLLM-NAS)", choices=STRATEGIES

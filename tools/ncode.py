@@ -11,7 +11,9 @@ and resumable.
 
 from __future__ import annotations
 
+import functools
 import random
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -186,8 +188,8 @@ def mutate(space: SearchSpace, code: str, rng: random.Random, max_tries: int = 1
     """
     indices = list(to_indices(space, code))
     if space.members is not None:
-        neighbours = [other for other in space.members if _hamming(other, code) == 1]
-        return rng.choice(sorted(neighbours)) if neighbours else code
+        members = neighbours(space, code)
+        return rng.choice(members) if members else code
     mutable = [i for i in range(space.length) if len(space.choices(i)) > 1]
     for _ in range(max_tries if mutable else 0):
         slot_index = rng.choice(mutable)
@@ -198,6 +200,43 @@ def mutate(space: SearchSpace, code: str, rng: random.Random, max_tries: int = 1
         if candidate != code and is_valid(space, candidate):
             return candidate
     return code
+
+
+def neighbours(space: SearchSpace, code: str) -> list[str]:
+    """Every valid canonical code one slot change away from ``code``, sorted: local search's neighbourhood.
+
+    On a results table these are the members at Hamming distance 1 (read from an index built once per table).
+    """
+    if space.members is not None:
+        index = _one_slot_index(space.members)
+        found = {other for i in range(len(code)) for other in index.get(_wildcard(code, i), ())}
+        found.discard(code)
+        return sorted(found)
+    indices = to_indices(space, code)
+    found = set()
+    for slot_index in range(space.length):
+        for option in space.choices(slot_index):
+            if option == indices[slot_index]:
+                continue
+            changed = (*indices[:slot_index], option, *indices[slot_index + 1 :])
+            candidate = from_indices(space.rule.normalize(space, changed))
+            if candidate != code and is_valid(space, candidate):
+                found.add(candidate)
+    return sorted(found)
+
+
+def _wildcard(code: str, position: int) -> str:
+    return f"{code[:position]}\0{code[position + 1 :]}"
+
+
+@functools.lru_cache(maxsize=8)
+def _one_slot_index(members: frozenset[str]) -> dict[str, tuple[str, ...]]:
+    """Members grouped by each code with one position blanked: neighbours are then a few dictionary reads."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for member in members:
+        for position in range(len(member)):
+            groups[_wildcard(member, position)].append(member)
+    return {key: tuple(group) for key, group in groups.items()}
 
 
 def prune(space: SearchSpace, rng: random.Random) -> SearchSpace:
@@ -212,7 +251,3 @@ def prune(space: SearchSpace, rng: random.Random) -> SearchSpace:
         kept = tuple(option for option in choices if rng.random() >= 0.5)
         allowed.append(kept or (rng.choice(choices),))
     return replace(space, allowed=tuple(allowed))
-
-
-def _hamming(left: str, right: str) -> int:
-    return sum(a != b for a, b in zip(left, right, strict=True))

@@ -38,6 +38,8 @@ METHODS: dict[str, tuple[str, str | None, int, bool]] = {
     "rs": ("random", None, 10, False),
     "re": ("evolution", None, 10, False),
     "tpe": ("tpe", None, 10, False),
+    "ls": ("local-search", None, 10, False),  # local search, NASLib's variant (White et al. 2021)
+    "gp": ("gp", None, 10, False),  # Bayesian optimisation, GP with a Hamming-distance kernel (Optuna's GPSampler)
     "llm-random-pool": ("llm", "random", 10, True),  # the paper's inference setting
     "llm-mixed-pool": ("llm", "mixed", 10, True),  # 5 random + 5 mutations of the top 10
     "random-mixed-pool": ("random", "mixed", 10, False),  # control: the mixed pool with a uniform pick

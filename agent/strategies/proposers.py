@@ -9,6 +9,7 @@ space has no more unseen codes. Proposers are deterministic given
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ import numpy as np
 from agent.config import SearchConfig
 from agent.runs.store import Observation
 from tools.evaluator import Metric
-from tools.ncode import SearchSpace, from_indices, is_valid, mutate, normalize, sample, to_indices
+from tools.ncode import SearchSpace, from_indices, is_valid, mutate, neighbours, normalize, sample, to_indices
 
 if TYPE_CHECKING:
     import optuna
@@ -168,10 +169,74 @@ class EvolutionProposer(Proposer):
         return found + unseen_random(context, n - len(found), set(found))
 
 
-class TPEProposer(Proposer):
-    """Optuna's TPE through ask/tell, so users compare against the library they know.
+class LocalSearchProposer(Proposer):
+    """Local search (White et al. 2021, "Local search is state of the art for NAS benchmarks"), NASLib's variant.
 
-    Each slot is a categorical parameter over its option indices: TPE models the
+    After ``initial`` random codes the best becomes the centre, and every unseen one-slot neighbour of the
+    centre is proposed, in random order. When the neighbourhood is used up, the best neighbour becomes the
+    centre if it beats the centre; otherwise the search is stuck and restarts from a random code. With
+    ``first_improvement`` the centre moves as soon as a neighbour beats it: what a ranker that puts the
+    likeliest neighbours first makes worth doing.
+
+    The walk is replayed from the history on every call (:func:`local_search_centre`), so the proposer keeps
+    no state and a resumed run proposes what an uninterrupted one would. With ``n > 1`` (a pool for a ranker)
+    the pool is the centre's unseen neighbours; random codes fill it when fewer are left.
+    """
+
+    name = "local-search"
+
+    def __init__(self, initial: int = 10, first_improvement: bool = False) -> None:
+        if initial < 1:
+            raise ValueError(f"local search needs at least 1 initial random code, got {initial}")
+        self.initial = initial
+        self.first_improvement = first_improvement
+
+    def propose(self, context: ProposalContext, n: int) -> list[str]:
+        centre = local_search_centre(context, self.initial, self.first_improvement)
+        found = [code for code in neighbours(context.space, centre) if code not in context.seen] if centre else []
+        context.rng.shuffle(found)
+        found = found[:n]
+        return found + unseen_random(context, n - len(found), set(found))
+
+
+def local_search_centre(context: ProposalContext, initial: int, first_improvement: bool) -> str | None:
+    """The code whose neighbourhood local search explores next, or None when its next code is random
+    (the first ``initial`` codes, and a restart after a neighbourhood without improvement).
+
+    The history is replayed in order. A code that is neither a neighbour of the centre nor the restart
+    code (it came from another proposer, or was in flight while the centre moved) counts as seen only.
+    """
+    evaluated = [
+        (context.metric.utility(o.score) if o.score is not None else -math.inf, o.ncode) for o in context.history
+    ]
+    if len(evaluated) < initial:
+        return None
+    utility, centre = max(evaluated[:initial], key=lambda pair: pair[0])
+    seen = {code for _, code in evaluated[:initial]}
+    around = set(neighbours(context.space, centre))
+    best_neighbour: tuple[float, str] | None = None
+    restarting = False
+    for step_utility, code in evaluated[initial:]:
+        seen.add(code)
+        if restarting or (first_improvement and code in around and step_utility > utility):
+            utility, centre, best_neighbour, restarting = step_utility, code, None, False
+            around = set(neighbours(context.space, centre))
+        elif code in around and (best_neighbour is None or step_utility > best_neighbour[0]):
+            best_neighbour = (step_utility, code)
+        if around <= seen:  # the neighbourhood is used up: move to its best, or restart
+            if best_neighbour is not None and best_neighbour[0] > utility:
+                utility, centre = best_neighbour
+                best_neighbour = None
+                around = set(neighbours(context.space, centre))
+            else:
+                restarting = True
+    return None if restarting else centre
+
+
+class OptunaProposer(Proposer):
+    """An Optuna sampler through ask/tell, so users compare against the library they know.
+
+    Each slot is a categorical parameter over its option indices: the sampler models the
     product space, results tables included. ``propose`` is a pure function of the
     history and ``context.rng``, so a resumed run proposes what an uninterrupted
     one would: every call builds a fresh study whose sampler is seeded from
@@ -181,16 +246,17 @@ class TPEProposer(Proposer):
 
     On a results table (``space.members``) a suggestion that is not an unseen
     member becomes the nearest unseen member (Hamming distance over slot indices,
-    ties broken by ``context.rng``): on a complete table this is plain TPE, on a
-    sparse one TPE projected onto the rows that exist. Elsewhere, a suggestion
+    ties broken by ``context.rng``): on a complete table this is the plain sampler, on a
+    sparse one its suggestions projected onto the rows that exist. Elsewhere, a suggestion
     that is invalid or already seen is asked again, and random codes fill up.
-    Until ``startup_trials`` observations are scored, TPE's suggestions are random.
+    Until ``startup_trials`` observations are scored, suggestions are random.
     """
-
-    name = "tpe"
 
     def __init__(self, startup_trials: int = 10) -> None:
         self.startup_trials = startup_trials
+
+    @abstractmethod
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler: ...
 
     def _study(self, context: ProposalContext) -> tuple[optuna.Study, dict[str, optuna.distributions.BaseDistribution]]:
         """A new study holding the history as completed trials, and the per-slot distributions."""
@@ -201,8 +267,7 @@ class TPEProposer(Proposer):
         distributions = {
             f"s{i}": optuna.distributions.CategoricalDistribution(space.choices(i)) for i in range(space.length)
         }
-        sampler = optuna.samplers.TPESampler(seed=context.rng.randrange(2**31), n_startup_trials=self.startup_trials)
-        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study = optuna.create_study(direction="maximize", sampler=self.sampler(context.rng.randrange(2**31)))
         study.add_trials(
             [
                 optuna.trial.create_trial(
@@ -244,6 +309,34 @@ class TPEProposer(Proposer):
         return found + unseen_random(context, n - len(found), set(found))
 
 
+class TPEProposer(OptunaProposer):
+    """Optuna's TPE (Bergstra et al. 2011): the most used sampler of hyperparameter search."""
+
+    name = "tpe"
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup_trials)
+
+
+class GPProposer(OptunaProposer):
+    """Bayesian optimisation with a Gaussian-process surrogate: Optuna's GPSampler.
+
+    Why this one: a learned surrogate that users know, from a maintained library. For categorical
+    parameters its Matérn-5/2 kernel works on the Hamming distance between codes, the usual kernel for
+    NAS cells; the acquisition is log expected improvement. The GP is refitted on every call (its
+    hyperparameters by maximum likelihood), which costs tens of milliseconds at 100 observations.
+    """
+
+    name = "gp"
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=self.startup_trials)
+
+
 def nearest(code: str, codes: list[str], rng: random.Random) -> str:
     """The code of ``codes`` (sorted, non-empty) at the least Hamming distance from ``code``; ties drawn by ``rng``.
 
@@ -260,4 +353,6 @@ PROPOSERS: dict[str, Callable[[SearchConfig], Proposer]] = {  # built from the r
     "mixed": lambda config: MixedProposer(config.random_fraction),
     "evolution": lambda config: EvolutionProposer(config.population, config.sample_size),
     "tpe": lambda config: TPEProposer(),
+    "gp": lambda config: GPProposer(),
+    "local-search": lambda config: LocalSearchProposer(),
 }

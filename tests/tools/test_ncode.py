@@ -17,6 +17,7 @@ from tools.ncode import (
     from_indices,
     is_valid,
     mutate,
+    neighbours,
     normalize,
     prune,
     sample,
@@ -229,6 +230,38 @@ def test_mutate_on_members_moves_to_a_neighbouring_member():
     rng = random.Random(0)
     assert {mutate(space, "00", rng) for _ in range(20)} == {"01"}
     assert mutate(space, "22", rng) == "22"  # no member one slot away
+
+
+@pytest.mark.parametrize("factory", [nb201_space, mixed_space])
+def test_neighbours_are_every_valid_one_slot_change(factory):
+    space = factory()
+    rng = random.Random(1)
+    for _ in range(20):
+        code = sample(space, rng)
+        found = neighbours(space, code)
+        assert found == sorted(set(found)) and code not in found
+        assert all(hamming(code, other) == 1 and is_valid(space, other) for other in found)
+        assert {mutate(space, code, random.Random(seed)) for seed in range(400)} <= set(found)
+    size = sum(len(space.choices(i)) - 1 for i in range(space.length))
+    if factory is mixed_space:  # no validity rule: every one-slot change counts
+        assert len(neighbours(space, "000")) == size
+
+
+def test_neighbours_after_normalization_are_canonical_and_differ():
+    space = hat_space()
+    code = sample(space, random.Random(0))
+    found = neighbours(space, code)
+    assert found and all(normalize(space, other) == other != code for other in found)
+
+
+def test_neighbours_on_members_are_the_members_one_slot_away():
+    rng = random.Random(0)
+    every = ["".join(choice) for choice in itertools.product("012", repeat=4)]
+    members = frozenset(rng.sample(every, 30))
+    space = SearchSpace("sparse", wide_space(4, 3).slots, members=members)
+    for code in sorted(members):
+        assert neighbours(space, code) == sorted(other for other in members if hamming(code, other) == 1)
+    assert neighbours(space, "2222") == sorted(other for other in members if hamming("2222", other) == 1)
 
 
 def test_mutate_returns_the_code_when_nothing_can_change():

@@ -82,12 +82,16 @@ def interrupted_then_resumed(
     return befores, evaluations(db, run_id), process.returncode
 
 
-@pytest.mark.parametrize(("ranker", "budget", "interruptions"), [("evolution", 12, 1), ("tpe", 30, 4)])
+@pytest.mark.parametrize(
+    ("ranker", "budget", "interruptions"),
+    [("evolution", 12, 1), ("tpe", 30, 4), ("local-search", 40, 3), ("gp", 20, 2)],
+)
 def test_sigkill_mid_evaluation_then_resume_loses_and_repeats_nothing(
     tmp_path: Path, ranker: str, budget: int, interruptions: int
 ) -> None:
     """TPE runs past its 10 random start-up trials and is killed 4 times: its proposals must not depend on
-    what the process asked before (its sampler once did, and a resumed run diverged after ~20 evaluations)."""
+    what the process asked before (its sampler once did, and a resumed run diverged after ~20 evaluations).
+    Local search replays its walk from the history, and the GP is refitted on it, so they resume exactly too."""
     befores, after, _ = interrupted_then_resumed(tmp_path, signal.SIGKILL, ranker, budget, interruptions)
     assert len(befores[0]) >= 4 and len(befores[-1]) < budget
     assert len(after) == budget

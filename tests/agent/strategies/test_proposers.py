@@ -17,16 +17,19 @@ from agent.runs.store import Observation
 from agent.strategies.proposers import (
     PROPOSERS,
     EvolutionProposer,
+    GPProposer,
+    LocalSearchProposer,
     MixedProposer,
     MutationProposer,
     ProposalContext,
     RandomProposer,
     TPEProposer,
     all_codes,
+    local_search_centre,
     nearest,
 )
 from tools.evaluator import Metric
-from tools.ncode import SearchSpace, Slot, from_indices, is_valid, normalize, sample, to_indices
+from tools.ncode import SearchSpace, Slot, from_indices, is_valid, neighbours, normalize, sample, to_indices
 from tools.spaces import nb201_space
 
 METRIC = Metric("synthetic")
@@ -221,20 +224,6 @@ def test_tpe_skips_seen_codes():
     assert sorted(proposals) == sorted(every[24:])
 
 
-@pytest.mark.parametrize("history_size", [5, 40])
-def test_tpe_is_a_pure_function_of_the_history_and_the_rng(history_size):
-    """What resume relies on: a new proposer, or one that proposed before, proposes the same again."""
-    space = nb201_space()
-    history = make_history(space, history_size, seed=1)
-    first = TPEProposer().propose(context(space, history, 3), 10)
-    used = TPEProposer()
-    for seed in range(3):
-        used.propose(context(space, history[: history_size // 2], seed), 10)
-    assert used.propose(context(space, history, 3), 10) == first
-    assert TPEProposer().propose(context(space, history, 3), 10) == first
-    assert TPEProposer().propose(context(space, history, 4), 10) != first
-
-
 def grid_space() -> SearchSpace:
     return SearchSpace("grid", tuple(Slot(f"s{i}", (0, 1, 2, 3)) for i in range(6)))
 
@@ -306,8 +295,10 @@ def write_complete_table(root: Path, slots: int = 5, options: int = 4) -> tuple[
     return space_file, data
 
 
-def test_tpe_beats_random_search_on_a_complete_table(tmp_path):
-    """Real searches through the CLI: TPE must model the table (it used to fall back to random search there)."""
+@pytest.mark.parametrize("baseline", ["tpe", "gp", "local-search"])
+def test_baselines_beat_random_search_on_a_complete_table(tmp_path, baseline):
+    """Real searches through the CLI: each baseline must search the table (TPE used to fall back to random
+    search there)."""
     from agent.cli.main import main
 
     space_file, data = write_complete_table(tmp_path)
@@ -323,7 +314,89 @@ def test_tpe_beats_random_search_on_a_complete_table(tmp_path):
         return codes, best
 
     seeds = range(8)
-    tpe, rs = ([search(ranker, seed) for seed in seeds] for ranker in ("tpe", "random"))
+    tpe, rs = ([search(ranker, seed) for seed in seeds] for ranker in (baseline, "random"))
     assert all(t_codes != r_codes for (t_codes, _), (r_codes, _) in zip(tpe, rs, strict=True))
     mean_tpe, mean_rs = (sum(best for _, best in runs) / len(seeds) for runs in (tpe, rs))
-    assert mean_tpe > mean_rs + 0.15, f"mean best of TPE {mean_tpe:.4f}, of random search {mean_rs:.4f}"
+    assert mean_tpe > mean_rs + 0.15, f"mean best of {baseline} {mean_tpe:.4f}, of random search {mean_rs:.4f}"
+
+
+# local search -------------------------------------------------------------------------------------
+
+
+def line_space() -> SearchSpace:
+    """Three slots of three options: each code has 6 neighbours."""
+    return SearchSpace("line", tuple(Slot(f"s{i}", (0, 1, 2)) for i in range(3)))
+
+
+def observed(scores: dict[str, float]) -> list[Observation]:
+    return [Observation(i, code, score, "ok") for i, (code, score) in enumerate(scores.items())]
+
+
+def test_local_search_starts_random_then_explores_the_best_initial_codes_neighbourhood():
+    space = line_space()
+    proposer = LocalSearchProposer(initial=3)
+    start = observed({"000": 1.0, "111": 5.0, "222": 2.0})
+    assert local_search_centre(context(space, start[:2]), 3, False) is None  # still sampling at random
+    assert local_search_centre(context(space, start), 3, False) == "111"
+    for seed in range(5):
+        (code,) = proposer.propose(context(space, start, seed), 1)
+        assert hamming(code, "111") == 1
+    pool = proposer.propose(context(space, start, 0), 10)
+    assert sorted(pool[:6]) == neighbours(space, "111")  # every neighbour, then random fill
+    assert len(pool) == 10 and not set(pool[6:]) & set(neighbours(space, "111"))
+
+
+def test_local_search_moves_to_the_best_neighbour_once_the_neighbourhood_is_used_up():
+    space = line_space()
+    around = neighbours(space, "111")
+    history = observed({"000": 1.0, "111": 5.0, "222": 2.0} | {code: 4.0 for code in around[:-1]})
+    assert local_search_centre(context(space, history), 3, False) == "111"  # one neighbour left
+    better = observed({"000": 1.0, "111": 5.0, "222": 2.0} | {code: 4.0 for code in around} | {around[2]: 6.0})
+    assert local_search_centre(context(space, better), 3, False) == around[2]
+    (code,) = LocalSearchProposer(initial=3).propose(context(space, better), 1)
+    assert hamming(code, around[2]) == 1
+
+
+def test_local_search_restarts_from_a_random_code_at_a_local_optimum():
+    space = line_space()
+    stuck = {"000": 1.0, "111": 5.0, "222": 2.0} | {code: 3.0 for code in neighbours(space, "111")}
+    assert local_search_centre(context(space, observed(stuck)), 3, False) is None  # the next code is random
+    restart = next(code for code in all_codes(space) if code not in stuck)
+    assert local_search_centre(context(space, observed(stuck | {restart: 0.5})), 3, False) == restart
+
+
+def test_local_search_with_first_improvement_moves_at_once():
+    space = line_space()
+    first = neighbours(space, "111")[0]
+    history = observed({"000": 1.0, "111": 5.0, "222": 2.0, first: 6.0})
+    assert local_search_centre(context(space, history), 3, True) == first
+    assert local_search_centre(context(space, history), 3, False) == "111"
+
+
+def test_local_search_follows_the_direction_of_the_metric():
+    space = line_space()
+    history = observed({"000": 1.0, "111": 5.0, "222": 2.0})
+    seen = {"000", "111", "222"}
+    minimizing = ProposalContext(space, Metric("error", maximize=False), history, seen, random.Random(0))
+    assert local_search_centre(minimizing, 3, False) == "000"
+
+
+def test_local_search_rejects_no_initial_codes():
+    with pytest.raises(ValueError, match="at least 1 initial"):
+        LocalSearchProposer(initial=0)
+
+
+@pytest.mark.parametrize("proposer", [TPEProposer, GPProposer])
+@pytest.mark.parametrize("history_size", [5, 40])
+def test_optuna_proposers_are_pure_functions_of_the_history_and_the_rng(proposer, history_size):
+    """What resume relies on: a new proposer, or one that proposed before, proposes the same again."""
+    space = nb201_space()
+    history = make_history(space, history_size, seed=1)
+    first = proposer().propose(context(space, history, 3), 4)
+    used = proposer()
+    for seed in range(2):
+        used.propose(context(space, history[: history_size // 2], seed), 4)
+    assert used.propose(context(space, history, 3), 4) == first
+    assert proposer().propose(context(space, history, 3), 4) == first
+    if history_size < 10:  # random start-up; a fitted GP's acquisition maximum need not depend on the seed
+        assert proposer().propose(context(space, history, 4), 4) != first

@@ -45,6 +45,9 @@ METHODS: dict[str, tuple[str, str | None, int, bool]] = {
     "random-mixed-pool": ("random", "mixed", 10, False),  # control: the mixed pool with a uniform pick
     "llm-evolution-pool": ("llm", "evolution", 10, True),  # the ranker picks one of 10 RE children
     "llm-generate": ("llm", "generate", 1, True),  # ablation: generation instead of ranking
+    # the model scored in this process: each candidate's expected grade instead of its greedy digit
+    "llm-expected-mixed-pool": ("inprocess", "mixed", 10, False),
+    "llm-expected-evolution-pool": ("inprocess", "evolution", 10, False),
     # reference: the classical per-slot model an LLM reading grade prompts would emulate, at its best
     "additive-random-pool": ("additive", "random", 10, False),
     "additive-mixed-pool": ("additive", "mixed", 10, False),
@@ -54,17 +57,28 @@ METHODS: dict[str, tuple[str, str | None, int, bool]] = {
     "nearest-mixed-pool": ("nearest", "mixed", 10, False),
     "nearest-evolution-pool": ("nearest", "evolution", 10, False),
 }
+# A bench measures a ranker as it is, falling back or not: its table reports each method's fallback rate.
+NO_FALLBACK_GUARD = {"fallback_limit": 0, "fallback_share": 0.0}
 DEFAULT_TASK = "nb201"
 TASK_GROUPS = ("task", "training")  # the search command's options that define what is searched
 TASK_FIELDS = tuple(f.name for f in fields(SearchConfig) if f.metadata["group"] in TASK_GROUPS)
 
 
 def run_config(
-    task: dict[str, Any], method: str, dataset: str | None, seed: int, budget: int, llm: dict
+    task: dict[str, Any],
+    method: str,
+    dataset: str | None,
+    seed: int,
+    budget: int,
+    llm: dict,
+    model: str | None = None,
 ) -> SearchConfig:
-    """One run's config: the task options, the method's ranker, proposer and pool, the seed."""
+    """One run's config: the task options, the method's ranker, proposer and pool, the seed. ``llm`` holds
+    the served model's settings; an in-process method scores ``model`` (default: the shipped one) itself."""
     ranker, proposer, pool, needs_llm = METHODS[method]
     values = {**task, "dataset": dataset, "ranker": ranker, "proposer": proposer, "pool_size": pool}
+    if ranker == "inprocess":
+        values.update(NO_FALLBACK_GUARD, ranker=f"inprocess:{model}" if model else ranker)
     return SearchConfig.from_mapping({**values, "budget": budget, "seed": seed, **(llm if needs_llm else {})})
 
 
@@ -340,8 +354,7 @@ def main(argv: list[str]) -> int:
             llm = {"base_url": server.base_url, "model": str(server.model_path), "model_card": args.model_card or own}
         if args.history_cap:
             llm["history_cap"] = args.history_cap
-        # A bench measures a ranker as it is, falling back or not: its table reports each method's fallback rate.
-        llm.update(fallback_limit=0, fallback_share=0.0)
+        llm.update(NO_FALLBACK_GUARD)
     runs: list[dict] = []
     try:
         with tempfile.TemporaryDirectory() as folder:
@@ -349,7 +362,7 @@ def main(argv: list[str]) -> int:
                 for dataset in datasets:
                     metric = evaluators[dataset].metric
                     for seed in range(args.seeds):
-                        config = run_config(task, method, dataset, seed, args.budget, llm)
+                        config = run_config(task, method, dataset, seed, args.budget, llm, args.model)
                         runs.append(
                             reused.get((method, dataset, seed))
                             or run_one(config, method, metric, Path(folder) / "b.db")

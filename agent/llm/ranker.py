@@ -3,9 +3,10 @@
 Specs: ``llm`` (``--base-url`` and ``--model``: vLLM, a hosted model, any server),
 ``openai:MODEL`` (OpenAI itself; key from ``OPENAI_API_KEY``), ``local:PATH``
 (a managed ``transformers serve`` of a local folder; ``local`` alone serves the
-shipped LM-Searcher-tiny) and ``vllm:PATH`` (the same with a managed vLLM server;
-``vllm`` alone serves the shipped model). Keys are read from the environment and kept in memory
-only: never logged, stored or checkpointed.
+shipped LM-Searcher-tiny), ``vllm:PATH`` (the same with a managed vLLM server;
+``vllm`` alone serves the shipped model) and ``inprocess:PATH`` (the model scored in this
+process, with expected grades; ``inprocess`` alone scores the shipped model). Keys are read
+from the environment and kept in memory only: never logged, stored or checkpointed.
 
 For k > 1 the model is asked k times without replacement: each pick is removed
 from the pool before the next question, so one prompt format serves every k.
@@ -18,7 +19,8 @@ run stops with :class:`RankerMisconfigured` rather than go on as a random search
 In the one-question-per-candidate formats (``near``, ``grade``) a server that returns
 logprobs (vLLM, OpenAI) gives each candidate its expected grade, the mean of the
 model's digit distribution, instead of the greedy digit; ``transformers serve``
-returns none, and the greedy digit decides.
+returns none, and the greedy digit decides. ``inprocess`` reads the distribution off the
+model directly (agent/llm/in_process.py).
 
 Timeouts, 408, 429 and 5xx are retried with exponential backoff; when they persist
 the ranker raises :class:`RankerUnavailable`, the run stops with everything saved,
@@ -41,6 +43,7 @@ from typing import Any
 
 import openai
 
+from agent.llm.in_process import InProcessClient
 from agent.llm.local_server import LocalServer, ManagedServer, ServerError
 from agent.llm.vllm_server import VllmServer
 from agent.strategies.rankers import Decision, Ranker, RankRequest
@@ -50,7 +53,8 @@ from prompts.card import DEFAULT_LOCAL_MODEL, MODEL_CARD, model_card
 from prompts.render import DEFAULT_HISTORY_CAP, FORMATS, PER_CANDIDATE, RANKS_TAGGED, TAGGED, render, render_each
 from tools.ncode import SearchSpace
 
-LLM_RANKER_PREFIXES = ("openai:", "local:", "local", "vllm:", "vllm")
+LLM_RANKER_PREFIXES = ("openai:", "local:", "local", "vllm:", "vllm", "inprocess:", "inprocess")
+LOCAL_FOLDER_PREFIXES = ("local", "vllm", "inprocess")  # specs naming a model folder (the shipped one alone)
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
@@ -262,7 +266,9 @@ class ChatClient:
 
 
 class LLMRanker(Ranker):
-    def __init__(self, name: str, client: ChatClient, options: LLMOptions, server: ManagedServer | None = None) -> None:
+    def __init__(
+        self, name: str, client: ChatClient | InProcessClient, options: LLMOptions, server: ManagedServer | None = None
+    ) -> None:
         self.name = name
         self.client = client
         self.options = options
@@ -425,12 +431,17 @@ def card_settings(card: str | None, folder: Path | None) -> dict[str, Any]:
         raise RankerSetupError(f"--model-card {card}: cannot read {where / MODEL_CARD} ({error})") from None
 
 
+def local_folder(spec: str) -> Path | None:
+    """The model folder of a ``local``, ``vllm`` or ``inprocess`` spec (the shipped model when none is named)."""
+    prefix, _, path = spec.partition(":")
+    return (Path(path) if path else DEFAULT_LOCAL_MODEL) if prefix in LOCAL_FOLDER_PREFIXES else None
+
+
 def effective_options(spec: str, raw_options: dict[str, Any]) -> tuple[LLMOptions, bool]:
     """The options a ranker of ``spec`` runs with, without starting it: flags given explicitly win, then the
     model's card, then LLMOptions' defaults; and whether the prompt format is a guess (``llm`` with neither a
     card nor ``--prompt-format``)."""
-    prefix, _, path = spec.partition(":")
-    folder = (Path(path) if path else DEFAULT_LOCAL_MODEL) if prefix in ("local", "vllm") else None
+    folder = local_folder(spec)
     card = card_settings(raw_options.get("model_card"), folder)
     known = {f.name for f in fields(LLMOptions)}
     given = {key: value for key, value in raw_options.items() if value is not None and key in known}
@@ -451,12 +462,8 @@ def make_llm_ranker(
     ``space`` and ``pool_size`` are checked against the prompt format (and, when the model is to write
     codes, ``generates``, against its generation prompt) before any server starts.
     """
-    local_path = (
-        (Path(spec.split(":", 1)[1]) if ":" in spec else DEFAULT_LOCAL_MODEL) if spec.startswith("local") else None
-    )
+    local_path = local_folder(spec)
     vllm_python = raw_options.get("vllm_python")  # where vLLM is installed: a server's setting, not the ranker's
-    if spec.startswith("vllm"):  # a managed vLLM server of a local folder, read like local:PATH
-        local_path = Path(spec.split(":", 1)[1]) if ":" in spec else DEFAULT_LOCAL_MODEL
     options, guessed = effective_options(spec, raw_options)
     if guessed and spec not in GUESS_WARNED:
         GUESS_WARNED.add(spec)
@@ -496,12 +503,14 @@ def make_llm_ranker(
         if api_key is None:
             raise RankerSetupError(f"--ranker {spec} needs an API key in the environment variable OPENAI_API_KEY")
     else:
-        if spec in ("local", "vllm") and not local_path.is_dir():
+        if spec in LOCAL_FOLDER_PREFIXES and not local_path.is_dir():
             raise RankerSetupError(
                 f"no LM-Searcher-tiny at {local_path} (it ships in the repository's models/ folder); "
                 f"restore it with git, build one with 'python main.py finetune tiny', or pass --ranker {spec}:PATH"
             )
         try:
+            if spec.startswith("inprocess"):
+                return LLMRanker(spec, InProcessClient(local_path, options.max_tokens), options)
             if spec.startswith("vllm"):
                 server = VllmServer(local_path, python=vllm_python).start()
             else:

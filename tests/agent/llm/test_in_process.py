@@ -1,0 +1,86 @@
+"""``--ranker inprocess[:PATH]``: the shipped model scored in this process, with expected grades.
+
+The real model and the real managed ``transformers serve`` throughout: the in-process answers must be the
+server's, and the expected grades the mean of the model's own digit distribution.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import pytest
+import torch
+
+from agent.cli.main import main
+from agent.llm.in_process import InProcessClient
+from agent.llm.local_server import LocalServer
+from agent.llm.ranker import RankerSetupError, make_llm_ranker
+from prompts.render import render_each
+from tools.evaluator import Metric
+from tools.ncode import sample
+from tools.spaces import nb201_space
+
+ROOT = Path(__file__).resolve().parents[3]
+SHIPPED = ROOT / "models" / "lm-searcher-tiny"
+
+
+def questions(count: int = 30) -> list[list[dict[str, str]]]:
+    space, rng = nb201_space(), random.Random(5)
+    codes = list(dict.fromkeys(sample(space, rng) for _ in range(40 + 2 * count)))
+    history = [(code, rng.uniform(60, 95)) for code in codes[:40]]
+    return render_each("near", space.length, Metric("acc", True, ""), history, codes[40 : 40 + count], 24)
+
+
+def test_in_process_answers_are_transformers_serves_and_grades_are_the_digit_distributions_mean() -> None:
+    prompts = questions()
+    client = InProcessClient(SHIPPED, max_tokens=4)
+    completions = [client.complete(messages, grade=True) for messages in prompts]
+    with LocalServer(SHIPPED) as server:
+        remote = openai.OpenAI(base_url=server.base_url, api_key="EMPTY")
+
+        def ask(messages: list[dict[str, str]]) -> str:
+            reply = remote.chat.completions.create(
+                model=str(server.model_path), messages=messages, temperature=0.0, max_tokens=4
+            )
+            return reply.choices[0].message.content
+
+        with ThreadPoolExecutor(10) as pool:
+            served = list(pool.map(ask, prompts))
+    assert [c.text for c in completions] == served
+    assert len(set(served)) > 1  # a check with teeth: the questions do not all get one answer
+    digit_ids = [client.tokenizer.convert_tokens_to_ids(d) for d in "0123456789"]
+    for messages, completion in zip(prompts, completions, strict=True):
+        text = client.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = client.tokenizer(text, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logits = client.model(torch.tensor([ids])).logits[0, -1]
+        assert int(logits.argmax()) == digit_ids[int(completion.text)]
+        mean = float(torch.softmax(logits[digit_ids], -1) @ torch.arange(10.0))
+        assert completion.expected_grade == pytest.approx(mean, abs=1e-5)
+        assert completion.prompt_tokens == len(ids)
+    expected = [c.expected_grade for c in completions]
+    assert any(abs(e - int(c.text)) > 0.3 for e, c in zip(expected, completions, strict=True))  # not the digit
+    plain = client.complete(prompts[0])  # without grade: no distribution asked for
+    assert plain.expected_grade is None and plain.text == completions[0].text
+
+
+def test_a_search_records_expected_grades_in_its_audit(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    assert main(["--ranker", "inprocess", "--budget", "6", "--db", str(db), "--run-id", "r", "--quiet"]) == 0
+    with sqlite3.connect(db) as connection:
+        answers = [a for (a,) in connection.execute("SELECT raw_answer FROM decisions WHERE raw_answer IS NOT NULL")]
+        (config,) = connection.execute("SELECT config FROM runs").fetchone()
+    assert json.loads(config)["ranker"] == "inprocess"
+    assert answers and all("from logprobs" in answer for answer in answers)
+
+
+def test_a_folder_that_is_not_a_model_is_a_setup_error(tmp_path: Path) -> None:
+    with pytest.raises(RankerSetupError, match="not a Hugging Face model folder"):
+        make_llm_ranker(f"inprocess:{tmp_path}", {})
+    with pytest.raises(RankerSetupError, match="does not exist"):
+        make_llm_ranker(f"inprocess:{tmp_path / 'missing'}", {})

@@ -74,8 +74,9 @@ class SearchConfig:
     objective: str | None = option(None, "objective: the function to call, as module:function", group="task")
     # -- how to search
     ranker: str = option(
-        "local",
-        "who picks candidates: local (default: the shipped LM-Searcher-tiny, served offline), local:PATH, "
+        "inprocess",
+        "who picks candidates: inprocess (default: the shipped LM-Searcher-tiny scored in this process, expected "
+        "grades), inprocess:PATH, local[:PATH] (served by a managed transformers serve: greedy digits), "
         "vllm[:PATH] (served by vLLM), llm (with --base-url/--model), openai:MODEL, or a baseline: "
         f"{', '.join(BASELINE_RANKERS)}",
     )

@@ -24,33 +24,37 @@ from pathlib import Path
 from agent.driver import Search, SearchConfig
 from evaluators.nas_bench_graph import NBG_DATASETS
 
-# name -> (ranker, proposer, pool size)
+# name -> (ranker, proposer, pool size, share of random codes in a mixed pool)
 METHODS = {
-    "random pick, random pool (RS)": ("random", "random", 10),
-    "random pick, mixed pool": ("random", "mixed", 10),
-    "random pick, evolution pool (RE)": ("random", "evolution", 10),
-    "local search (LS)": ("local-search", None, 10),
-    "Bayesian optimisation (GP)": ("gp", None, 10),
-    "TPE": ("tpe", None, 10),
-    "additive, random pool": ("additive", "random", 10),
-    "additive, mixed pool": ("additive", "mixed", 10),
-    "additive, evolution pool": ("additive", "evolution", 10),
-    "nearest, random pool": ("nearest", "random", 10),
-    "nearest, mixed pool": ("nearest", "mixed", 10),
-    "nearest, evolution pool": ("nearest", "evolution", 10),
-    "nearest, local-search pool": ("nearest", "local-search", 10),
-    "nearest, mixed pool of 20": ("nearest", "mixed", 20),
+    "random pick, random pool (RS)": ("random", "random", 10, 0.5),
+    "random pick, mixed pool": ("random", "mixed", 10, 0.5),
+    "random pick, evolution pool (RE)": ("random", "evolution", 10, 0.5),
+    "local search (LS)": ("local-search", None, 10, 0.5),
+    "Bayesian optimisation (GP)": ("gp", None, 10, 0.5),
+    "TPE": ("tpe", None, 10, 0.5),
+    "additive, random pool": ("additive", "random", 10, 0.5),
+    "additive, mixed pool": ("additive", "mixed", 10, 0.5),
+    "additive, evolution pool": ("additive", "evolution", 10, 0.5),
+    "nearest, random pool": ("nearest", "random", 10, 0.5),
+    "nearest, mixed pool": ("nearest", "mixed", 10, 0.5),
+    "nearest, evolution pool": ("nearest", "evolution", 10, 0.5),
+    "nearest, local-search pool": ("nearest", "local-search", 10, 0.5),
+    "nearest, mutation pool": ("nearest", "mutation", 10, 0.5),
+    "nearest, mixed pool of 20": ("nearest", "mixed", 20, 0.5),
+    "nearest, mixed pool, 30 % random": ("nearest", "mixed", 10, 0.3),
+    "nearest, mixed pool, 70 % random": ("nearest", "mixed", 10, 0.7),
 }
 
 
 def best_score(method: str, dataset: str, seed: int, budget: int, db: Path) -> float:
-    ranker, proposer, pool = METHODS[method]
+    ranker, proposer, pool, random_fraction = METHODS[method]
     config = SearchConfig(
         task="nas_bench_graph",
         dataset=dataset,
         ranker=ranker,
         proposer=proposer,
         pool_size=pool,
+        random_fraction=random_fraction,
         budget=budget,
         seed=seed,
     )

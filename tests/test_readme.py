@@ -22,8 +22,14 @@ def example(name: str) -> str:
 
 
 def evaluations(db: Path) -> list[tuple[str, str]]:
+    """The recorded evaluations; none while the search is still creating its tables (polled mid-start)."""
     with sqlite3.connect(db) as connection:
-        return connection.execute("SELECT run_id, ncode FROM evaluations ORDER BY id").fetchall()
+        try:
+            return connection.execute("SELECT run_id, ncode FROM evaluations ORDER BY id").fetchall()
+        except sqlite3.OperationalError as error:
+            if "no such table" not in str(error):
+                raise
+            return []
 
 
 def user_folder(tmp_path: Path) -> Path:

@@ -309,7 +309,8 @@ def test_local_grade_model_is_asked_once_per_candidate_end_to_end(tmp_path: Path
 
 def test_shipped_lm_searcher_tiny_is_the_default_ranker(tmp_path: Path) -> None:
     """models/lm-searcher-tiny: a LLaMA in Hugging Face format under 30 MB, trained never on NAS-Bench-201,
-    in the near format, answering every question with a grade as the default ranker (``--ranker local``)."""
+    in the near format, answering every question with a grade as the default ranker (``--ranker inprocess``),
+    each graded by its expected grade."""
     folder = ROOT / "models" / "lm-searcher-tiny"
     assert (folder / "model.safetensors").stat().st_size < 30 * 2**20
     config = json.loads((folder / "config.json").read_text())
@@ -323,7 +324,8 @@ def test_shipped_lm_searcher_tiny_is_the_default_ranker(tmp_path: Path) -> None:
     assert domains and not any("201" in domain for domain in domains)
     rows = decisions_of_search(tmp_path, None, 4, "raw_answer, fallback")[2:]  # the default ranker is this model
     assert len(rows) == 2 and all(fallback == 0 for _, fallback in rows)
-    assert all(re.fullmatch(r"[0-9]", answer) for row in rows for answer in row[0].split("\n---\n"))
+    answer_shape = r"[0-9] \(expected grade [0-9]\.[0-9]{2} from logprobs\)"
+    assert all(re.fullmatch(answer_shape, answer) for row in rows for answer in row[0].split("\n---\n"))
 
 
 def test_server_killed_mid_run_then_resumed(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -44,7 +44,7 @@ def add_run(store: RunStore, run_id: str = "r1", **config: object) -> None:
     [
         ({"ranker": "tpe"}, "tpe", "tpe"),
         ({"ranker": "evolution"}, "evolution", "evolution"),
-        ({}, "local", "mixed"),
+        ({}, "inprocess", "mixed"),
         ({"ranker": "random"}, "random", "random"),
         ({"ranker": "llm", "model": "qwen", "proposer": "mutation"}, "llm qwen", "mutation"),
         ({"strategy": "collm", "model": "m", "generator_model": "g"}, "collm navigator m", "collm generator g"),
@@ -118,7 +118,7 @@ def test_json_export_holds_values_not_json_strings(store):
     store.record_round("r1", 0, ["00667", "bad"], ["00667"], invalid=1, duplicates=0, topped_up=0)
     document = json.loads(export_run(store, "r1", "json"))
     assert document["run"]["final_metrics"] == {"test_acc": 93.5}
-    assert document["run"]["config"]["ranker"] == "local"
+    assert document["run"]["config"]["ranker"] == "inprocess"
     assert document["decisions"][0]["pool"] == ["00667", "11111"] and document["decisions"][0]["chosen"] == ["00667"]
     assert document["collm_rounds"][0]["proposed"] == ["00667", "bad"]
     assert document["collm_rounds"][0]["chosen"] == ["00667"]

@@ -20,8 +20,9 @@ from pathlib import Path
 import openai
 import pytest
 
+from agent.llm.in_process import InProcessClient
 from agent.llm.local_server import LocalServer, _group_alive
-from agent.llm.ranker import RankerSetupError, make_llm_ranker
+from agent.llm.ranker import ChatClient, LLMOptions, RankerSetupError, make_llm_ranker
 from agent.llm.vllm_server import PYTHON_ENV, VllmServer, VllmServerError, serving_dtype, vllm_python
 from prompts.render import render_each
 from tools.evaluator import Metric
@@ -227,3 +228,14 @@ def test_real_vllm_answers_as_transformers_serve_does() -> None:
         from_transformers = answers(server, str(server.model_path))
     assert all(answer.isdigit() for answer in from_vllm) and len(set(from_vllm)) > 1  # a check with teeth
     assert from_vllm == from_transformers
+    # The default ranker's expected grades, read off the model in this process, are vLLM's from logprobs.
+    with VllmServer(SHIPPED) as server:
+        client = ChatClient(server.base_url, server.model_name, "EMPTY", LLMOptions(max_tokens=4))
+        with ThreadPoolExecutor(10) as pool:
+            served = list(pool.map(lambda messages: client.complete(messages, grade=True), prompts))
+    scored = InProcessClient(SHIPPED, max_tokens=4)
+    in_process = [scored.complete(messages, grade=True) for messages in prompts]
+    assert [c.text for c in in_process] == from_vllm
+    assert all(c.expected_grade is not None for c in served)
+    for remote, local in zip(served, in_process, strict=True):
+        assert local.expected_grade == pytest.approx(remote.expected_grade, abs=1e-3)

@@ -16,12 +16,14 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging
 
 from agent.llm.local_server import ServerError, check_model_dir
+from agent.llm.ranker import DIGITS, Completion
 from prompts.card import model_card
-
-DIGIT_TOKENS = "0123456789"
 
 
 class InProcessError(ServerError):
@@ -31,19 +33,10 @@ class InProcessError(ServerError):
 class InProcessClient:
     """The :class:`agent.llm.ranker.ChatClient` contract (``complete``, ``check``) for a model folder."""
 
-    role = "ranker"
-
     def __init__(self, path: Path, max_tokens: int) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         check_model_dir(path, "inprocess", InProcessError)
         dtype = model_card(path).get("dtype", "float32")
-        self.model_name = str(path)
         self.max_tokens = max_tokens
-        self._torch = torch
-        from transformers.utils import logging
-
         logging.disable_progress_bar()  # the weights' loading bar would interleave with the search's output
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -51,17 +44,14 @@ class InProcessClient:
         except (OSError, ValueError) as error:
             raise InProcessError(f"cannot load the model in {path}: {error}") from None
         vocabulary = self.tokenizer.get_vocab()
-        self.digit_ids = [vocabulary.get(digit) for digit in DIGIT_TOKENS]
+        self.digit_ids = [vocabulary.get(digit) for digit in DIGITS]
         self.lock = threading.Lock()
 
     def check(self) -> None:
         """Nothing to reach: the model loaded in the constructor."""
 
-    def complete(self, messages: list[dict[str, str]], grade: bool = False) -> Any:
+    def complete(self, messages: list[dict[str, str]], grade: bool = False) -> Completion:
         """The greedy answer; with ``grade``, the expected grade of the first token's digit distribution."""
-        from agent.llm.ranker import Completion
-
-        torch = self._torch
         started = time.perf_counter()
         inputs = self.tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"

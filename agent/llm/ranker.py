@@ -39,11 +39,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import openai
 
-from agent.llm.in_process import InProcessClient
 from agent.llm.local_server import LocalServer, ManagedServer, ServerError
 from agent.llm.vllm_server import VllmServer
 from agent.strategies.rankers import Decision, Ranker, RankRequest
@@ -52,6 +51,9 @@ from prompts import grade as grade_format
 from prompts.card import DEFAULT_LOCAL_MODEL, MODEL_CARD, model_card
 from prompts.render import DEFAULT_HISTORY_CAP, FORMATS, PER_CANDIDATE, RANKS_TAGGED, TAGGED, render, render_each
 from tools.ncode import SearchSpace
+
+if TYPE_CHECKING:
+    from agent.llm.in_process import InProcessClient
 
 LLM_RANKER_PREFIXES = ("openai:", "local:", "local", "vllm:", "vllm", "inprocess:", "inprocess")
 LOCAL_FOLDER_PREFIXES = ("local", "vllm", "inprocess")  # specs naming a model folder (the shipped one alone)
@@ -509,7 +511,9 @@ def make_llm_ranker(
                 f"restore it with git, build one with 'python main.py finetune tiny', or pass --ranker {spec}:PATH"
             )
         try:
-            if spec.startswith("inprocess"):
+            if spec.startswith("inprocess"):  # loads torch and transformers: only for the ranker that needs them
+                from agent.llm.in_process import InProcessClient
+
                 return LLMRanker(spec, InProcessClient(local_path, options.max_tokens), options)
             if spec.startswith("vllm"):
                 server = VllmServer(local_path, python=vllm_python).start()

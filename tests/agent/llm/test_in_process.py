@@ -7,53 +7,31 @@ server's, and the expected grades the mean of the model's own digit distribution
 from __future__ import annotations
 
 import json
-import random
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import openai
 import pytest
 import torch
 
 from agent.cli.main import main
 from agent.llm.in_process import InProcessClient
 from agent.llm.local_server import LocalServer
-from agent.llm.ranker import RankerSetupError, make_llm_ranker
-from prompts.render import render_each
-from tools.evaluator import Metric
-from tools.ncode import sample
-from tools.spaces import nb201_space
+from agent.llm.ranker import DIGITS, RankerSetupError, make_llm_ranker
+from tests.agent.llm.questions import greedy_answers, near_questions
 
 ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = ROOT / "models" / "lm-searcher-tiny"
 
 
-def questions(count: int = 30) -> list[list[dict[str, str]]]:
-    space, rng = nb201_space(), random.Random(5)
-    codes = list(dict.fromkeys(sample(space, rng) for _ in range(40 + 2 * count)))
-    history = [(code, rng.uniform(60, 95)) for code in codes[:40]]
-    return render_each("near", space.length, Metric("acc", True, ""), history, codes[40 : 40 + count], 24)
-
-
 def test_in_process_answers_are_transformers_serves_and_grades_are_the_digit_distributions_mean() -> None:
-    prompts = questions()
+    prompts = near_questions(seed=5, count=30)
     client = InProcessClient(SHIPPED, max_tokens=4)
     completions = [client.complete(messages, grade=True) for messages in prompts]
     with LocalServer(SHIPPED) as server:
-        remote = openai.OpenAI(base_url=server.base_url, api_key="EMPTY")
-
-        def ask(messages: list[dict[str, str]]) -> str:
-            reply = remote.chat.completions.create(
-                model=str(server.model_path), messages=messages, temperature=0.0, max_tokens=4
-            )
-            return reply.choices[0].message.content
-
-        with ThreadPoolExecutor(10) as pool:
-            served = list(pool.map(ask, prompts))
+        served = greedy_answers(server.base_url, str(server.model_path), prompts, in_flight=10)
     assert [c.text for c in completions] == served
     assert len(set(served)) > 1  # a check with teeth: the questions do not all get one answer
-    digit_ids = [client.tokenizer.convert_tokens_to_ids(d) for d in "0123456789"]
+    digit_ids = [client.tokenizer.convert_tokens_to_ids(d) for d in DIGITS]
     for messages, completion in zip(prompts, completions, strict=True):
         text = client.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         ids = client.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sqlite3
 import subprocess
 import sys
@@ -24,10 +23,7 @@ from agent.llm.in_process import InProcessClient
 from agent.llm.local_server import LocalServer, _group_alive
 from agent.llm.ranker import ChatClient, LLMOptions, RankerSetupError, make_llm_ranker
 from agent.llm.vllm_server import PYTHON_ENV, VllmServer, VllmServerError, serving_dtype, vllm_python
-from prompts.render import render_each
-from tools.evaluator import Metric
-from tools.ncode import sample
-from tools.spaces import nb201_space
+from tests.agent.llm.questions import greedy_answers, near_questions
 
 ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = ROOT / "models" / "lm-searcher-tiny"
@@ -205,27 +201,13 @@ def _has_vllm(python: str | None) -> bool:
 def test_real_vllm_answers_as_transformers_serve_does() -> None:
     """The shipped model's greedy answers to 30 near-format questions, asked ten at a time, are the same from
     vLLM (float32, the card's dtype) as from the managed ``transformers serve``."""
-    space, rng = nb201_space(), random.Random(5)
-    codes = list(dict.fromkeys(sample(space, rng) for _ in range(80)))
-    history = [(code, rng.uniform(60, 95)) for code in codes[:40]]
-    prompts = render_each("near", space.length, Metric("acc", True, ""), history, codes[40:70], 24)
-
-    def answers(server: LocalServer | VllmServer, model: str) -> list[str]:
-        client = openai.OpenAI(base_url=server.base_url, api_key="EMPTY")
-
-        def ask(messages: list[dict[str, str]]) -> str:
-            reply = client.chat.completions.create(model=model, messages=messages, temperature=0.0, max_tokens=4)
-            return reply.choices[0].message.content
-
-        with ThreadPoolExecutor(10) as pool:
-            return list(pool.map(ask, prompts))
-
+    prompts = near_questions(seed=5, count=30)
     with VllmServer(SHIPPED) as server:
         group = server.process.pid
-        from_vllm = answers(server, server.model_name)
+        from_vllm = greedy_answers(server.base_url, server.model_name, prompts, in_flight=10)
     assert not _group_alive(group), "vLLM outlived its block"
     with LocalServer(SHIPPED) as server:
-        from_transformers = answers(server, str(server.model_path))
+        from_transformers = greedy_answers(server.base_url, str(server.model_path), prompts, in_flight=10)
     assert all(answer.isdigit() for answer in from_vllm) and len(set(from_vllm)) > 1  # a check with teeth
     assert from_vllm == from_transformers
     # The default ranker's expected grades, read off the model in this process, are vLLM's from logprobs.

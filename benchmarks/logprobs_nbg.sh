@@ -64,29 +64,8 @@ COMMON=(--task nas_bench_graph --datasets "${DATASET_LIST[@]}" --seeds "$SEEDS" 
 
 # 1. Expected grades: vLLM as benchmarks/vllm_check.sh serves the model (float32, the model's chat template; the
 #    access log and stats off), on a free port, in its own process group, stopped on any exit.
-PORT=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-VLLM_CPU_KVCACHE_SPACE=1 setsid "$VENV/bin/python" -m vllm.entrypoints.openai.api_server \
-    --model $MODEL --served-model-name $SERVED --dtype float32 \
-    --chat-template $MODEL/chat_template.jinja --host 127.0.0.1 --port "$PORT" \
-    --uvicorn-log-level warning --disable-log-stats >"$OUT/vllm.log" 2>&1 &
-SERVER=$!
-stop_server() { # the whole group: vLLM's engine and worker processes too
-    kill -TERM -- "-$SERVER" 2>/dev/null || return 0
-    for _ in $(seq 75); do kill -0 "$SERVER" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL -- "-$SERVER" 2>/dev/null || true
-    wait "$SERVER" 2>/dev/null || true
-}
-trap stop_server EXIT
-serve_started=$(date +%s)
-until python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/health', timeout=2)" 2>/dev/null; do
-    if ! kill -0 "$SERVER" 2>/dev/null || (($(date +%s) - serve_started > 600)); then
-        tail -20 "$OUT/vllm.log"
-        echo "logprobs_nbg: FAILED: vLLM did not start (log: $OUT/vllm.log)"
-        exit 1
-    fi
-    sleep 1
-done
-echo "vLLM answered /health after $(($(date +%s) - serve_started)) s"
+. benchmarks/vllm_serve.sh
+start_vllm "$VENV" $MODEL $SERVED "$OUT/vllm.log" --uvicorn-log-level warning --disable-log-stats
 t0=$(date +%s)
 bench "$OUT/expected.db" "${COMMON[@]}" --methods llm-mixed-pool --base-url "http://127.0.0.1:$PORT/v1" \
     --served-model $SERVED --model-card $MODEL --out "$OUT/expected"

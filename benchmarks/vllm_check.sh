@@ -46,29 +46,9 @@ fi
 "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 
 # 2. The README's CPU server, on a free port, in its own process group (stopped on any exit).
-PORT=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-VLLM_CPU_KVCACHE_SPACE=1 setsid "$VENV/bin/python" -m vllm.entrypoints.openai.api_server \
-    --model $MODEL --served-model-name lm-searcher-tiny --dtype float32 \
-    --chat-template $MODEL/chat_template.jinja --host 127.0.0.1 --port "$PORT" >"$WORK/vllm.log" 2>&1 &
-SERVER=$!
-stop_server() { # the whole group: vLLM's engine and worker processes too
-    kill -TERM -- "-$SERVER" 2>/dev/null || return 0
-    for _ in $(seq 75); do kill -0 "$SERVER" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL -- "-$SERVER" 2>/dev/null || true
-    wait "$SERVER" 2>/dev/null || true
-}
-trap stop_server EXIT
-serve_started=$(date +%s)
-until python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/health', timeout=2)" 2>/dev/null; do
-    if ! kill -0 "$SERVER" 2>/dev/null || (($(date +%s) - serve_started > 600)); then
-        tail -20 "$WORK/vllm.log"
-        echo "vllm_check: FAILED: vLLM did not start (log: $WORK/vllm.log)"
-        exit 1
-    fi
-    sleep 1
-done
-serve_s=$(($(date +%s) - serve_started))
-echo "vLLM answered /health after $serve_s s"
+. benchmarks/vllm_serve.sh
+start_vllm "$VENV" $MODEL lm-searcher-tiny "$WORK/vllm.log"
+serve_s=$SERVE_S
 
 search() { # RUN_ID RANKER FLAGS...: one search of the default task, timed (start-up included)
     local run=$1 t0

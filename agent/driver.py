@@ -63,14 +63,14 @@ def make_ranker(config: SearchConfig, space: SearchSpace | None = None) -> Ranke
         return NearestRanker()
     if config.ranker in PROPOSER_DRIVEN:
         return FirstRanker(config.ranker)
-    from agent.llm.ranker import LLM_RANKER_PREFIXES, make_llm_ranker
+    from agent.llm.ranker import is_llm_ranker, make_llm_ranker
 
-    if config.ranker == "llm" or config.ranker.startswith(LLM_RANKER_PREFIXES):
+    if is_llm_ranker(config.ranker):
         generates = config.proposer == "generate"
         return make_llm_ranker(config.ranker, config.llm_options(), space, config.pool_size, generates)
     raise SearchError(
         f"unknown ranker {config.ranker!r}; valid: {', '.join(BASELINE_RANKERS)}, "
-        "llm, openai:MODEL, local:PATH, vllm:PATH"
+        "llm, openai:MODEL, inprocess[:PATH], local[:PATH], vllm[:PATH]"
     )
 
 

@@ -22,7 +22,7 @@ from rich.table import Table
 from agent.cli.common import DEFAULT_DB, EXIT_INTERRUPTED, EXIT_STOPPED, UsageError, console, stdout_console
 from agent.config import SearchConfig, flag, read_run_file
 from agent.driver import RunResult, Search, new_run_id
-from agent.llm.ranker import LLM_RANKER_PREFIXES, RankerUnavailable, effective_options
+from agent.llm.ranker import RankerUnavailable, effective_options, is_llm_ranker
 from agent.loops.common import Progress as LoopProgress
 from agent.runs.store import RunStore, open_connection
 
@@ -182,9 +182,7 @@ def llm_ranker_rows(db: Path, run_id: str) -> list[tuple[str, str]]:
     store = RunStore(open_connection(db, verify=False))  # verified when the search opened it
     try:
         config = SearchConfig.from_stored(store.get_run(run_id)["config"])
-        if config.strategy != "lmsearcher" or not (
-            config.ranker == "llm" or config.ranker.startswith(LLM_RANKER_PREFIXES)
-        ):
+        if config.strategy != "lmsearcher" or not is_llm_ranker(config.ranker):
             return []
         decisions = store.decisions(run_id)
     finally:

@@ -55,7 +55,6 @@ from tools.ncode import SearchSpace
 if TYPE_CHECKING:
     from agent.llm.in_process import InProcessClient
 
-LLM_RANKER_PREFIXES = ("openai:", "local:", "local", "vllm:", "vllm", "inprocess:", "inprocess")
 LOCAL_FOLDER_PREFIXES = ("local", "vllm", "inprocess")  # specs naming a model folder (the shipped one alone)
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -431,6 +430,14 @@ def card_settings(card: str | None, folder: Path | None) -> dict[str, Any]:
         return model_card(where)
     except (OSError, ValueError) as error:
         raise RankerSetupError(f"--model-card {card}: cannot read {where / MODEL_CARD} ({error})") from None
+
+
+def is_llm_ranker(spec: str) -> bool:
+    """Whether ``spec`` names an LLM ranker: ``llm``, ``openai:MODEL``, or ``local``, ``vllm`` or ``inprocess``
+    with or without ``:PATH``. Matched by the name before the colon, so ``local-search`` (a baseline) or a
+    misspelt ``local-serch`` is not taken for a local model."""
+    kind, colon, _ = spec.partition(":")
+    return spec == "llm" or (kind == "openai" and bool(colon)) or kind in LOCAL_FOLDER_PREFIXES
 
 
 def local_folder(spec: str) -> Path | None:

@@ -62,6 +62,14 @@ def test_missing_run_file(tmp_path, capsys):
     assert "cannot read run file" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("ranker", ["local-serch", "vllmx", "openai", "inprocessing:x"])
+def test_a_misspelt_ranker_is_one_line_naming_the_valid_ones(tmp_path, capsys, ranker):
+    """Names are matched before the colon: 'local-serch' is neither the local-search baseline nor a local model."""
+    assert main(["--ranker", ranker, "--budget", "3", "--db", str(tmp_path / "r.db")]) == 2
+    err = capsys.readouterr().err
+    assert f"unknown ranker {ranker!r}" in err and "local-search" in err and "Traceback" not in err
+
+
 def test_batch_larger_than_the_pool_is_refused(tmp_path, capsys):
     assert main(["--ranker", "random", "--batch", "12", "--pool-size", "10", "--db", str(tmp_path / "r.db")]) == 2
     assert "--batch 12 is larger than --pool-size 10" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from agent.workers import parallel
 from evaluators import command
 from evaluators.command import CommandEvaluator, parse_score
 from evaluators.registry import TaskOptions, make_evaluator
+from tests.processes import process_gone
 from tools.evaluator import EvaluatorSetupError, Outcome
 from tools.evaluator_tool import run_evaluation
 
@@ -80,15 +81,6 @@ def make(space: str, template: str, tmp_path: Path, **kwargs) -> CommandEvaluato
 
 def seen(evaluator: CommandEvaluator, ncode: str) -> dict:
     return json.loads((evaluator.root / ncode / "seen.json").read_text())
-
-
-def gone(pid: int) -> bool:
-    """No such process, or a zombie (killed, waiting to be reaped by whoever adopted it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def wait_for(predicate, timeout_s: float) -> bool:
@@ -153,7 +145,7 @@ def test_timeout_kills_the_command(space, script, tmp_path):
     outcome = run_evaluation(evaluator, "000")
     assert time.monotonic() - started < 4
     assert outcome.status == "failed" and outcome.error.startswith("timed out after 1 s")
-    assert wait_for(lambda: gone(int(pid_file.read_text())), 2)
+    assert wait_for(lambda: process_gone(int(pid_file.read_text())), 2)
 
 
 def test_non_zero_exit_fails_with_the_output_tails(space, script, tmp_path):
@@ -267,10 +259,10 @@ def test_killing_the_driver_with_sigkill_leaves_no_orphan(space, script, tmp_pat
     try:
         assert wait_for(lambda: pid_file.exists() and pid_file.read_text(), 20), "the command never started"
         sleeper = int(pid_file.read_text())
-        assert not gone(sleeper)
+        assert not process_gone(sleeper)
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-        assert wait_for(lambda: gone(sleeper), 5), f"process {sleeper} outlived the killed driver"
+        assert wait_for(lambda: process_gone(sleeper), 5), f"process {sleeper} outlived the killed driver"
     finally:
         driver.kill()
         driver.wait()

@@ -20,6 +20,7 @@ from agent.llm.ranker import RankerSetupError, RankerUnavailable, make_llm_ranke
 from prompts.choice import untag
 from prompts.grade import unscored
 from tests.fake_openai import FakeOpenAI
+from tests.processes import process_gone
 from tools.ncode import SearchSpace, Slot
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -366,14 +367,6 @@ def test_server_killed_mid_run_then_resumed(tmp_path: Path, tiny_model_dir: Path
     assert len(after) == 8 and len(set(after)) == 8 and after[: len(before)] == before
     shown = run_main("show", "k", "--db", str(db))
     assert "fallback rate" in shown.stdout and "median latency s" in shown.stdout
-
-
-def process_gone(pid: int) -> bool:
-    """Exited, or a zombie waiting to be reaped."""
-    try:
-        return "zombie" in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
 
 
 def test_managed_server_dies_with_a_killed_search(tiny_model_dir: Path) -> None:

@@ -24,6 +24,7 @@ from agent.llm.local_server import LocalServer, _group_alive
 from agent.llm.ranker import ChatClient, LLMOptions, RankerSetupError, make_llm_ranker
 from agent.llm.vllm_server import PYTHON_ENV, VllmServer, VllmServerError, serving_dtype, vllm_python
 from tests.agent.llm.questions import greedy_answers, near_questions
+from tests.processes import process_gone
 
 ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = ROOT / "models" / "lm-searcher-tiny"
@@ -58,14 +59,6 @@ def script(request, candidates):
 with FakeOpenAI(script, args.port):
     time.sleep(600)
 '''
-
-
-def process_gone(pid: int) -> bool:
-    """Exited, or a zombie waiting to be reaped."""
-    try:
-        return "zombie" in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
 
 
 @pytest.fixture

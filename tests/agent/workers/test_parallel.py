@@ -23,6 +23,7 @@ import pytest
 from agent.config import ConfigError
 from agent.driver import Search, SearchConfig
 from tests.agent.cli.test_resume import ROOT, main_py, wait_for_evaluations
+from tests.processes import process_gone
 
 
 def rows(db: Path, run_id: str) -> list[dict]:
@@ -135,14 +136,6 @@ def test_worker_that_keeps_dying_is_recorded_as_failed(tmp_path: Path) -> None:
     done = assert_complete(db, "gone", 6)
     failed = [row for row in done if row["status"] == "failed"]
     assert len(failed) == 1 and f"worker process {killed[0]} killed by signal 9" in failed[0]["error"]
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return True
-    return "\nState:\tZ" in state  # exited, waiting to be reaped by whoever adopted it
 
 
 def test_driver_killed_with_work_in_flight_resumes_it(tmp_path: Path) -> None:

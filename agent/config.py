@@ -24,7 +24,7 @@ from evaluators.registry import TaskOptions
 
 # baselines whose proposer does the searching; the ranker keeps its order
 PROPOSER_DRIVEN = ("evolution", "tpe", "gp", "local-search")
-BASELINE_RANKERS = ("random", "additive", "nearest", *PROPOSER_DRIVEN)
+BASELINE_RANKERS = ("random", "additive", "nearest", "nearest-mean", *PROPOSER_DRIVEN)
 PROPOSERS = ("random", "mutation", "mixed", "evolution", "tpe", "gp", "local-search", "generate")
 STRATEGIES = ("lmsearcher", "collm")  # the LM-Searcher loop (loops/lmsearcher.py) or CoLLM-NAS (loops/collm.py)
 BACKENDS = ("local", "ray")
@@ -137,7 +137,9 @@ class SearchConfig:
         None, "compact (default), paper, near (LM-Searcher-tiny's), grade or choice; a local model's card sets its own",
         group="llm",
     )  # fmt: skip
-    history_cap: int | None = option(None, "history items in the prompt, best first (default 200)", group="llm")
+    history_cap: int | None = option(
+        None, "history items in the prompt, best first (default 200; nearest readers: 24)", group="llm"
+    )
     max_reasks: int = option(3, "re-asks with a fresh pool before falling back", group="llm")
     llm_retries: int = option(4, "retries of timeouts, 429 and 5xx per request", group="llm")
     llm_backoff_s: float = option(1.0, "first wait before a retry, doubled each time", "llm", flag="--llm-backoff")
@@ -223,6 +225,8 @@ class SearchConfig:
                 f"--batch {self.batch} is larger than --pool-size {self.pool_size}: the ranker picks --batch codes "
                 "out of the pool; raise --pool-size or lower --batch"
             )
+        if self.history_cap is not None and self.history_cap < 1:
+            raise ConfigError(f"--history-cap must be at least 1, got {self.history_cap}")
         if not 0.0 <= self.random_fraction <= 1.0:
             raise ConfigError(f"--random-fraction must be in [0, 1], got {self.random_fraction}")
         if not 1 <= self.sample_size <= self.population:

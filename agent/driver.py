@@ -59,8 +59,8 @@ def make_ranker(config: SearchConfig, space: SearchSpace | None = None) -> Ranke
         return RandomRanker()
     if config.ranker == "additive":
         return AdditiveRanker()
-    if config.ranker == "nearest":
-        return NearestRanker()
+    if config.ranker in ("nearest", "nearest-mean"):
+        return NearestRanker(config.history_cap or 24, rounded=config.ranker == "nearest")
     if config.ranker in PROPOSER_DRIVEN:
         return FirstRanker(config.ranker)
     from agent.llm.ranker import is_llm_ranker, make_llm_ranker

@@ -1,6 +1,6 @@
 """Which candidate pool should an LLM ranker get? Measured off NAS-Bench-201, on NAS-Bench-Graph.
 
-    python benchmarks/pool_choice.py [--seeds 10] [--budget 100] [--methods NAME ...]
+    python benchmarks/pool_choice.py [--seeds 10] [--budget 100] [--methods NAME ...] [--model PATH]
 
 NAS-Bench-201 is the evaluation domain, so the pool an LLM ranker gets by default
 must not be chosen on it. This script compares pools on the 9 NAS-Bench-Graph
@@ -8,7 +8,9 @@ datasets instead, through the real search loop, with three classical rankers:
 ``random`` (a ranker that knows nothing; with the evolution pool that is regularized
 evolution itself), ``additive`` (a good per-slot reader of the history) and
 ``nearest`` (what a perfect reader of LM-Searcher-tiny's ``near`` prompts would
-pick). The peers a default must beat run alongside: local search, Bayesian
+pick; ``nearest-mean`` keeps its grades fractional, as the default's expected
+grades are). The default itself (LM-Searcher-tiny scored in-process, or ``--model``)
+and the peers a default must beat run alongside: local search, Bayesian
 optimisation (GP) and TPE. It prints the mean best validation score per dataset and,
 per method, the mean over datasets of its rank among the methods run (1 = best),
 which does not let one dataset's scale dominate.
@@ -20,41 +22,54 @@ import argparse
 import statistics
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 from agent.driver import Search, SearchConfig
 from evaluators.nas_bench_graph import NBG_DATASETS
 
-# name -> (ranker, proposer, pool size, share of random codes in a mixed pool)
+
+class Method(NamedTuple):
+    ranker: str
+    proposer: str | None = None
+    pool: int = 10
+    random_fraction: float = 0.5  # of a mixed pool
+    history_cap: int | None = None  # of a nearest reader (default 24)
+
+
 METHODS = {
-    "random pick, random pool (RS)": ("random", "random", 10, 0.5),
-    "random pick, mixed pool": ("random", "mixed", 10, 0.5),
-    "random pick, evolution pool (RE)": ("random", "evolution", 10, 0.5),
-    "local search (LS)": ("local-search", None, 10, 0.5),
-    "Bayesian optimisation (GP)": ("gp", None, 10, 0.5),
-    "TPE": ("tpe", None, 10, 0.5),
-    "additive, random pool": ("additive", "random", 10, 0.5),
-    "additive, mixed pool": ("additive", "mixed", 10, 0.5),
-    "additive, evolution pool": ("additive", "evolution", 10, 0.5),
-    "nearest, random pool": ("nearest", "random", 10, 0.5),
-    "nearest, mixed pool": ("nearest", "mixed", 10, 0.5),
-    "nearest, evolution pool": ("nearest", "evolution", 10, 0.5),
-    "nearest, local-search pool": ("nearest", "local-search", 10, 0.5),
-    "nearest, mutation pool": ("nearest", "mutation", 10, 0.5),
-    "nearest, mixed pool of 20": ("nearest", "mixed", 20, 0.5),
-    "nearest, mixed pool, 30 % random": ("nearest", "mixed", 10, 0.3),
-    "nearest, mixed pool, 70 % random": ("nearest", "mixed", 10, 0.7),
+    "LM-Searcher-tiny, mixed pool (the default)": Method("inprocess", "mixed"),
+    "random pick, random pool (RS)": Method("random", "random"),
+    "random pick, mixed pool": Method("random", "mixed"),
+    "random pick, evolution pool (RE)": Method("random", "evolution"),
+    "local search (LS)": Method("local-search"),
+    "Bayesian optimisation (GP)": Method("gp"),
+    "TPE": Method("tpe"),
+    "additive, random pool": Method("additive", "random"),
+    "additive, mixed pool": Method("additive", "mixed"),
+    "additive, evolution pool": Method("additive", "evolution"),
+    "nearest, random pool": Method("nearest", "random"),
+    "nearest, mixed pool": Method("nearest", "mixed"),
+    "nearest, evolution pool": Method("nearest", "evolution"),
+    "nearest, local-search pool": Method("nearest", "local-search"),
+    "nearest, mutation pool": Method("nearest", "mutation"),
+    "nearest, mixed pool of 20": Method("nearest", "mixed", pool=20),
+    "nearest, mixed pool, 30 % random": Method("nearest", "mixed", random_fraction=0.3),
+    "nearest, mixed pool, 70 % random": Method("nearest", "mixed", random_fraction=0.7),
+    "nearest, 48 nearest codes, mixed pool": Method("nearest", "mixed", history_cap=48),
+    "nearest-mean (fractional grades), mixed pool": Method("nearest-mean", "mixed"),
 }
 
 
-def best_score(method: str, dataset: str, seed: int, budget: int, db: Path) -> float:
-    ranker, proposer, pool, random_fraction = METHODS[method]
+def best_score(method: str, dataset: str, seed: int, budget: int, db: Path, model: str | None = None) -> float:
+    chosen = METHODS[method]
     config = SearchConfig(
         task="nas_bench_graph",
         dataset=dataset,
-        ranker=ranker,
-        proposer=proposer,
-        pool_size=pool,
-        random_fraction=random_fraction,
+        ranker=f"{chosen.ranker}:{model}" if model and chosen.ranker == "inprocess" else chosen.ranker,
+        proposer=chosen.proposer,
+        pool_size=chosen.pool,
+        random_fraction=chosen.random_fraction,
+        history_cap=chosen.history_cap,
         budget=budget,
         seed=seed,
     )
@@ -71,15 +86,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--budget", type=int, default=100)
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS), metavar="NAME")
+    parser.add_argument("--model", help="the model folder LM-Searcher-tiny's row scores (default: the shipped one)")
     args = parser.parse_args()
     methods = args.methods
     means: dict[str, dict[str, float]] = {method: {} for method in methods}
     with tempfile.TemporaryDirectory() as folder:
         for dataset in NBG_DATASETS:
             for method in methods:
-                scores = [
-                    best_score(method, dataset, seed, args.budget, Path(folder) / "p.db") for seed in range(args.seeds)
-                ]
+                db = Path(folder) / "p.db"
+                scores = [best_score(method, dataset, seed, args.budget, db, args.model) for seed in range(args.seeds)]
                 means[method][dataset] = statistics.fmean(scores)
             print(f"{dataset} done", flush=True)
     print(f"\nNAS-Bench-Graph, {args.seeds} seeds, {args.budget} queries: mean best validation score\n")

@@ -56,6 +56,7 @@ METHODS: dict[str, tuple[str, str | None, int, bool]] = {
     "nearest-random-pool": ("nearest", "random", 10, False),
     "nearest-mixed-pool": ("nearest", "mixed", 10, False),
     "nearest-evolution-pool": ("nearest", "evolution", 10, False),
+    "nearest-mean-mixed-pool": ("nearest-mean", "mixed", 10, False),  # fractional grades: expected grades' reader
 }
 # A bench measures a ranker as it is, falling back or not: its table reports each method's fallback rate.
 NO_FALLBACK_GUARD = {"fallback_limit": 0, "fallback_share": 0.0}
@@ -72,13 +73,17 @@ def run_config(
     budget: int,
     llm: dict,
     model: str | None = None,
+    history_cap: int | None = None,
 ) -> SearchConfig:
     """One run's config: the task options, the method's ranker, proposer and pool, the seed. ``llm`` holds
-    the served model's settings; an in-process method scores ``model`` (default: the shipped one) itself."""
+    the served model's settings; an in-process method scores ``model`` (default: the shipped one) itself.
+    ``history_cap`` goes to every method that reads a candidate's history: the LLM and nearest rankers."""
     ranker, proposer, pool, needs_llm = METHODS[method]
     values = {**task, "dataset": dataset, "ranker": ranker, "proposer": proposer, "pool_size": pool}
     if ranker == "inprocess":
         values.update(NO_FALLBACK_GUARD, ranker=f"inprocess:{model}" if model else ranker)
+    if history_cap is not None and (needs_llm or ranker in ("inprocess", "nearest", "nearest-mean")):
+        values["history_cap"] = history_cap
     return SearchConfig.from_mapping({**values, "budget": budget, "seed": seed, **(llm if needs_llm else {})})
 
 
@@ -233,7 +238,11 @@ def parser() -> argparse.ArgumentParser:
         help="the model's card, its folder or its lmsearcher.json: the prompt format and history cap of LLM methods "
         "(default: --model's own card; needed with --base-url)",
     )
-    p.add_argument("--history-cap", type=int, help="history items in LLM prompts (default: the model's own)")
+    p.add_argument(
+        "--history-cap",
+        type=int,
+        help="history items in LLM prompts and nearest readers (default: the model's own; nearest: 24)",
+    )
     p.add_argument("--out", help="output prefix (.md, .png, .json); default runs/bench/TASK-TIME/bench")
     p.add_argument(
         "--reuse",
@@ -336,7 +345,7 @@ def main(argv: list[str]) -> int:
         config = SearchConfig.from_mapping({**task, "dataset": dataset}, source="options")
         evaluators[dataset] = make_evaluator(config.task, config.task_options())
         for method in args.methods:
-            run_config(task, method, dataset, 0, args.budget, {}).check()
+            run_config(task, method, dataset, 0, args.budget, {}, args.model, args.history_cap).check()
     reused = reusable_runs(args.reuse, args.budget, task)
     out = output_prefix(args.out, args.task)
     wanted = [(m, d, seed) for m in args.methods for d in datasets for seed in range(args.seeds)]
@@ -352,8 +361,6 @@ def main(argv: list[str]) -> int:
             server = LocalServer(model).start()
             own = str(server.model_path) if (server.model_path / MODEL_CARD).is_file() else None
             llm = {"base_url": server.base_url, "model": str(server.model_path), "model_card": args.model_card or own}
-        if args.history_cap:
-            llm["history_cap"] = args.history_cap
         llm.update(NO_FALLBACK_GUARD)
     runs: list[dict] = []
     try:
@@ -362,7 +369,7 @@ def main(argv: list[str]) -> int:
                 for dataset in datasets:
                     metric = evaluators[dataset].metric
                     for seed in range(args.seeds):
-                        config = run_config(task, method, dataset, seed, args.budget, llm, args.model)
+                        config = run_config(task, method, dataset, seed, args.budget, llm, args.model, args.history_cap)
                         runs.append(
                             reused.get((method, dataset, seed))
                             or run_one(config, method, metric, Path(folder) / "b.db")

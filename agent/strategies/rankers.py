@@ -90,11 +90,15 @@ def additive_predictions(scored: Sequence[tuple[str, float]], codes: Sequence[st
     return [statistics.fmean(means.get((slot, symbol), overall) for slot, symbol in enumerate(code)) for code in codes]
 
 
-def nearest_predictions(scored: Sequence[tuple[str, float]], codes: Sequence[str], cap: int = 24) -> list[int]:
+def nearest_predictions(
+    scored: Sequence[tuple[str, float]], codes: Sequence[str], cap: int = 24, rounded: bool = True
+) -> list[float]:
     """Each code's grade as a classical reader of its ``near`` prompt would give it: the ``cap`` nearest
-    scored codes' grades (``prompts.near``), weighted ``exp(-2 * distance)``, rounded to a digit."""
+    scored codes' grades (``prompts.near``), weighted ``exp(-2 * distance)``; rounded to a digit, as a
+    greedy answer is, or kept fractional, as an expected grade is."""
     graded = list(zip((code for code, _ in scored), near.history_grades([u for _, u in scored]), strict=True))
-    return [int(near.reference_grade(near.nearest(code, graded, cap)) + 0.5) for code in codes]
+    grades = [near.reference_grade(near.nearest(code, graded, cap)) for code in codes]
+    return [float(int(grade + 0.5)) for grade in grades] if rounded else grades
 
 
 def pick_highest(request: RankRequest, predicted: Sequence[float]) -> Decision:
@@ -132,13 +136,18 @@ class AdditiveRanker(SurrogateRanker):
 
 
 class NearestRanker(SurrogateRanker):
-    """Ranks by ``nearest_predictions``.
+    """Ranks by ``nearest_predictions`` of the ``cap`` nearest history codes.
 
     Why: the classical counterpart of what the ``near`` prompt asks an LLM to read (the grades of a
     candidate's nearest history codes), the reference for LM-Searcher-tiny in BENCHMARKS.md §4.
+    ``nearest`` rounds its grades to digits, as a model's greedy answer is; ``nearest-mean`` keeps them
+    fractional, as the default ranker's expected grades are, so it is that ranker's classical reader.
     """
 
-    name = "nearest"
+    def __init__(self, cap: int = 24, rounded: bool = True) -> None:
+        self.cap = cap
+        self.rounded = rounded
+        self.name = "nearest" if rounded else "nearest-mean"
 
     def predictions(self, scored: Sequence[tuple[str, float]], pool: Sequence[str]) -> Sequence[float]:
-        return nearest_predictions(scored, pool)
+        return nearest_predictions(scored, pool, self.cap, self.rounded)

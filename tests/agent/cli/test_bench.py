@@ -174,3 +174,27 @@ def test_bad_space_or_out_is_one_error_line_before_any_run(tmp_path: Path, capsy
     (tmp_path / "a-file").write_text("")
     assert cli_main([*argv, *task, "--out", str(tmp_path / "a-file" / "b")]) == 2
     assert "error: --out" in capsys.readouterr().err
+
+
+def test_history_cap_reaches_every_reader_of_the_history_and_no_other_method(
+    tmp_path: Path, nb201_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--history-cap`` changes what a nearest reader weighs, so its runs differ; random search ignores it
+    and its runs are the same; a cap of 0 is one error line before any run."""
+    common = ["--datasets", "cifar10", "--seeds", "3", "--budget", "25", "--data", str(nb201_dir)]
+    methods = ["--methods", "rs", "nearest-mean-mixed-pool"]
+    assert bench_main([*methods, *common, "--out", str(tmp_path / "default")]) == 0
+    assert bench_main([*methods, *common, "--history-cap", "1", "--out", str(tmp_path / "one")]) == 0
+
+    def trajectories(name: str, method: str) -> list[list]:
+        runs = json.loads((tmp_path / f"{name}.json").read_text())["runs"]
+        return [run["trajectory"] for run in runs if run["method"] == method]
+
+    assert trajectories("default", "rs") == trajectories("one", "rs")
+    assert trajectories("default", "nearest-mean-mixed-pool") != trajectories("one", "nearest-mean-mixed-pool")
+    capsys.readouterr()
+    zero = ["bench", *methods, *common, "--history-cap", "0", "--out", str(tmp_path / "zero" / "b")]
+    assert cli_main(zero) == 2
+    err = capsys.readouterr().err
+    assert "error: --history-cap must be at least 1, got 0" in err and "Traceback" not in err
+    assert not (tmp_path / "zero").exists()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import random
 
 import pytest
 
+from agent.config import SearchConfig
+from agent.driver import make_ranker
 from agent.runs.store import Observation
 from agent.strategies.rankers import AdditiveRanker, Decision, FirstRanker, NearestRanker, RandomRanker, RankRequest
 from tools.evaluator import Metric
@@ -19,8 +22,11 @@ def request(pool: list[str], k: int, seed: int = 0) -> RankRequest:
     return RankRequest(nb201_space(), Metric("val_acc"), history, list(pool), k, random.Random(seed))
 
 
+NEAREST_MEAN = functools.partial(NearestRanker, rounded=False)
+
+
 @pytest.mark.parametrize(("pool_size", "k"), [(8, 3), (8, 8), (8, 1), (2, 5), (0, 3), (5, 0)])
-@pytest.mark.parametrize("ranker_class", [FirstRanker, RandomRanker, AdditiveRanker, NearestRanker])
+@pytest.mark.parametrize("ranker_class", [FirstRanker, RandomRanker, AdditiveRanker, NearestRanker, NEAREST_MEAN])
 def test_ranker_contract(ranker_class, pool_size, k):
     pool = POOL[:pool_size]
     decision = ranker_class().rank(request(pool, k))
@@ -61,7 +67,12 @@ NEAREST_CASE = (
 )
 
 
-@pytest.mark.parametrize(("ranker", "scored", "pool", "best_two", "best_if_minimised"), [ADDITIVE_CASE, NEAREST_CASE])
+NEAREST_MEAN_CASE = (NEAREST_MEAN, *NEAREST_CASE[1:])
+
+
+@pytest.mark.parametrize(
+    ("ranker", "scored", "pool", "best_two", "best_if_minimised"), [ADDITIVE_CASE, NEAREST_CASE, NEAREST_MEAN_CASE]
+)
 def test_surrogate_rankers_pick_what_their_model_predicts(ranker, scored, pool, best_two, best_if_minimised):
     history = [Observation(i, code, score, "ok") for i, (code, score) in enumerate(scored)]
     history.append(Observation(len(history), "100000", None, "failed"))
@@ -74,5 +85,34 @@ def test_surrogate_rankers_pick_what_their_model_predicts(ranker, scored, pool, 
 
 
 def test_close_is_harmless():
-    for ranker in (FirstRanker(), RandomRanker(), AdditiveRanker(), NearestRanker()):
+    for ranker in (FirstRanker(), RandomRanker(), AdditiveRanker(), NearestRanker(), NEAREST_MEAN()):
         assert ranker.close() is None
+
+
+# grades 9, 7, 0, 5, 2 (the share of the others each beats)
+GRADED = [("411111", 95.0), ("422222", 80.0), ("022222", 60.0), ("033333", 62.0), ("044444", 61.0)]
+
+
+def test_nearest_mean_orders_what_rounded_grades_tie():
+    """Both candidates read as 9 when rounded (8.99 and 8.62): nearest draws between them, nearest-mean
+    (the reader of expected grades) takes the nearer one to the best code every time."""
+    history = [Observation(i, code, score, "ok") for i, (code, score) in enumerate(GRADED)]
+    pool = ["411122", "411112"]
+
+    def picks(ranker: NearestRanker) -> set[str]:
+        metric = Metric("val_acc")
+        requests = (RankRequest(nb201_space(), metric, history, pool, 1, random.Random(s)) for s in range(20))
+        return {ranker.rank(r).chosen[0] for r in requests}
+
+    assert picks(NearestRanker()) == {"411122", "411112"}
+    assert picks(NEAREST_MEAN()) == {"411112"}
+
+
+@pytest.mark.parametrize("name", ["nearest", "nearest-mean"])
+def test_nearest_readers_show_history_cap_codes(name):
+    """--history-cap sets how many nearest codes a nearest reader weighs, as it sets an LLM's prompt: with one,
+    the candidate's grade is its nearest code's (7); with the default 24, every code counts (6.17)."""
+    one = make_ranker(SearchConfig(ranker=name, history_cap=1)).predictions(GRADED, ["422223"])
+    default = make_ranker(SearchConfig(ranker=name)).predictions(GRADED, ["422223"])
+    assert one == [7.0]
+    assert default == [6.0] if name == "nearest" else default[0] == pytest.approx(6.166, abs=1e-3)

@@ -38,6 +38,7 @@ class Method(NamedTuple):
 
 METHODS = {
     "LM-Searcher-tiny, mixed pool (the default)": Method("inprocess", "mixed"),
+    "LM-Searcher-tiny, mixed pool of 20": Method("inprocess", "mixed", pool=20),
     "random pick, random pool (RS)": Method("random", "random"),
     "random pick, mixed pool": Method("random", "mixed"),
     "random pick, evolution pool (RE)": Method("random", "evolution"),

@@ -276,12 +276,13 @@ def from_saved(run: dict) -> dict:
     return {**record, "best": run["best_val"], "final_metrics": {"test_acc": run["test_of_best"]}}
 
 
-REUSE_KEYS = {"task": DEFAULT_TASK, "metric": None, "minimize": False}  # what runs to reuse must share; defaults
+# what runs to reuse must share, with their defaults
+REUSE_KEYS = {"task": DEFAULT_TASK, "metric": None, "minimize": False, "history_cap": None}
 
 
 def reusable_runs(paths: list[str], budget: int, task: dict[str, Any]) -> dict[tuple[str, str | None, int], dict]:
-    """Runs of earlier ``--out`` JSON files by (method, dataset, seed); another budget, task or metric is bad
-    input (folders such as --data may differ: a long bench is split over machines)."""
+    """Runs of earlier ``--out`` JSON files by (method, dataset, seed); another budget, task, metric or history
+    cap is bad input (folders such as --data may differ: a long bench is split over machines)."""
     found: dict[tuple[str, str | None, int], dict] = {}
     for path in paths:
         try:
@@ -346,7 +347,7 @@ def main(argv: list[str]) -> int:
         evaluators[dataset] = make_evaluator(config.task, config.task_options())
         for method in args.methods:
             run_config(task, method, dataset, 0, args.budget, {}, args.model, args.history_cap).check()
-    reused = reusable_runs(args.reuse, args.budget, task)
+    reused = reusable_runs(args.reuse, args.budget, {**task, "history_cap": args.history_cap})
     out = output_prefix(args.out, args.task)
     wanted = [(m, d, seed) for m in args.methods for d in datasets for seed in range(args.seeds)]
     needs_llm = any(METHODS[m][3] and (m, d, seed) not in reused for m, d, seed in wanted)

@@ -180,7 +180,7 @@ def test_history_cap_reaches_every_reader_of_the_history_and_no_other_method(
     tmp_path: Path, nb201_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``--history-cap`` changes what a nearest reader weighs, so its runs differ; random search ignores it
-    and its runs are the same; a cap of 0 is one error line before any run."""
+    and its runs are the same. Runs of another cap are not reused; a cap of 0 is one error line before any run."""
     common = ["--datasets", "cifar10", "--seeds", "3", "--budget", "25", "--data", str(nb201_dir)]
     methods = ["--methods", "rs", "nearest-mean-mixed-pool"]
     assert bench_main([*methods, *common, "--out", str(tmp_path / "default")]) == 0
@@ -193,6 +193,8 @@ def test_history_cap_reaches_every_reader_of_the_history_and_no_other_method(
     assert trajectories("default", "rs") == trajectories("one", "rs")
     assert trajectories("default", "nearest-mean-mixed-pool") != trajectories("one", "nearest-mean-mixed-pool")
     capsys.readouterr()
+    with pytest.raises(UsageError, match="its runs have history_cap 1, not None"):
+        bench_main([*methods, *common, "--reuse", str(tmp_path / "one.json"), "--out", str(tmp_path / "again")])
     zero = ["bench", *methods, *common, "--history-cap", "0", "--out", str(tmp_path / "zero" / "b")]
     assert cli_main(zero) == 2
     err = capsys.readouterr().err

@@ -29,7 +29,7 @@ from agent.runs.store import Observation
 from evaluators.objective import ObjectiveEvaluator, outcome_of
 from evaluators.references import reference_of
 from evaluators.registry import make_evaluator
-from tools.evaluator import Evaluator, Outcome
+from tools.evaluator import Evaluator, Outcome, scored_or_failed
 from tools.ncode import InvalidNCode, SearchSpace, decode, validate
 from tools.spaces import space_to_dict
 
@@ -241,14 +241,11 @@ def _told_outcome(result: Any, error: str | None, metric: str) -> Outcome:
     if error is not None or result is None:
         return Outcome(None, status="failed", error=error or "told without a result")
     if isinstance(result, Outcome):
-        return result
+        return scored_or_failed(result)
     try:
-        outcome = outcome_of(result, metric)
+        return scored_or_failed(outcome_of(result, metric))
     except ValueError as problem:
         raise SearchError(f"cannot tell {result!r}: {problem}") from None
-    if outcome.score != outcome.score or outcome.score in (float("inf"), float("-inf")):
-        return Outcome(None, outcome.metrics, status="failed", error=f"score is {outcome.score}")
-    return outcome
 
 
 __all__ = ["Study", "Trial"]

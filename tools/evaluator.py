@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -60,3 +61,10 @@ class Evaluator(ABC):
     def describe(self) -> str:
         """One line for the CLI: what this evaluator scores and how."""
         return f"{self.space.name}: {self.metric.name} ({'max' if self.metric.maximize else 'min'}imised)"
+
+
+def scored_or_failed(outcome: Outcome) -> Outcome:
+    """A successful outcome without a finite score becomes a failure: no ranker can learn from NaN or inf."""
+    if outcome.status == "ok" and (outcome.score is None or not math.isfinite(outcome.score)):
+        return Outcome(None, outcome.metrics, status="failed", error=f"score is {outcome.score} (NaN, inf or missing)")
+    return outcome

@@ -7,14 +7,13 @@ missing score never escapes as a crash.
 
 from __future__ import annotations
 
-import math
 import time
 import traceback
 
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
-from tools.evaluator import Evaluator, Outcome
+from tools.evaluator import Evaluator, Outcome, scored_or_failed
 from tools.ncode import validate
 
 
@@ -27,11 +26,7 @@ def run_evaluation(evaluator: Evaluator, ncode: str, simulated_cost_s: float = 0
     started = time.perf_counter()
     try:
         validate(evaluator.space, ncode)
-        outcome = evaluator.evaluate(ncode)
-        if outcome.status == "ok" and (outcome.score is None or not math.isfinite(outcome.score)):
-            outcome = Outcome(
-                None, outcome.metrics, status="failed", error=f"score is {outcome.score} (NaN, inf or missing)"
-            )
+        outcome = scored_or_failed(evaluator.evaluate(ncode))
     except MemoryError:
         outcome = Outcome(None, status="failed", error="out of memory")
     except Exception as error:

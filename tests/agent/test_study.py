@@ -16,6 +16,7 @@ from agent import SearchError, SearchSpace, Slot, Study
 from agent.cli.main import main
 from tests.agent import objectives
 from tests.agent.objectives import ACTIVATIONS, DEPTHS, WIDTHS
+from tools.evaluator import Outcome
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACE = SearchSpace(
@@ -124,6 +125,17 @@ def test_ask_and_tell_then_optimize(tmp_path):
         study.optimize()
         assert len(study.history) == 10
     assert len(unique_codes(db, "s")) == 10
+
+
+def test_telling_a_score_that_is_not_finite_records_a_failure(tmp_path):
+    """A number or an Outcome: NaN and inf are failures, as from optimize, so no ranker learns from them."""
+    with Study.create(tmp_path / "s.db", SPACE, metric="val_acc", ranker="random", budget=3) as study:
+        told = [study.tell(study.ask(), float("nan")), study.tell(study.ask(), Outcome(float("inf")))]
+        assert [(t.status, t.score, t.error) for t in told] == [
+            ("failed", None, "score is nan (NaN, inf or missing)"),
+            ("failed", None, "score is inf (NaN, inf or missing)"),
+        ]
+        assert study.best is None
 
 
 def test_a_code_asked_before_a_crash_is_asked_again_first(tmp_path):

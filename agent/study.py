@@ -136,17 +136,12 @@ class Study:
         if self._orphans:
             code = self._orphans.pop(0)
             return Trial(code, decode(self.evaluator.space, code))
-        store, config, parts = self._search.store, self.config, self._parts()
-        history = self._observations()
-        seen = {o.ncode for o in history} | set(store.pending(self.run_id))
+        store, config = self._search.store, self.config
         iteration = store.last_iteration(self.run_id) + 1
         n = 1 if config.ranker in PROPOSER_DRIVEN else config.pool_size
-        pool = parts.propose(history, seen, parts.rng(iteration, "encode"), n)
-        if not pool:
+        code = self._parts().pick_pending(self.run_id, iteration, self._observations(), store.pending(self.run_id), n)
+        if code is None:
             raise SearchError(f"every code of space {self.evaluator.space.name!r} was asked for; none is left")
-        decision = parts.decide(self.run_id, iteration, history, seen, pool, 1)
-        code = (decision.chosen or pool)[0]
-        store.add_pending(self.run_id, code, iteration)
         return Trial(code, decode(self.evaluator.space, code))
 
     def tell(self, trial: Trial | str, result: Any = None, *, error: str | None = None) -> Trial:

@@ -93,15 +93,11 @@ def build_async_graph(parts: AsyncParts) -> StateGraph:
         iteration = max(state["iteration"], store.last_iteration(run_id) + 1)
         exhausted = False
         while pool.free() > 0 and len(history) + len(pending) < parts.budget and not parts.finished(history):
-            seen = {o.ncode for o in history} | set(pending)
-            candidates = parts.propose(history, seen, parts.rng(iteration, "encode"), parts.pool_size)
-            if not candidates:
+            code = parts.pick_pending(run_id, iteration, history, pending, parts.pool_size)
+            if code is None:
                 exhausted = True
                 break
-            decision = parts.decide(run_id, iteration, history, seen, candidates, 1)
-            (code,) = decision.chosen[:1] or candidates[:1]
-            store.add_pending(run_id, code, iteration)  # in the store before any worker sees it
-            pool.submit(code)
+            pool.submit(code)  # after the store has it pending
             pending[code] = iteration
             iteration += 1
         done = not pending and (exhausted or parts.finished(history))

@@ -174,3 +174,17 @@ class RankingScaffold(LoopScaffold):
         decision = self.ranker.rank(request)
         self.store.record_decision(run_id, iteration, self.ranker.name, decision.pool or pool, decision)
         return decision
+
+    def pick_pending(
+        self, run_id: str, iteration: int, history: list[Observation], pending: Iterable[str], n: int
+    ) -> str | None:
+        """One code for a free worker or an ``ask``: a pool of ``n`` outside the history and the codes still
+        pending, ranked for one pick, which is marked pending in the store before anyone evaluates it.
+        None when no code is left to propose."""
+        seen = {o.ncode for o in history} | set(pending)
+        pool = self.propose(history, seen, self.rng(iteration, "encode"), n)
+        if not pool:
+            return None
+        code = (self.decide(run_id, iteration, history, seen, pool, 1).chosen or pool)[0]
+        self.store.add_pending(run_id, code, iteration)
+        return code

@@ -47,10 +47,11 @@ def number(value: Any) -> str:
     return f"{value:.4f}" if value == 0 or 0.01 <= abs(value) < 1e6 else f"{value:.4g}"
 
 
-def summary_value(value: Any) -> str:
-    """A ranker summary's number: rates to three decimals, whole medians (token counts) as integers."""
+def summary_value(name: str, value: Any) -> str:
+    """A ranker summary's number: rates always to three decimals (0.000, 1.000), other whole numbers (token
+    counts) as integers."""
     if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else f"{value:.3f}"
+        return f"{value:.3f}" if name.endswith("_rate") or not value.is_integer() else str(int(value))
     return number(value)
 
 
@@ -191,7 +192,7 @@ def run_header(run: dict[str, Any], evaluations: list[dict[str, Any]], summary: 
         decoded = "\n".join(f"{slot} = {number(value)}" for slot, value in best_row["config"].items())
         header.add_row("best configuration", escape(decoded))
     for name, value in summary.items():
-        header.add_row(name.replace("_", " "), summary_value(value))
+        header.add_row(name.replace("_", " "), summary_value(name, value))
     if run["error"]:
         header.add_row("stopped by", escape(run["error"]))
     return header

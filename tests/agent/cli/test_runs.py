@@ -68,6 +68,7 @@ def test_show_names_the_search_and_decodes_the_best_configuration(db, capsys):
     assert (cells["task"], cells["dataset"], cells["ranker"], cells["proposer"]) == (
         "nas_bench_graph", "cora", "tpe", "tpe",
     )  # fmt: skip
+    assert cells["fallback rate"] == "0.000" and cells["decisions"] == "10"  # a rate reads as one, even at 0
     assert "first" not in out and not LONG_FLOAT.search(out)
     ((ncode, config),) = stored(
         db, "SELECT e.ncode, e.config FROM runs r JOIN evaluations e ON e.run_id = r.run_id "

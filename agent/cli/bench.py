@@ -106,6 +106,7 @@ def run_one(config: SearchConfig, method: str, metric: Metric, db: Path) -> dict
     asked = [d for d in decisions if d["raw_answer"] is not None]
     return {
         "method": method,
+        "run_id": result.run_id,
         "dataset": config.dataset,
         "seed": config.seed,
         "best": result.best_score,
@@ -245,6 +246,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="output prefix (.md, .png, .json); default runs/bench/TASK-TIME/bench")
     p.add_argument(
+        "--db",
+        help="keep every run in this SQLite database, for `runs`, `show` (each decision) and `export` (default: a "
+        "temporary one, deleted at the end); each run's id is in the JSON",
+    )
+    p.add_argument(
         "--reuse",
         nargs="+",
         default=[],
@@ -349,6 +355,8 @@ def main(argv: list[str]) -> int:
             run_config(task, method, dataset, 0, args.budget, {}, args.model, args.history_cap).check()
     reused = reusable_runs(args.reuse, args.budget, {**task, "history_cap": args.history_cap})
     out = output_prefix(args.out, args.task)
+    if args.db:
+        Search(args.db).close()  # a database that cannot be opened or is not a run store fails now, in one line
     wanted = [(m, d, seed) for m in args.methods for d in datasets for seed in range(args.seeds)]
     needs_llm = any(METHODS[m][3] and (m, d, seed) not in reused for m, d, seed in wanted)
     server = None
@@ -366,15 +374,13 @@ def main(argv: list[str]) -> int:
     runs: list[dict] = []
     try:
         with tempfile.TemporaryDirectory() as folder:
+            db = Path(args.db) if args.db else Path(folder) / "b.db"
             for method in args.methods:
                 for dataset in datasets:
                     metric = evaluators[dataset].metric
                     for seed in range(args.seeds):
                         config = run_config(task, method, dataset, seed, args.budget, llm, args.model, args.history_cap)
-                        runs.append(
-                            reused.get((method, dataset, seed))
-                            or run_one(config, method, metric, Path(folder) / "b.db")
-                        )
+                        runs.append(reused.get((method, dataset, seed)) or run_one(config, method, metric, db))
                     done = [r["best"] for r in runs if r["method"] == method and r["dataset"] == dataset]
                     print(f"{method:16s} {label(dataset, evaluators[dataset]):15s} {mean_sd(done)}", flush=True)
     finally:

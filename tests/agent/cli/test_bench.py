@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sqlite3
 import statistics
 from pathlib import Path
 
@@ -200,3 +201,17 @@ def test_history_cap_reaches_every_reader_of_the_history_and_no_other_method(
     err = capsys.readouterr().err
     assert "error: --history-cap must be at least 1, got 0" in err and "Traceback" not in err
     assert not (tmp_path / "zero").exists()
+
+
+def test_db_keeps_every_run_with_its_decisions(tmp_path: Path, nb201_dir: Path) -> None:
+    """Without --db the runs go to a temporary database; with it they stay, each named in the JSON, so that
+    ``show`` can audit a bench's decisions afterwards."""
+    db, out = tmp_path / "bench.db", tmp_path / "b"
+    argv = ["--methods", "rs", "nearest-mixed-pool", "--datasets", "cifar10", "--seeds", "2", "--budget", "12"]
+    assert bench_main([*argv, "--data", str(nb201_dir), "--db", str(db), "--out", str(out)]) == 0
+    runs = json.loads(out.with_suffix(".json").read_text())["runs"]
+    with sqlite3.connect(db) as connection:
+        stored = dict(connection.execute("SELECT run_id, best_score FROM runs").fetchall())
+        decided = connection.execute("SELECT COUNT(*) FROM decisions WHERE run_id = ?", (runs[-1]["run_id"],))
+        assert decided.fetchone()[0] == 12
+    assert stored == {run["run_id"]: run["best"] for run in runs} and len(stored) == 4

@@ -18,6 +18,7 @@ from typing import Any
 from evaluators.references import reference_of, resolve
 from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import SearchSpace, decode
+from tools.processes import exit_with_parent
 from tools.spaces import SpaceFileError, load_space_file, space_from_dict
 
 Objective = Callable[[dict[str, Any]], Any]
@@ -52,6 +53,7 @@ def _number(value: Any) -> float:
 
 
 def _call_in_child(objective: Objective, config: dict[str, Any], connection: Any) -> None:
+    exit_with_parent()  # a search killed with SIGKILL leaves no objective running
     try:
         connection.send(("ok", objective(config)))
     except BaseException as error:  # reported to the parent as a failed evaluation

@@ -1,5 +1,7 @@
 """Process checks shared by the tests that kill searches, servers and workers."""
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -14,3 +16,13 @@ def process_gone(pid: int) -> bool:
     except OSError:
         return True
     return "\nState:\tZ" in status
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float) -> bool:
+    """Whether ``predicate`` holds within ``timeout_s`` seconds (polled every 50 ms)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())

@@ -28,7 +28,6 @@ import multiprocessing.connection
 import os
 import signal
 import socket
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -39,6 +38,7 @@ from typing import Any
 from evaluators.references import reference_of
 from evaluators.registry import TaskOptions
 from tools.evaluator import Outcome
+from tools.processes import exit_with_parent
 
 BACKENDS = ("local", "ray")
 # Each worker's slot number, 0 to workers-1, set in the worker before it builds its evaluator (a
@@ -99,23 +99,9 @@ class WorkerCore:
         return outcome
 
 
-def _watch_parent() -> None:
-    """Exit when the driver is gone (killed with SIGKILL). Why the sentinel and not ``getppid``: a
-    forkserver worker's parent is the fork server, which outlives the driver while workers are busy."""
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-
-    def watch() -> None:
-        multiprocessing.connection.wait([parent.sentinel])
-        os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
 def _local_worker_main(connection: Any, spec: WorkerSpec, index: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's; it stops the workers itself
-    _watch_parent()
+    exit_with_parent()
     core = WorkerCore(spec, index)
     connection.send(("ready", core.pid))
     while True:

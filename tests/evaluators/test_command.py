@@ -23,7 +23,7 @@ from agent.workers import parallel
 from evaluators import command
 from evaluators.command import CommandEvaluator, parse_score
 from evaluators.registry import TaskOptions, make_evaluator
-from tests.processes import process_gone
+from tests.processes import process_gone, wait_for
 from tools.evaluator import EvaluatorSetupError, Outcome
 from tools.evaluator_tool import run_evaluation
 
@@ -81,15 +81,6 @@ def make(space: str, template: str, tmp_path: Path, **kwargs) -> CommandEvaluato
 
 def seen(evaluator: CommandEvaluator, ncode: str) -> dict:
     return json.loads((evaluator.root / ncode / "seen.json").read_text())
-
-
-def wait_for(predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_parse_score_both_forms_and_the_last_line_wins():

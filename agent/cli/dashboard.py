@@ -19,6 +19,7 @@ from agent.cli.common import DEFAULT_DB, UsageError, console
 from agent.runs.optuna_mirror import OptunaMirror, mirror_path
 
 SYNC_INTERVAL_S = 1.0
+STOP_WAIT_S = 5.0  # how long Ctrl-C waits for a sync in progress
 
 
 def run_dashboard(argv: list[str]) -> int:
@@ -39,16 +40,20 @@ def run_dashboard(argv: list[str]) -> int:
         raise UsageError("optuna-dashboard is not installed; pip install '.[dashboard]'") from None
     check_port(args.host, args.port)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not one line per study the mirror creates
-    with OptunaMirror(db, mirror_path(db)) as mirror:
-        stop = threading.Event()
-        syncer = threading.Thread(target=keep_syncing, args=(mirror, stop), name="optuna-mirror", daemon=True)
-        syncer.start()
-        console.print(f"optuna-dashboard: http://{args.host}:{args.port}/dashboard (Ctrl-C stops it)", highlight=False)
-        try:
-            optuna_dashboard.run_server(mirror.url, host=args.host, port=args.port)  # returns on Ctrl-C
-        finally:
-            stop.set()
-            syncer.join()
+    mirror = OptunaMirror(db, mirror_path(db))
+    stop = threading.Event()
+    syncer = threading.Thread(target=keep_syncing, args=(mirror, stop), name="optuna-mirror", daemon=True)
+    syncer.start()
+    console.print(f"optuna-dashboard: http://{args.host}:{args.port}/dashboard (Ctrl-C stops it)", highlight=False)
+    try:
+        optuna_dashboard.run_server(mirror.url, host=args.host, port=args.port)  # returns on Ctrl-C
+    finally:
+        stop.set()
+        syncer.join(STOP_WAIT_S)
+        if syncer.is_alive():  # a sync stuck on a busy database: Ctrl-C must still stop the dashboard
+            console.print("stopped mid-sync; the next dashboard completes the mirror", highlight=False)
+        else:
+            mirror.close()
     return 0
 
 

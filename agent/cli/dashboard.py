@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import signal
 import socket
 import threading
 from pathlib import Path
@@ -45,9 +46,15 @@ def run_dashboard(argv: list[str]) -> int:
     syncer = threading.Thread(target=keep_syncing, args=(mirror, stop), name="optuna-mirror", daemon=True)
     syncer.start()
     console.print(f"optuna-dashboard: http://{args.host}:{args.port}/dashboard (Ctrl-C stops it)", highlight=False)
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    # Ctrl-C stops it even when started as a background job, which starts with SIGINT ignored; so does kill PID
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         optuna_dashboard.run_server(mirror.url, host=args.host, port=args.port)  # returns on Ctrl-C
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         stop.set()
         syncer.join(STOP_WAIT_S)
         if syncer.is_alive():  # a sync stuck on a busy database: Ctrl-C must still stop the dashboard

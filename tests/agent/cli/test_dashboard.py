@@ -82,6 +82,25 @@ def test_ctrl_c_does_not_wait_for_a_stuck_sync(tmp_path, capsys, monkeypatch):
         release.set()
 
 
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_kill_stops_it_even_as_a_background_job(tmp_path, how):
+    """A shell's background job starts with SIGINT ignored: the dashboard must still stop on it, and on
+    SIGTERM (``kill PID``), with exit code 0."""
+    pytest.importorskip("optuna_dashboard")
+    db, port = tmp_path / "s.db", free_port()
+    search(db, "r")
+    dashboard = subprocess.Popen(
+        [sys.executable, "-X", "faulthandler", "main.py", "dashboard", "--db", str(db), "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
+    try:
+        wait_for("study in the API", lambda: study_ids(port).get("r"), 60, dashboard)
+    finally:
+        code = stop(dashboard, how)
+    assert code == 0, dashboard.stdout.read()
+
+
 def test_port_in_use(tmp_path, capsys):
     pytest.importorskip("optuna_dashboard")
     search(tmp_path / "s.db", "r")

@@ -60,7 +60,7 @@ def make_ranker(config: SearchConfig, space: SearchSpace | None = None) -> Ranke
     if config.ranker == "additive":
         return AdditiveRanker()
     if config.ranker in ("nearest", "nearest-mean"):
-        return NearestRanker(config.history_cap or 24, rounded=config.ranker == "nearest")
+        return NearestRanker(config.history_cap, rounded=config.ranker == "nearest")
     if config.ranker in PROPOSER_DRIVEN:
         return FirstRanker(config.ranker)
     from agent.llm.ranker import is_llm_ranker, make_llm_ranker

@@ -90,8 +90,11 @@ def additive_predictions(scored: Sequence[tuple[str, float]], codes: Sequence[st
     return [statistics.fmean(means.get((slot, symbol), overall) for slot, symbol in enumerate(code)) for code in codes]
 
 
+NEAREST_CAP = 24  # history codes a nearest reader weighs by default: as many as LM-Searcher-tiny's prompt shows
+
+
 def nearest_predictions(
-    scored: Sequence[tuple[str, float]], codes: Sequence[str], cap: int = 24, rounded: bool = True
+    scored: Sequence[tuple[str, float]], codes: Sequence[str], cap: int = NEAREST_CAP, rounded: bool = True
 ) -> list[float]:
     """Each code's grade as a classical reader of its ``near`` prompt would give it: the ``cap`` nearest
     scored codes' grades (``prompts.near``), weighted ``exp(-2 * distance)``; rounded to a digit, as a
@@ -144,8 +147,8 @@ class NearestRanker(SurrogateRanker):
     fractional, as the default ranker's expected grades are, so it is that ranker's classical reader.
     """
 
-    def __init__(self, cap: int = 24, rounded: bool = True) -> None:
-        self.cap = cap
+    def __init__(self, cap: int | None = None, rounded: bool = True) -> None:
+        self.cap = cap or NEAREST_CAP
         self.rounded = rounded
         self.name = "nearest" if rounded else "nearest-mean"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from agent.workers import parallel
 from evaluators import command
 from evaluators.command import CommandEvaluator, parse_score
 from evaluators.registry import TaskOptions, make_evaluator
-from tests.processes import process_gone, wait_for
+from tests.processes import assert_sigkill_leaves_no_orphan, process_gone, wait_for
 from tools.evaluator import EvaluatorSetupError, Outcome
 from tools.evaluator_tool import run_evaluation
 
@@ -246,17 +245,7 @@ def test_killing_the_driver_with_sigkill_leaves_no_orphan(space, script, tmp_pat
     pid_file = tmp_path / "pid"
     template = f"{script} sleep {shlex.quote(str(pid_file))}"
     args = [sys.executable, "-c", DRIVER, space, template, str(tmp_path / "work"), where]
-    driver = subprocess.Popen(args, cwd=ROOT, stderr=subprocess.DEVNULL)
-    try:
-        assert wait_for(lambda: pid_file.exists() and pid_file.read_text(), 20), "the command never started"
-        sleeper = int(pid_file.read_text())
-        assert not process_gone(sleeper)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
-        assert wait_for(lambda: process_gone(sleeper), 5), f"process {sleeper} outlived the killed driver"
-    finally:
-        driver.kill()
-        driver.wait()
+    assert_sigkill_leaves_no_orphan(args, pid_file, ROOT, "the command")
 
 
 def test_a_search_through_the_cli_with_two_workers(script, tmp_path):

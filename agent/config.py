@@ -25,7 +25,7 @@ from evaluators.registry import TaskOptions
 # baselines whose proposer does the searching; the ranker keeps its order
 PROPOSER_DRIVEN = ("evolution", "tpe", "gp", "local-search")
 BASELINE_RANKERS = ("random", "additive", "nearest", "nearest-mean", *PROPOSER_DRIVEN)
-PROPOSERS = ("random", "mutation", "mixed", "evolution", "tpe", "gp", "local-search", "generate")
+PROPOSERS = ("random", "mutation", "mixed", "mixed-gp", "evolution", "tpe", "gp", "local-search", "generate")
 STRATEGIES = ("lmsearcher", "collm")  # the LM-Searcher loop (loops/lmsearcher.py) or CoLLM-NAS (loops/collm.py)
 BACKENDS = ("local", "ray")
 MODES = ("auto", "sync", "async")
@@ -82,7 +82,8 @@ class SearchConfig:
     )
     proposer: str | None = option(
         None,
-        "candidate pool: random, mutation, mixed (default for LLM rankers), evolution, tpe, gp, local-search, generate",
+        "candidate pool: random, mutation, mixed (default for LLM rankers), mixed-gp (mixed plus a GP suggestion), "
+        "evolution, tpe, gp, local-search, generate",
     )
     strategy: str = option(
         "lmsearcher", "lmsearcher (a ranker picks from a pool) or collm (CoLLM-NAS)", choices=STRATEGIES

@@ -1,6 +1,7 @@
 """Which candidate pool should an LLM ranker get? Measured off NAS-Bench-201, on NAS-Bench-Graph.
 
     python benchmarks/pool_choice.py [--seeds 10] [--budget 100] [--methods NAME ...] [--model PATH]
+                                     [--domain nas-bench-graph|channel-bench-macro]
 
 NAS-Bench-201 is the evaluation domain, so the pool an LLM ranker gets by default
 must not be chosen on it. This script compares pools on the 9 NAS-Bench-Graph
@@ -14,17 +15,24 @@ and the peers a default must beat run alongside: local search, Bayesian
 optimisation (GP) and TPE. It prints the mean best validation score per dataset and,
 per method, the mean over datasets of its rank among the methods run (1 = best),
 which does not let one dataset's scale dominate.
+
+``--domain channel-bench-macro`` runs the same methods on a training domain instead: Channel-Bench-Macro
+(16,384 ResNets, 7 slots of 4 widths, mean accuracy of 3 seeds) from ``../shared/data/train_domains``,
+searched as a user's results table (``--task table``). Its optimum is harder to find than NAS-Bench-Graph's
+differences are to see, so it separates methods that NAS-Bench-Graph's 10 seeds call level.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 from agent.driver import Search, SearchConfig
+from evaluators.data_path import find_file
 from evaluators.nas_bench_graph import NBG_DATASETS
 
 
@@ -58,14 +66,27 @@ METHODS = {
     "nearest, mixed pool, 70 % random": Method("nearest", "mixed", random_fraction=0.7),
     "nearest, 48 nearest codes, mixed pool": Method("nearest", "mixed", history_cap=48),
     "nearest-mean (fractional grades), mixed pool": Method("nearest-mean", "mixed"),
+    "nearest-mean, mixed pool + GP": Method("nearest-mean", "mixed-gp"),
+    "LM-Searcher-tiny, mixed pool + GP": Method("inprocess", "mixed-gp"),
 }
 
+CHANNEL_BENCH = "channel-bench-macro"
 
-def best_score(method: str, dataset: str, seed: int, budget: int, db: Path, model: str | None = None) -> float:
+
+def channel_bench_task(folder: Path) -> dict[str, str]:
+    """Channel-Bench-Macro as a results table: its keys write widths 1-4, an NCode writes option indices 0-3."""
+    source = find_file("channel_bench_macro_resnet.json", "train_domains", None, "the Channel-Bench-Macro repository")
+    rows = json.loads(source.read_text())
+    table = {"".join(str(int(digit) - 1) for digit in key): {"acc": row["mean"]} for key, row in rows.items()}
+    (folder / "cbm.json").write_text(json.dumps(table))
+    (folder / "cbm.yaml").write_text("name: cbm\nrule: none\nslots:\n  - {name: c, options: [1, 2, 3, 4], repeat: 7}\n")
+    return {"task": "table", "space": str(folder / "cbm.yaml"), "data": str(folder / "cbm.json"), "metric": "acc"}
+
+
+def best_score(method: str, task: dict[str, str], seed: int, budget: int, db: Path, model: str | None = None) -> float:
     chosen = METHODS[method]
     config = SearchConfig(
-        task="nas_bench_graph",
-        dataset=dataset,
+        **task,
         ranker=f"{chosen.ranker}:{model}" if model and chosen.ranker == "inprocess" else chosen.ranker,
         proposer=chosen.proposer,
         pool_size=chosen.pool,
@@ -88,27 +109,34 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=100)
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS), metavar="NAME")
     parser.add_argument("--model", help="the model folder LM-Searcher-tiny's row scores (default: the shipped one)")
+    parser.add_argument("--domain", choices=["nas-bench-graph", CHANNEL_BENCH], default="nas-bench-graph")
     args = parser.parse_args()
     methods = args.methods
-    means: dict[str, dict[str, float]] = {method: {} for method in methods}
     with tempfile.TemporaryDirectory() as folder:
-        for dataset in NBG_DATASETS:
+        if args.domain == CHANNEL_BENCH:
+            datasets, tasks = [CHANNEL_BENCH], {CHANNEL_BENCH: channel_bench_task(Path(folder))}
+        else:
+            datasets, tasks = NBG_DATASETS, {d: {"task": "nas_bench_graph", "dataset": d} for d in NBG_DATASETS}
+        means: dict[str, dict[str, float]] = {method: {} for method in methods}
+        for dataset in datasets:
             for method in methods:
                 db = Path(folder) / "p.db"
-                scores = [best_score(method, dataset, seed, args.budget, db, args.model) for seed in range(args.seeds)]
+                scores = [
+                    best_score(method, tasks[dataset], seed, args.budget, db, args.model) for seed in range(args.seeds)
+                ]
                 means[method][dataset] = statistics.fmean(scores)
             print(f"{dataset} done", flush=True)
-    print(f"\nNAS-Bench-Graph, {args.seeds} seeds, {args.budget} queries: mean best validation score\n")
-    print("| method | " + " | ".join(NBG_DATASETS) + " | mean rank |")
-    print("|---" * (len(NBG_DATASETS) + 2) + "|")
+    print(f"\n{args.domain}, {args.seeds} seeds, {args.budget} queries: mean best validation score\n")
+    print("| method | " + " | ".join(datasets) + " | mean rank |")
+    print("|---" * (len(datasets) + 2) + "|")
     ranks: dict[str, list[float]] = {method: [] for method in methods}
-    for dataset in NBG_DATASETS:
+    for dataset in datasets:
         scores = [means[other][dataset] for other in methods]
         for method in methods:  # ties share the mean of their ranks
             mine = means[method][dataset]
             ranks[method].append(1 + sum(s > mine for s in scores) + (sum(s == mine for s in scores) - 1) / 2)
     for method in methods:
-        cells = " | ".join(f"{means[method][dataset]:.4f}" for dataset in NBG_DATASETS)
+        cells = " | ".join(f"{means[method][dataset]:.4f}" for dataset in datasets)
         print(f"| {method} | {cells} | {statistics.fmean(ranks[method]):.1f} |")
 
 

@@ -18,6 +18,7 @@ from agent.strategies.proposers import (
     PROPOSERS,
     EvolutionProposer,
     GPProposer,
+    GuidedMixedProposer,
     LocalSearchProposer,
     MixedProposer,
     MutationProposer,
@@ -196,6 +197,25 @@ def test_mixed_pool_without_history_is_random():
     pool = MixedProposer(random_fraction=0.5).propose(context(space, [], 3), 10)
     assert len(set(pool)) == 10
     assert all(is_valid(space, code) for code in pool)
+
+
+def test_guided_mixed_pool_holds_the_gp_suggestion_once_the_gp_has_its_start_up_scores():
+    space = nb201_space()
+    history = make_history(space, 12, seed=4)
+    pool = GuidedMixedProposer(random_fraction=0.5).propose(context(space, history, 5), 10)
+    suggestion = GPProposer().propose(context(space, history, 5), 1)  # the same rng state: the same GP
+    assert len(pool) == len(set(pool)) == 10
+    assert set(suggestion) <= set(pool)
+    rest = MixedProposer(random_fraction=0.5).propose(context(space, history, 5, extra_seen=suggestion), 9)
+    assert set(pool) - set(suggestion) != set(rest)  # the GP consumed rng draws, so the rest differs...
+    assert all(is_valid(space, code) for code in pool)  # ...but stays a valid mixed pool (contract tests)
+
+
+def test_guided_mixed_pool_is_a_mixed_pool_until_the_gp_can_fit():
+    space = nb201_space()
+    history = make_history(space, 9, seed=4)  # one score short of GPProposer's 10 start-up trials
+    guided = GuidedMixedProposer(random_fraction=0.5).propose(context(space, history, 6), 10)
+    assert set(guided) == set(MixedProposer(random_fraction=0.5).propose(context(space, history, 6), 10))
 
 
 def test_mixed_rejects_a_bad_fraction():

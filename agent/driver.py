@@ -110,8 +110,11 @@ class Search:
     def create(self, config: SearchConfig, evaluator: Evaluator, run_id: str | None = None) -> str:
         """Record a new run of ``config`` (status ``created``) without searching yet; returns its id."""
         config.check()
-        run_id = run_id or new_run_id(config)
-        if self.store.get_run(run_id) is not None:
+        if run_id is None:
+            run_id = new_run_id(config)
+            while self.store.get_run(run_id) is not None:  # runs started in the same second drew the same suffix
+                run_id = new_run_id(config)
+        elif self.store.get_run(run_id) is not None:
             raise SearchError(f"run {run_id!r} already exists in {self.db_path}; resume it with --resume {run_id}")
         self.store.create_run(
             run_id, config.task, getattr(evaluator, "dataset", config.dataset or ""), evaluator.metric.name,

@@ -1,0 +1,37 @@
+"""The library entry point: how runs are created in a database."""
+
+from __future__ import annotations
+
+import pytest
+
+import agent.driver
+from agent.driver import Search, SearchConfig, SearchError
+from tests.agent.objectives import space_definition
+
+CONFIG = SearchConfig(
+    task="objective", objective="tests.agent.objectives:accuracy", space=space_definition(), ranker="random", budget=2
+)
+
+
+def test_a_generated_run_id_that_is_taken_is_drawn_again(tmp_path, monkeypatch):
+    """Two library runs started in the same second can draw the same 4-hex suffix; the second must not fail."""
+    drawn = iter(["run-abcd", "run-abcd", "run-ef01"])
+    monkeypatch.setattr(agent.driver, "new_run_id", lambda config: next(drawn))
+    search = Search(tmp_path / "runs.db")
+    try:
+        first = search.start(CONFIG)
+        second = search.start(CONFIG)
+    finally:
+        search.close()
+    assert (first.run_id, second.run_id) == ("run-abcd", "run-ef01")
+    assert first.evaluations == second.evaluations == 2
+
+
+def test_an_explicit_run_id_that_is_taken_is_refused_with_the_way_to_resume_it(tmp_path):
+    search = Search(tmp_path / "runs.db")
+    try:
+        search.start(CONFIG, run_id="mine")
+        with pytest.raises(SearchError, match=r"already exists .*--resume mine"):
+            search.start(CONFIG, run_id="mine")
+    finally:
+        search.close()

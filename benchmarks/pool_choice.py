@@ -20,20 +20,30 @@ which does not let one dataset's scale dominate.
 (16,384 ResNets, 7 slots of 4 widths, mean accuracy of 3 seeds) from ``../shared/data/train_domains``,
 searched as a user's results table (``--task table``). Its optimum is harder to find than NAS-Bench-Graph's
 differences are to see, so it separates methods that NAS-Bench-Graph's 10 seeds call level.
+
+The ``perfect pick`` rows are a measurement, not a method: their ranker reads each candidate's true score
+from the table, so they say what a perfect ranker of a pool would reach, and whether the pool or the
+ranker limits a search.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
+from unittest import mock
 
 from agent.driver import Search, SearchConfig
+from agent.strategies.rankers import SurrogateRanker
 from evaluators.data_path import find_file
 from evaluators.nas_bench_graph import NBG_DATASETS
+from evaluators.registry import make_evaluator
+from tools.evaluator import Evaluator
 
 
 class Method(NamedTuple):
@@ -68,7 +78,26 @@ METHODS = {
     "nearest-mean (fractional grades), mixed pool": Method("nearest-mean", "mixed"),
     "nearest-mean, mixed pool + GP": Method("nearest-mean", "mixed-gp"),
     "LM-Searcher-tiny, mixed pool + GP": Method("inprocess", "mixed-gp"),
+    "LM-Searcher-tiny, mixed pool, 30 % random": Method("inprocess", "mixed", random_fraction=0.3),
+    "LM-Searcher-tiny, mixed pool, 70 % random": Method("inprocess", "mixed", random_fraction=0.7),
+    "perfect pick, mixed pool": Method("perfect", "mixed"),
+    "perfect pick, mixed pool of 20": Method("perfect", "mixed", pool=20),
+    "perfect pick, evolution pool": Method("perfect", "evolution"),
 }
+
+
+class PerfectRanker(SurrogateRanker):
+    """Ranks by the candidates' true scores, looked up in the benchmark's table: the ceiling of a pool."""
+
+    name = "perfect"
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+
+    def predictions(self, scored: Sequence[tuple[str, float]], pool: Sequence[str]) -> Sequence[float]:
+        scores = [self.evaluator.evaluate(code).score for code in pool]
+        return [-math.inf if score is None else self.evaluator.metric.utility(score) for score in scores]
+
 
 CHANNEL_BENCH = "channel-bench-macro"
 
@@ -85,9 +114,14 @@ def channel_bench_task(folder: Path) -> dict[str, str]:
 
 def best_score(method: str, task: dict[str, str], seed: int, budget: int, db: Path, model: str | None = None) -> float:
     chosen = METHODS[method]
+    perfect = chosen.ranker == "perfect"
     config = SearchConfig(
         **task,
-        ranker=f"{chosen.ranker}:{model}" if model and chosen.ranker == "inprocess" else chosen.ranker,
+        ranker="random"
+        if perfect
+        else f"{chosen.ranker}:{model}"
+        if model and chosen.ranker == "inprocess"
+        else chosen.ranker,
         proposer=chosen.proposer,
         pool_size=chosen.pool,
         random_fraction=chosen.random_fraction,
@@ -97,7 +131,12 @@ def best_score(method: str, task: dict[str, str], seed: int, budget: int, db: Pa
     )
     search = Search(db)
     try:
-        result = search.start(config)
+        if perfect:  # the library builds rankers from a config; this one needs the table, so it is put in here
+            ranker = PerfectRanker(make_evaluator(config.task, config.task_options()))
+            with mock.patch("agent.driver.make_strategy", return_value=ranker):
+                result = search.start(config)
+        else:
+            result = search.start(config)
     finally:
         search.close()
     return result.best_score

@@ -23,7 +23,8 @@ differences are to see, so it separates methods that NAS-Bench-Graph's 10 seeds 
 
 The ``perfect pick`` rows are a measurement, not a method: their ranker reads each candidate's true score
 from the table, so they say what a perfect ranker of a pool would reach, and whether the pool or the
-ranker limits a search.
+ranker limits a search. The ``GP posterior mean`` and ``GP upper confidence bound`` rows read the whole
+history with a Gaussian process, where the ``near`` prompt shows the 24 nearest codes.
 """
 
 from __future__ import annotations
@@ -33,13 +34,15 @@ import json
 import math
 import statistics
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 from unittest import mock
 
+import numpy as np
+
 from agent.driver import Search, SearchConfig
-from agent.strategies.rankers import SurrogateRanker
+from agent.strategies.rankers import Ranker, SurrogateRanker
 from evaluators.data_path import find_file
 from evaluators.nas_bench_graph import NBG_DATASETS
 from evaluators.registry import make_evaluator
@@ -83,6 +86,8 @@ METHODS = {
     "perfect pick, mixed pool": Method("perfect", "mixed"),
     "perfect pick, mixed pool of 20": Method("perfect", "mixed", pool=20),
     "perfect pick, evolution pool": Method("perfect", "evolution"),
+    "GP posterior mean, mixed pool": Method("gp-mean", "mixed"),
+    "GP upper confidence bound, mixed pool": Method("gp-ucb", "mixed"),
 }
 
 
@@ -97,6 +102,51 @@ class PerfectRanker(SurrogateRanker):
     def predictions(self, scored: Sequence[tuple[str, float]], pool: Sequence[str]) -> Sequence[float]:
         scores = [self.evaluator.evaluate(code).score for code in pool]
         return [-math.inf if score is None else self.evaluator.metric.utility(score) for score in scores]
+
+
+def code_matrix(codes: Sequence[str]) -> np.ndarray:
+    return np.frombuffer("".join(codes).encode("ascii"), dtype=np.uint8).reshape(len(codes), -1)
+
+
+class KernelRanker(SurrogateRanker):
+    """A classical reader of the whole history, not of the 24 nearest codes: a Gaussian process with an
+    exponential kernel on the share of differing slots, its length scale and noise chosen by marginal
+    likelihood over a grid. Ranks by the posterior mean plus ``beta`` standard deviations."""
+
+    name = "kernel"
+
+    def __init__(self, beta: float) -> None:
+        self.beta = beta
+
+    def predictions(self, scored: Sequence[tuple[str, float]], pool: Sequence[str]) -> Sequence[float]:
+        history = code_matrix([code for code, _ in scored])
+        utilities = np.array([utility for _, utility in scored])
+        targets = (utilities - utilities.mean()) / (utilities.std() + 1e-12)
+        distances = (history[:, None, :] != history[None, :, :]).mean(axis=-1)
+        best: tuple[float, float, np.ndarray, np.ndarray] | None = None
+        for length in (0.05, 0.1, 0.2, 0.4, 0.8, 1.6):
+            for noise in (1e-3, 1e-2, 1e-1):
+                try:
+                    factor = np.linalg.cholesky(np.exp(-distances / length) + noise * np.eye(len(targets)))
+                except np.linalg.LinAlgError:
+                    continue
+                weights = np.linalg.solve(factor.T, np.linalg.solve(factor, targets))
+                likelihood = -0.5 * targets @ weights - np.log(np.diag(factor)).sum()
+                if best is None or likelihood > best[0]:
+                    best = (likelihood, length, factor, weights)
+        assert best is not None, "the largest noise keeps the kernel matrix positive definite"
+        _, length, factor, weights = best
+        cross = np.exp(-(code_matrix(pool)[:, None, :] != history[None, :, :]).mean(axis=-1) / length)
+        variance = np.clip(1.0 - (np.linalg.solve(factor, cross.T) ** 2).sum(axis=0), 0.0, None)
+        return list(cross @ weights + self.beta * np.sqrt(variance))
+
+
+# rankers that only this script builds (the library builds rankers from a config), put into the search here
+SCRIPT_RANKERS: dict[str, Callable[[SearchConfig], Ranker]] = {
+    "perfect": lambda config: PerfectRanker(make_evaluator(config.task, config.task_options())),
+    "gp-mean": lambda config: KernelRanker(beta=0.0),
+    "gp-ucb": lambda config: KernelRanker(beta=1.0),
+}
 
 
 CHANNEL_BENCH = "channel-bench-macro"
@@ -114,11 +164,11 @@ def channel_bench_task(folder: Path) -> dict[str, str]:
 
 def best_score(method: str, task: dict[str, str], seed: int, budget: int, db: Path, model: str | None = None) -> float:
     chosen = METHODS[method]
-    perfect = chosen.ranker == "perfect"
+    scripted = chosen.ranker in SCRIPT_RANKERS
     config = SearchConfig(
         **task,
         ranker="random"
-        if perfect
+        if scripted
         else f"{chosen.ranker}:{model}"
         if model and chosen.ranker == "inprocess"
         else chosen.ranker,
@@ -131,9 +181,8 @@ def best_score(method: str, task: dict[str, str], seed: int, budget: int, db: Pa
     )
     search = Search(db)
     try:
-        if perfect:  # the library builds rankers from a config; this one needs the table, so it is put in here
-            ranker = PerfectRanker(make_evaluator(config.task, config.task_options()))
-            with mock.patch("agent.driver.make_strategy", return_value=ranker):
+        if scripted:
+            with mock.patch("agent.driver.make_strategy", return_value=SCRIPT_RANKERS[chosen.ranker](config)):
                 result = search.start(config)
         else:
             result = search.start(config)

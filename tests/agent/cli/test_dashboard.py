@@ -171,7 +171,8 @@ def stop(process: subprocess.Popen, how: int = signal.SIGKILL) -> int:
         os.kill(process.pid, signal.SIGABRT)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # SIGABRT usually ended the group already
+            os.killpg(process.pid, signal.SIGKILL)
         return process.wait()
 
 

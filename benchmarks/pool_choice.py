@@ -42,6 +42,7 @@ from unittest import mock
 import numpy as np
 
 from agent.driver import Search, SearchConfig
+from agent.strategies.proposers import code_matrix
 from agent.strategies.rankers import Ranker, SurrogateRanker
 from evaluators.data_path import find_file
 from evaluators.nas_bench_graph import NBG_DATASETS
@@ -104,10 +105,6 @@ class PerfectRanker(SurrogateRanker):
         return [-math.inf if score is None else self.evaluator.metric.utility(score) for score in scores]
 
 
-def code_matrix(codes: Sequence[str]) -> np.ndarray:
-    return np.frombuffer("".join(codes).encode("ascii"), dtype=np.uint8).reshape(len(codes), -1)
-
-
 class KernelRanker(SurrogateRanker):
     """A classical reader of the whole history, not of the 24 nearest codes: a Gaussian process with an
     exponential kernel on the share of differing slots, its length scale and noise chosen by marginal
@@ -165,13 +162,14 @@ def channel_bench_task(folder: Path) -> dict[str, str]:
 def best_score(method: str, task: dict[str, str], seed: int, budget: int, db: Path, model: str | None = None) -> float:
     chosen = METHODS[method]
     scripted = chosen.ranker in SCRIPT_RANKERS
+    ranker = chosen.ranker
+    if scripted:
+        ranker = "random"  # any ranker the config accepts: the search gets the scripted one below
+    elif model and ranker == "inprocess":
+        ranker = f"inprocess:{model}"
     config = SearchConfig(
         **task,
-        ranker="random"
-        if scripted
-        else f"{chosen.ranker}:{model}"
-        if model and chosen.ranker == "inprocess"
-        else chosen.ranker,
+        ranker=ranker,
         proposer=chosen.proposer,
         pool_size=chosen.pool,
         random_fraction=chosen.random_fraction,

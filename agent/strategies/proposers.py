@@ -338,8 +338,8 @@ class GPProposer(OptunaProposer):
 
 
 class GuidedMixedProposer(Proposer):
-    """A mixed pool with Bayesian optimisation's suggestion in it: ``guided`` codes from the GP
-    (:class:`GPProposer`) once it has its ``startup_trials`` scores, the rest a :class:`MixedProposer` pool.
+    """A mixed pool with Bayesian optimisation's suggestion in it: one code from the GP (:class:`GPProposer`)
+    once it has its ``startup_trials`` scores, the rest a :class:`MixedProposer` pool.
 
     Why: the GP proposes the code of highest expected improvement over the whole space, which neither
     random codes nor one-slot mutations reach, and the ranker still decides. Measured in BENCHMARKS.md §8:
@@ -349,14 +349,13 @@ class GuidedMixedProposer(Proposer):
 
     name = "mixed-gp"
 
-    def __init__(self, random_fraction: float, guided: int = 1) -> None:
+    def __init__(self, random_fraction: float) -> None:
         self.guide = GPProposer()
-        self.guided = guided
         self.mixed = MixedProposer(random_fraction)
 
     def propose(self, context: ProposalContext, n: int) -> list[str]:
         scores = sum(o.score is not None for o in context.history)
-        guide = self.guide.propose(context, min(self.guided, n)) if scores >= self.guide.startup_trials else []
+        guide = self.guide.propose(context, min(1, n)) if scores >= self.guide.startup_trials else []
         pool = guide + self.mixed.propose(
             ProposalContext(**{**vars(context), "seen": context.seen | set(guide)}), n - len(guide)
         )
@@ -364,13 +363,15 @@ class GuidedMixedProposer(Proposer):
         return pool
 
 
-def nearest(code: str, codes: list[str], rng: random.Random) -> str:
-    """The code of ``codes`` (sorted, non-empty) at the least Hamming distance from ``code``; ties drawn by ``rng``.
+def code_matrix(codes: Sequence[str]) -> np.ndarray:
+    """Codes of one space as rows of their symbols' bytes, so Hamming distances become array comparisons
+    (one symbol per slot: distance over symbols is distance over slot indices)."""
+    return np.frombuffer("".join(codes).encode("ascii"), dtype=np.uint8).reshape(len(codes), -1)
 
-    One symbol per slot, so distance over symbols is distance over slot indices.
-    """
-    matrix = np.frombuffer("".join(codes).encode("ascii"), dtype=np.uint8).reshape(len(codes), len(code))
-    distances = (matrix != np.frombuffer(code.encode("ascii"), dtype=np.uint8)).sum(axis=1)
+
+def nearest(code: str, codes: list[str], rng: random.Random) -> str:
+    """The code of ``codes`` (sorted, non-empty) at the least Hamming distance from ``code``; ties drawn by ``rng``."""
+    distances = (code_matrix(codes) != code_matrix([code])).sum(axis=1)
     return rng.choice([codes[i] for i in np.flatnonzero(distances == distances.min())])
 
 

@@ -13,6 +13,8 @@ import signal
 import socket
 import threading
 from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
 
@@ -46,12 +48,13 @@ def run_dashboard(argv: list[str]) -> int:
     syncer = threading.Thread(target=keep_syncing, args=(mirror, stop), name="optuna-mirror", daemon=True)
     syncer.start()
     console.print(f"optuna-dashboard: http://{args.host}:{args.port}/dashboard (Ctrl-C stops it)", highlight=False)
+    stop_requested = threading.Event()
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     # Ctrl-C stops it even when started as a background job, which starts with SIGINT ignored; so does kill PID
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    for signum in previous:
+        signal.signal(signum, lambda *_: stop_requested.set())
     try:
-        optuna_dashboard.run_server(mirror.url, host=args.host, port=args.port)  # returns on Ctrl-C
+        serve(optuna_dashboard.wsgi(mirror.url), args.host, args.port, stop_requested)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -62,6 +65,27 @@ def run_dashboard(argv: list[str]) -> int:
         else:
             mirror.close()
     return 0
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """No line per request in the terminal."""
+
+
+def serve(app: Any, host: str, port: int, stop_requested: threading.Event) -> None:
+    """Serve ``app`` from a thread until ``stop_requested``. Why not optuna-dashboard's ``run_server``: it serves
+    in the main thread, where Ctrl-C's KeyboardInterrupt can land inside a request, and wsgiref's request
+    handler swallows every exception there (it logs it as an error page), so the server went on serving.
+    Here the signal only sets ``stop_requested``, and the main thread shuts the server down."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    server_class = type("DashboardServer", (WSGIServer,), {"address_family": family})
+    with make_server(host, port, app, server_class, QuietHandler) as server:
+        threading.Thread(target=server.serve_forever, name="dashboard-server", daemon=True).start()
+        while not stop_requested.wait(0.5):
+            pass
+        stopper = threading.Thread(target=server.shutdown, daemon=True)  # ends after the request in progress
+        stopper.start()
+        stopper.join(STOP_WAIT_S)
 
 
 def check_port(host: str, port: int) -> None:

@@ -59,7 +59,7 @@ def test_ctrl_c_does_not_wait_for_a_stuck_sync(tmp_path, capsys, monkeypatch):
     """A sync stuck on a busy database must not keep the dashboard from stopping. Here the stuck sync is a
     stand-in that ignores its stop event (a real stuck SQLite lock cannot be made to order), and the server
     returns at once, as on Ctrl-C."""
-    optuna_dashboard = pytest.importorskip("optuna_dashboard")
+    pytest.importorskip("optuna_dashboard")
     from agent.cli import dashboard
     from agent.runs.optuna_mirror import OptunaMirror
 
@@ -72,7 +72,7 @@ def test_ctrl_c_does_not_wait_for_a_stuck_sync(tmp_path, capsys, monkeypatch):
         return 0
 
     monkeypatch.setattr(OptunaMirror, "sync", stuck_sync)
-    monkeypatch.setattr(optuna_dashboard, "run_server", lambda *args, **kwargs: stuck.wait(10))
+    monkeypatch.setattr(dashboard, "serve", lambda *args, **kwargs: stuck.wait(10))
     monkeypatch.setattr(dashboard, "STOP_WAIT_S", 0.2)
     capsys.readouterr()
     try:
@@ -99,6 +99,56 @@ def test_ctrl_c_or_kill_stops_it_even_as_a_background_job(tmp_path, how):
     finally:
         code = stop(dashboard, how)
     assert code == 0, dashboard.stdout.read()
+
+
+SLOW_DASHBOARD = """
+import sys, time
+import optuna_dashboard
+from agent.cli.main import main
+
+def slow_app(environ, start_response):
+    time.sleep(2)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"served"]
+
+optuna_dashboard.wsgi = lambda storage: slow_app  # every request takes 2 s: the signal lands during one
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_a_request_still_stops_it(tmp_path, how):
+    """wsgiref swallows any exception raised while it handles a request, a KeyboardInterrupt too; when the
+    server ran in the main thread, a Ctrl-C that landed during a request was lost and the dashboard went on
+    serving (seen in CI). The optuna-dashboard app is a stand-in here whose every request is slow."""
+    pytest.importorskip("optuna_dashboard")
+    db, port = tmp_path / "s.db", free_port()
+    search(db, "r")
+    dashboard = subprocess.Popen(
+        [sys.executable, "-X", "faulthandler", "-c", SLOW_DASHBOARD, "dashboard", "--db", str(db), "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    answers: list[bytes] = []
+
+    def slow_request() -> None:
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as reply:
+            answers.append(reply.read())
+
+    try:
+        wait_for("the server to listen", lambda: port_open(port), 60, dashboard)
+        request = threading.Thread(target=slow_request)
+        request.start()
+        time.sleep(0.5)  # the request is being handled
+    finally:
+        code = stop(dashboard, how)
+    request.join()
+    assert code == 0, dashboard.stdout.read()
+    assert answers == [b"served"]  # the request in progress was answered before the server stopped
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_port_in_use(tmp_path, capsys):

@@ -77,8 +77,8 @@ class SearchConfig:
         "inprocess",
         "who picks candidates: inprocess (default: the shipped LM-Searcher-tiny scored in this process, expected "
         "grades), inprocess:PATH, local[:PATH] (served by a managed transformers serve: greedy digits), "
-        "vllm[:PATH] (served by vLLM), llm (with --base-url/--model), openai:MODEL, or a baseline: "
-        f"{', '.join(BASELINE_RANKERS)}",
+        "vllm[:PATH] (served by vLLM), llm (with --base-url/--model), openai:MODEL, a baseline: "
+        f"{', '.join(BASELINE_RANKERS)}, or your own as MODULE:NAME (a Ranker class, or a function returning one)",
     )
     proposer: str | None = option(
         None,

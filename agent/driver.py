@@ -19,6 +19,7 @@ from agent.loops.lmsearcher import LoopParts, build_graph
 from agent.runs.store import RunStore, StoreError, open_connection, open_store
 from agent.strategies.proposers import PROPOSERS, Proposer
 from agent.strategies.rankers import AdditiveRanker, FirstRanker, NearestRanker, RandomRanker, Ranker
+from agent.strategies.user_rankers import UserRanker, is_user_ranker, load_user_ranker, object_spec
 from evaluators.registry import TaskOptions, make_evaluator
 from tools.evaluator import Evaluator
 from tools.evaluator_tool import make_evaluator_tool
@@ -68,9 +69,14 @@ def make_ranker(config: SearchConfig, space: SearchSpace | None = None) -> Ranke
     if is_llm_ranker(config.ranker):
         generates = config.proposer == "generate"
         return make_llm_ranker(config.ranker, config.llm_options(), space, config.pool_size, generates)
+    if is_user_ranker(config.ranker):
+        try:
+            return load_user_ranker(config.ranker)
+        except ValueError as error:
+            raise SearchError(str(error)) from None
     raise SearchError(
         f"unknown ranker {config.ranker!r}; valid: {', '.join(BASELINE_RANKERS)}, "
-        "llm, openai:MODEL, inprocess[:PATH], local[:PATH], vllm[:PATH]"
+        "llm, openai:MODEL, inprocess[:PATH], local[:PATH], vllm[:PATH], or your own as module:name"
     )
 
 
@@ -123,13 +129,15 @@ class Search:
         return run_id
 
     def start(
-        self, config: SearchConfig, run_id: str | None = None, on_progress: Any = None, objective: Objective = None
-    ) -> RunResult:
+        self, config: SearchConfig, run_id: str | None = None, on_progress: Any = None, objective: Objective = None,
+        ranker: Ranker | None = None,
+    ) -> RunResult:  # fmt: skip
         """Create a run and search until its budget is spent. ``objective`` is the Python function of
-        ``--task objective`` when it is given as a function rather than ``module:function``."""
+        ``--task objective`` when it is given as a function rather than ``module:function``; ``ranker`` a
+        ranker object of the user's, when ``config.ranker`` is its ``object_spec``."""
         config.check()
         evaluator = make_evaluator(config.task, task_options(config, objective))
-        ranker = make_strategy(config, evaluator.space)  # a ranker that cannot start fails here, before any run
+        ranker = make_strategy(config, evaluator.space, ranker)  # a ranker that cannot start fails here, before any run
         try:
             run_id = self.create(config, evaluator, run_id)
         except BaseException:
@@ -144,7 +152,10 @@ class Search:
             raise SearchError(f"no run {run_id!r} in {self.db_path} (latest runs: {known}); list them with 'runs'")
         return SearchConfig.from_stored(run["config"])
 
-    def resume(self, run_id: str, on_progress: Any = None, objective: Objective = None, **overrides: Any) -> RunResult:
+    def resume(
+        self, run_id: str, on_progress: Any = None, objective: Objective = None, ranker: Ranker | None = None,
+        **overrides: Any,
+    ) -> RunResult:  # fmt: skip
         """Continue an unfinished run; ``overrides`` (a larger ``budget``, say) change its stored config."""
         config = self.stored_config(run_id)
         if self.store.get_run(run_id)["status"] == "finished" and not overrides.get("budget"):
@@ -154,7 +165,7 @@ class Search:
             config.check()
             self.store.update_run(run_id, budget=config.budget, config=json.dumps(config.stored()))
         evaluator = make_evaluator(config.task, task_options(config, objective))
-        ranker = make_strategy(config, evaluator.space)
+        ranker = make_strategy(config, evaluator.space, ranker)
         return self._drive(run_id, config, evaluator, ranker, on_progress, objective)
 
     def _drive(
@@ -199,8 +210,19 @@ class Search:
         )
 
 
-def make_strategy(config: SearchConfig, space: SearchSpace | None = None) -> Any:
-    """The ranker of the LM-Searcher loop, or CoLLM-NAS's Navigator and Generator (checked before any run)."""
+def make_strategy(config: SearchConfig, space: SearchSpace | None = None, ranker: Ranker | None = None) -> Any:
+    """The ranker of the LM-Searcher loop, or CoLLM-NAS's Navigator and Generator (checked before any run).
+    ``ranker`` is a user's ranker object, which a run's config names as ``object:Class``."""
+    if ranker is not None:
+        if config.strategy == "collm" or config.ranker != object_spec(ranker):
+            raise SearchError(
+                f"a ranker object ({type(ranker).__name__}) drives only a run whose ranker it is; this run's is "
+                f"{config.ranker!r} with --strategy {config.strategy}"
+            )
+        try:
+            return UserRanker(ranker, type(ranker).__name__, owned=False)
+        except TypeError as error:
+            raise SearchError(str(error)) from None
     if config.strategy == "collm":
         from agent.loops.collm import make_collm_agents
 

@@ -26,6 +26,8 @@ from agent.config import PROPOSER_DRIVEN, SearchConfig
 from agent.driver import Search, SearchError, make_proposer, make_strategy, task_options
 from agent.loops.common import RankingScaffold, best_of
 from agent.runs.store import Observation
+from agent.strategies.rankers import Ranker
+from agent.strategies.user_rankers import object_spec
 from evaluators.objective import ObjectiveEvaluator, outcome_of
 from evaluators.references import reference_of
 from evaluators.registry import make_evaluator
@@ -51,8 +53,10 @@ class Trial:
 class Study:
     """One run of a run database, searched through Python. Create it with :meth:`create` or :meth:`load`."""
 
-    def __init__(self, search: Search, run_id: str, objective: str | Objective | None) -> None:
-        self._search, self.run_id, self._objective = search, run_id, objective
+    def __init__(
+        self, search: Search, run_id: str, objective: str | Objective | None, ranker: Ranker | None = None
+    ) -> None:
+        self._search, self.run_id, self._objective, self._ranker = search, run_id, objective, ranker
         self._evaluator: Evaluator | None = None
         self._asker: _AskParts | None = None  # built at the first ask
         self._orphans = list(search.store.pending(run_id))  # asked by an earlier process and never told
@@ -74,14 +78,19 @@ class Study:
         """A new run in ``db``. ``objective`` is a function of the decoded configuration returning a number
         (or a dict with the score under ``metric``), or its ``module:function`` reference; None for a study
         driven only by ask/tell. ``options`` are any :class:`agent.config.SearchConfig` field
-        (``ranker``, ``budget``, ``seed``, ``workers``, ``eval_timeout`` ...)."""
+        (``ranker``, ``budget``, ``seed``, ``workers``, ``eval_timeout`` ...); ``ranker`` may also be a
+        :class:`Ranker` object of yours, which the run names by its class (give it again to :meth:`load`)."""
         reference = objective if isinstance(objective, str) or objective is None else reference_of(objective)
         space_definition = space_to_dict(space) if isinstance(space, SearchSpace) else space
         fixed = {"task": "objective", "space": space_definition, "objective": reference, "metric": metric}
+        ranker = options.get("ranker")
+        ranker_object = ranker if isinstance(ranker, Ranker) else None
+        if ranker_object is not None:
+            options = {**options, "ranker": object_spec(ranker_object)}
         config = SearchConfig.from_mapping({**options, **fixed, "minimize": not maximize}, source="Study.create")
         search = Search(db)
         try:
-            study = cls(search, "", objective)
+            study = cls(search, "", objective, ranker_object)
             study.run_id = search.create(config, study._build_evaluator(config), run_id)
         except BaseException:
             search.close()
@@ -89,8 +98,11 @@ class Study:
         return study
 
     @classmethod
-    def load(cls, db: str | Path, run_id: str, objective: str | Objective | None = None) -> Study:
-        """An existing run; ``objective`` is needed only when the run's was a function that cannot be imported."""
+    def load(
+        cls, db: str | Path, run_id: str, objective: str | Objective | None = None, ranker: Ranker | None = None
+    ) -> Study:
+        """An existing run; ``objective`` is needed only when the run's was a function that cannot be imported,
+        ``ranker`` only when the run's was a Ranker object (one of the same class)."""
         if not Path(db).is_file():
             raise SearchError(f"database {db} does not exist; create the study first with Study.create")
         search = Search(db)
@@ -99,7 +111,7 @@ class Study:
         except BaseException:
             search.close()
             raise
-        return cls(search, run_id, objective)
+        return cls(search, run_id, objective, ranker)
 
     def close(self) -> None:
         """Release the database and the ranker (a local model's server)."""
@@ -128,7 +140,7 @@ class Study:
         if run["n_evaluations"] >= overrides.get("budget", run["budget"]):
             return
         objective = self._objective if callable(self._objective) else None
-        self._search.resume(self.run_id, on_progress=on_progress, objective=objective, **overrides)
+        self._search.resume(self.run_id, on_progress, objective, self._ranker, **overrides)
 
     def ask(self) -> Trial:
         """The next configuration to evaluate, chosen by the study's proposer and ranker as ``optimize``
@@ -201,7 +213,7 @@ class Study:
         """The proposer and ranker of ask (built at the first call: a local ranker starts its server)."""
         if self._asker is None:
             config = self.config
-            ranker = make_strategy(config, self.evaluator.space)
+            ranker = make_strategy(config, self.evaluator.space, self._ranker)
             proposer = make_proposer(config, ranker)
             self._asker = _AskParts(self._search.store, self.evaluator, proposer, ranker, config.budget, config.seed)
         return self._asker

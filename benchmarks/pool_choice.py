@@ -37,13 +37,13 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
-from unittest import mock
 
 import numpy as np
 
 from agent.driver import Search, SearchConfig
 from agent.strategies.proposers import code_matrix
 from agent.strategies.rankers import Ranker, SurrogateRanker
+from agent.strategies.user_rankers import object_spec
 from evaluators.data_path import find_file
 from evaluators.nas_bench_graph import NBG_DATASETS
 from evaluators.registry import make_evaluator
@@ -138,7 +138,7 @@ class KernelRanker(SurrogateRanker):
         return list(cross @ weights + self.beta * np.sqrt(variance))
 
 
-# rankers that only this script builds (the library builds rankers from a config), put into the search here
+# rankers that only this script builds, given to the search as objects
 SCRIPT_RANKERS: dict[str, Callable[[SearchConfig], Ranker]] = {
     "perfect": lambda config: PerfectRanker(make_evaluator(config.task, config.task_options())),
     "gp-mean": lambda config: KernelRanker(beta=0.0),
@@ -161,11 +161,8 @@ def channel_bench_task(folder: Path) -> dict[str, str]:
 
 def best_score(method: str, task: dict[str, str], seed: int, budget: int, db: Path, model: str | None = None) -> float:
     chosen = METHODS[method]
-    scripted = chosen.ranker in SCRIPT_RANKERS
     ranker = chosen.ranker
-    if scripted:
-        ranker = "random"  # any ranker the config accepts: the search gets the scripted one below
-    elif model and ranker == "inprocess":
+    if model and ranker == "inprocess":
         ranker = f"inprocess:{model}"
     config = SearchConfig(
         **task,
@@ -177,13 +174,12 @@ def best_score(method: str, task: dict[str, str], seed: int, budget: int, db: Pa
         budget=budget,
         seed=seed,
     )
+    scripted = SCRIPT_RANKERS[ranker](config) if ranker in SCRIPT_RANKERS else None
+    if scripted is not None:
+        config = config.changed(ranker=object_spec(scripted))
     search = Search(db)
     try:
-        if scripted:
-            with mock.patch("agent.driver.make_strategy", return_value=SCRIPT_RANKERS[chosen.ranker](config)):
-                result = search.start(config)
-        else:
-            result = search.start(config)
+        result = search.start(config, ranker=scripted)
     finally:
         search.close()
     return result.best_score

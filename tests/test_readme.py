@@ -77,3 +77,19 @@ def test_command_example_killed_and_resumed_from_the_cli(tmp_path):
     codes = [code for _, code in evaluations(db)]
     assert len(codes) == len(set(codes)) == 12
     assert codes[: len(before)] == [code for _, code in before]
+
+
+def test_ranker_example_drives_the_command_search(tmp_path):
+    folder = user_folder(tmp_path)
+    (folder / "train.py").write_text(example("train"))
+    (folder / "my_ranker.py").write_text(example("ranker"))
+    setup = example("command").rsplit("YAML\n", 1)[0] + "YAML\n"
+    subprocess.run(["bash", "-c", setup], cwd=folder, check=True)
+    search = example("ranker-command").replace("\\\n", " ").strip()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", search], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with sqlite3.connect(folder / "runs" / "mlp-mine.db") as connection:
+        rankers = {name for (name,) in connection.execute("SELECT ranker FROM decisions")}
+    codes = [code for _, code in evaluations(folder / "runs" / "mlp-mine.db")]
+    assert rankers == {"near-best"} and len(codes) == len(set(codes)) == 12

@@ -22,9 +22,10 @@ from rich.table import Table
 from agent.cli.common import DEFAULT_DB, EXIT_INTERRUPTED, EXIT_STOPPED, UsageError, console, stdout_console
 from agent.config import SearchConfig, flag, read_run_file
 from agent.driver import RunResult, Search, new_run_id
-from agent.llm.ranker import RankerUnavailable, effective_options, is_llm_ranker
+from agent.llm.ranker import effective_options, is_llm_ranker
 from agent.loops.common import Progress as LoopProgress
 from agent.runs.store import RunStore, open_connection
+from agent.strategies.rankers import RankerStopped
 
 GROUPS = {
     "task": "what to search",
@@ -221,9 +222,9 @@ def run_search(argv: list[str]) -> int:
                 result = search.resume(run_id, on_progress=display, **overrides)
             else:
                 result = search.start(command.config, run_id=run_id, on_progress=display)
-    except RankerUnavailable as error:
+    except RankerStopped as error:
         console.print(
-            f"[red]stopped:[/red] {error}. Everything so far is saved; once the ranker is back, "
+            f"[red]stopped:[/red] {error}. Everything so far is saved; once the ranker works again, "
             f"continue with: {resume_hint(run_id, db)}",
             highlight=False,
             soft_wrap=True,

@@ -45,7 +45,7 @@ import openai
 
 from agent.llm.local_server import LocalServer, ManagedServer, ServerError
 from agent.llm.vllm_server import VllmServer
-from agent.strategies.rankers import Decision, Ranker, RankRequest
+from agent.strategies.rankers import Decision, Ranker, RankerStopped, RankRequest
 from prompts import choice as choice_format
 from prompts import grade as grade_format
 from prompts.card import DEFAULT_LOCAL_MODEL, MODEL_CARD, model_card
@@ -59,7 +59,7 @@ LOCAL_FOLDER_PREFIXES = ("local", "vllm", "inprocess")  # specs naming a model f
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
-class RankerUnavailable(RuntimeError):
+class RankerUnavailable(RankerStopped):
     """The ranker's server cannot be reached; the run stops and can be resumed."""
 
 

@@ -45,6 +45,11 @@ class Decision:
     error: str | None = None
 
 
+class RankerStopped(RuntimeError):
+    """The ranker cannot go on (its server stays down, or a user's ranker raised or broke the contract above).
+    The run stops with every evaluation saved and resumes once the ranker works again."""
+
+
 class Ranker(ABC):
     name: str
 

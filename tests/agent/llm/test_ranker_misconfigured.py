@@ -221,7 +221,7 @@ def test_decisions_that_keep_falling_back_stop_the_run_with_exit_2(
         assert main(search_argv(server, db, 30, *flags)) == 2
     err = capsys.readouterr().err
     assert seen in err and "--model-card" in err and "--history-cap" in err and "start a new run" in err
-    assert "once the ranker is back" not in err
+    assert "once the ranker works again" not in err
     [(status, error)] = stored(db, "SELECT status, error FROM runs")
     assert status == "stopped" and error.startswith("RankerMisconfigured: ")
     assert stored(db, "SELECT COUNT(*) FROM evaluations") == [(stopped_after,)], "what was evaluated is saved"
@@ -266,7 +266,7 @@ def test_4xx_is_a_configuration_error_with_exit_2(
     assert len(server.requests) == 1, "never retried"
     err = " ".join(capsys.readouterr().err.split())  # rich may wrap the line
     assert f"refused the request (HTTP {status}: {message})" in err and fix in err
-    assert "once the ranker is back" not in err
+    assert "once the ranker works again" not in err
     assert stored(db, "SELECT status FROM runs") == [("stopped",)]
 
 
@@ -278,7 +278,7 @@ def test_a_persisting_503_still_stops_the_run_resumably_with_exit_3(
         assert main(search_argv(server, db, 5, "--llm-retries", "1")) == 3
     assert len(server.requests) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert "failed 2 times in a row (last: HTTP 503)" in err and "once the ranker is back" in err
+    assert "failed 2 times in a row (last: HTTP 503)" in err and "once the ranker works again" in err
     assert "--resume r" in err
 
 

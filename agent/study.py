@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.config import PROPOSER_DRIVEN, SearchConfig
+from agent.config import PROPOSER_DRIVEN, ConfigError, SearchConfig
 from agent.driver import Search, SearchError, make_proposer, make_strategy, task_options
 from agent.loops.common import RankingScaffold, best_of
 from agent.runs.store import Observation
@@ -84,6 +84,11 @@ class Study:
         space_definition = space_to_dict(space) if isinstance(space, SearchSpace) else space
         fixed = {"task": "objective", "space": space_definition, "objective": reference, "metric": metric}
         ranker = options.get("ranker")
+        if isinstance(ranker, type):
+            raise ConfigError(
+                f"ranker= takes a name, a 'module:name' reference or a Ranker object, not the class {ranker.__name__}: "
+                f"pass {ranker.__name__}() or {reference_of(ranker) or 'module:' + ranker.__name__!r}"
+            )
         ranker_object = ranker if isinstance(ranker, Ranker) else None
         if ranker_object is not None:
             options = {**options, "ranker": object_spec(ranker_object)}

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 import yaml
 
-from agent import RankerStopped, SearchError, Study
+from agent import ConfigError, RankerStopped, SearchError, Study
 from agent.cli.common import EXIT_BAD_INPUT, EXIT_STOPPED
 from agent.cli.main import main
 from agent.runs.store import open_store
@@ -123,3 +123,8 @@ def test_an_object_run_cannot_be_resumed_from_the_cli(tmp_path, capsys):
         run_id = study.run_id
     assert main(["--resume", run_id, "--db", str(db), "--budget", "4", "--quiet"]) == EXIT_BAD_INPUT
     assert "this run's ranker was a Python object (Smallest); resume it from Python" in capsys.readouterr().err
+
+
+def test_a_ranker_class_is_refused_with_the_two_ways_to_pass_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"pass Smallest\(\) or 'tests.agent.rankers:Smallest'"):
+        Study.create(tmp_path / "s.db", objectives.space_definition(), objectives.accuracy, ranker=Smallest)

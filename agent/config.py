@@ -25,7 +25,11 @@ from evaluators.registry import TaskOptions
 # baselines whose proposer does the searching; the ranker keeps its order
 PROPOSER_DRIVEN = ("evolution", "tpe", "gp", "local-search")
 BASELINE_RANKERS = ("random", "additive", "nearest", "nearest-mean", *PROPOSER_DRIVEN)
-PROPOSERS = ("random", "mutation", "mixed", "mixed-gp", "evolution", "tpe", "gp", "local-search", "generate")
+PROPOSERS = (
+    "random", "mutation", "mixed", "mixed-gp", "portfolio", "evolution", "tpe", "gp", "local-search", "generate"
+)  # fmt: skip
+DEFAULT_PROPOSER = "mixed"  # of the rankers that pick from a pool, but random search (BENCHMARKS.md §4, §8)
+LEGACY_DEFAULT_PROPOSER = "mixed"  # what runs stored without a proposer used (they stored None until 2026-12)
 STRATEGIES = ("lmsearcher", "collm")  # the LM-Searcher loop (loops/lmsearcher.py) or CoLLM-NAS (loops/collm.py)
 BACKENDS = ("local", "ray")
 MODES = ("auto", "sync", "async")
@@ -82,8 +86,9 @@ class SearchConfig:
     )
     proposer: str | None = option(
         None,
-        "candidate pool: random, mutation, mixed (default for LLM rankers), mixed-gp (mixed plus a GP suggestion), "
-        "evolution, tpe, gp, local-search, generate",
+        "candidate pool: mixed (the default but for --ranker random: random codes and mutations of the best), "
+        "random, mutation, mixed-gp (mixed plus a GP suggestion), portfolio (mixed, but every --gp-every-th step "
+        "Bayesian optimisation's suggestion alone), evolution, tpe, gp, local-search, generate",
     )
     strategy: str = option(
         "lmsearcher", "lmsearcher (a ranker picks from a pool) or collm (CoLLM-NAS)", choices=STRATEGIES
@@ -92,6 +97,7 @@ class SearchConfig:
     batch: int = option(1, "evaluations per step (k)")
     pool_size: int = option(10, "candidates the ranker sees per step")
     random_fraction: float = option(0.5, "share of random codes in a mixed pool")
+    gp_every: int = option(2, "portfolio: every Nth step evaluates Bayesian optimisation's suggestion")
     population: int = option(30, "regularized evolution population P")
     sample_size: int = option(10, "regularized evolution tournament size S")
     seed: int = option(0, "seed of every random choice of the search")
@@ -202,9 +208,10 @@ class SearchConfig:
         return self.mode == "async" or (self.mode == "auto" and self.workers > 1 and self.batch == 1)
 
     def proposer_name(self) -> str:
+        """The pool's proposer: the baseline's own, random search's random pool, or else the default."""
         if self.ranker in PROPOSER_DRIVEN:
             return self.ranker
-        return self.proposer or ("random" if self.ranker == "random" else "mixed")
+        return self.proposer or ("random" if self.ranker == "random" else DEFAULT_PROPOSER)
 
     # -- checks ------------------------------------------------------------------------------
 
@@ -228,6 +235,8 @@ class SearchConfig:
             )
         if self.history_cap is not None and self.history_cap < 1:
             raise ConfigError(f"--history-cap must be at least 1, got {self.history_cap}")
+        if self.gp_every < 1:
+            raise ConfigError(f"--gp-every must be at least 1, got {self.gp_every}")
         if not 0.0 <= self.random_fraction <= 1.0:
             raise ConfigError(f"--random-fraction must be in [0, 1], got {self.random_fraction}")
         if not 1 <= self.sample_size <= self.population:
@@ -292,11 +301,17 @@ class SearchConfig:
         flat.update({legacy_collm.get(k, k): v for k, v in (stored.get("collm_options") or {}).items()})
         resources = stored.get("worker_resources") or {}
         flat.update({"worker_cpus": resources.get("num_cpus"), "worker_gpus": resources.get("num_gpus")})
+        if flat.get("proposer") is None and flat.get("ranker") not in (*PROPOSER_DRIVEN, "random"):
+            flat["proposer"] = LEGACY_DEFAULT_PROPOSER  # a resumed run keeps the pool it started with
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in flat.items() if key in known})
 
     def stored(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every option, the proposer resolved: a later change of the default must not change a stored run."""
+        stored = asdict(self)
+        if self.ranker not in PROPOSER_DRIVEN:
+            stored["proposer"] = self.proposer_name()
+        return stored
 
     def changed(self, **overrides: Any) -> SearchConfig:
         return dataclasses.replace(self, **overrides)

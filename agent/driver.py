@@ -19,7 +19,7 @@ from agent.loops.lmsearcher import LoopParts, build_graph
 from agent.runs.store import RunStore, StoreError, open_connection, open_store
 from agent.strategies.proposers import PROPOSERS, Proposer
 from agent.strategies.rankers import AdditiveRanker, FirstRanker, NearestRanker, RandomRanker, Ranker
-from agent.strategies.user_rankers import UserRanker, is_user_ranker, load_user_ranker, object_spec
+from agent.strategies.user_rankers import RankerNotFound, UserRanker, is_user_ranker, load_user_ranker, object_spec
 from evaluators.registry import TaskOptions, make_evaluator
 from tools.evaluator import Evaluator
 from tools.evaluator_tool import make_evaluator_tool
@@ -69,15 +69,18 @@ def make_ranker(config: SearchConfig, space: SearchSpace | None = None) -> Ranke
     if is_llm_ranker(config.ranker):
         generates = config.proposer == "generate"
         return make_llm_ranker(config.ranker, config.llm_options(), space, config.pool_size, generates)
+    valid = (
+        f"valid: {', '.join(BASELINE_RANKERS)}, llm, openai:MODEL, inprocess[:PATH], local[:PATH], vllm[:PATH], "
+        "or your own as module:name"
+    )
     if is_user_ranker(config.ranker):
         try:
             return load_user_ranker(config.ranker)
+        except RankerNotFound as error:
+            raise SearchError(f"unknown ranker {config.ranker!r} ({valid}); as your own ranker: {error}") from None
         except ValueError as error:
             raise SearchError(str(error)) from None
-    raise SearchError(
-        f"unknown ranker {config.ranker!r}; valid: {', '.join(BASELINE_RANKERS)}, "
-        "llm, openai:MODEL, inprocess[:PATH], local[:PATH], vllm[:PATH], or your own as module:name"
-    )
+    raise SearchError(f"unknown ranker {config.ranker!r}; {valid}")
 
 
 def new_run_id(config: SearchConfig) -> str:

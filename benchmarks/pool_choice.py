@@ -1,7 +1,7 @@
 """Which candidate pool should an LLM ranker get? Measured off NAS-Bench-201, on NAS-Bench-Graph.
 
     python benchmarks/pool_choice.py [--seeds 10] [--budget 100] [--methods NAME ...] [--model PATH]
-                                     [--domain nas-bench-graph|channel-bench-macro]
+                                     [--domain nas-bench-graph|channel-bench-macro] [--out FILE.json]
 
 NAS-Bench-201 is the evaluation domain, so the pool an LLM ranker gets by default
 must not be chosen on it. This script compares pools on the 9 NAS-Bench-Graph
@@ -14,7 +14,8 @@ grades are). The default itself (LM-Searcher-tiny scored in-process, or ``--mode
 and the peers a default must beat run alongside: local search, Bayesian
 optimisation (GP) and TPE. It prints the mean best validation score per dataset and,
 per method, the mean over datasets of its rank among the methods run (1 = best),
-which does not let one dataset's scale dominate.
+which does not let one dataset's scale dominate. ``--out`` also writes every run's best score, which
+``benchmarks/paired_seeds.py`` compares seed by seed.
 
 ``--domain channel-bench-macro`` runs the same methods on a training domain instead: Channel-Bench-Macro
 (16,384 ResNets, 7 slots of 4 widths, mean accuracy of 3 seeds) from ``../shared/data/train_domains``,
@@ -56,10 +57,12 @@ class Method(NamedTuple):
     pool: int = 10
     random_fraction: float = 0.5  # of a mixed pool
     history_cap: int | None = None  # of a nearest reader (default 24)
+    gp_every: int = 2  # of a portfolio
 
 
 METHODS = {
     "LM-Searcher-tiny, mixed pool (the default)": Method("inprocess", "mixed"),
+    "LM-Searcher-tiny, portfolio (GP every 2nd step)": Method("inprocess", "portfolio"),
     "LM-Searcher-tiny, mixed pool of 20": Method("inprocess", "mixed", pool=20),
     "random pick, random pool (RS)": Method("random", "random"),
     "random pick, mixed pool": Method("random", "mixed"),
@@ -82,6 +85,8 @@ METHODS = {
     "nearest-mean (fractional grades), mixed pool": Method("nearest-mean", "mixed"),
     "nearest-mean, mixed pool + GP": Method("nearest-mean", "mixed-gp"),
     "LM-Searcher-tiny, mixed pool + GP": Method("inprocess", "mixed-gp"),
+    "LM-Searcher-tiny, portfolio (GP every 3rd step)": Method("inprocess", "portfolio", gp_every=3),
+    "nearest-mean, portfolio (GP every 2nd step)": Method("nearest-mean", "portfolio"),
     "LM-Searcher-tiny, mixed pool, 30 % random": Method("inprocess", "mixed", random_fraction=0.3),
     "LM-Searcher-tiny, mixed pool, 70 % random": Method("inprocess", "mixed", random_fraction=0.7),
     "perfect pick, mixed pool": Method("perfect", "mixed"),
@@ -171,6 +176,7 @@ def best_score(method: str, task: dict[str, str], seed: int, budget: int, db: Pa
         pool_size=chosen.pool,
         random_fraction=chosen.random_fraction,
         history_cap=chosen.history_cap,
+        gp_every=chosen.gp_every,
         budget=budget,
         seed=seed,
     )
@@ -192,7 +198,10 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS), metavar="NAME")
     parser.add_argument("--model", help="the model folder LM-Searcher-tiny's row scores (default: the shipped one)")
     parser.add_argument("--domain", choices=["nas-bench-graph", CHANNEL_BENCH], default="nas-bench-graph")
+    parser.add_argument("--out", type=Path, help="write each run's best score here (JSON, for paired_seeds.py)")
     args = parser.parse_args()
+    if args.out is not None and args.out.exists():
+        parser.error(f"{args.out} exists; name a new file")
     methods = args.methods
     with tempfile.TemporaryDirectory() as folder:
         if args.domain == CHANNEL_BENCH:
@@ -200,6 +209,7 @@ def main() -> None:
         else:
             datasets, tasks = NBG_DATASETS, {d: {"task": "nas_bench_graph", "dataset": d} for d in NBG_DATASETS}
         means: dict[str, dict[str, float]] = {method: {} for method in methods}
+        runs = []
         for dataset in datasets:
             for method in methods:
                 db = Path(folder) / "p.db"
@@ -207,7 +217,10 @@ def main() -> None:
                     best_score(method, tasks[dataset], seed, args.budget, db, args.model) for seed in range(args.seeds)
                 ]
                 means[method][dataset] = statistics.fmean(scores)
+                runs += [{"method": method, "dataset": dataset, "seed": i, "best": b} for i, b in enumerate(scores)]
             print(f"{dataset} done", flush=True)
+    if args.out is not None:
+        args.out.write_text(json.dumps({"domain": args.domain, "budget": args.budget, "runs": runs}, indent=1))
     print(f"\n{args.domain}, {args.seeds} seeds, {args.budget} queries: mean best validation score\n")
     print("| method | " + " | ".join(datasets) + " | mean rank |")
     print("|---" * (len(datasets) + 2) + "|")

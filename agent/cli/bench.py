@@ -48,6 +48,8 @@ METHODS: dict[str, tuple[str, str | None, int, bool]] = {
     # the model scored in this process: each candidate's expected grade instead of its greedy digit
     "llm-expected-mixed-pool": ("inprocess", "mixed", 10, False),
     "llm-expected-evolution-pool": ("inprocess", "evolution", 10, False),
+    # the ranker and Bayesian optimisation take turns (the GP's suggestion every 2nd step)
+    "llm-expected-portfolio": ("inprocess", "portfolio", 10, False),
     # reference: the classical per-slot model an LLM reading grade prompts would emulate, at its best
     "additive-random-pool": ("additive", "random", 10, False),
     "additive-mixed-pool": ("additive", "mixed", 10, False),

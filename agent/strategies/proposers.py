@@ -2,7 +2,8 @@
 
 Contract: ``propose(context, n)`` returns up to ``n`` distinct, valid, canonical
 codes of ``context.space`` that are not in ``context.seen``; fewer only when the
-space has no more unseen codes. Proposers are deterministic given
+space has no more unseen codes, or on a turn where the proposer decides alone (one code: the
+GP's turn of a ``portfolio``, evaluated as is). Proposers are deterministic given
 ``context.rng`` and the history, so a resumed run proposes what it would have.
 """
 
@@ -363,6 +364,34 @@ class GuidedMixedProposer(Proposer):
         return pool
 
 
+class PortfolioProposer(Proposer):
+    """The ranker and Bayesian optimisation take turns: every ``every``-th step, once the GP has its
+    ``startup_trials`` scores, the pool is the GP's suggestion alone (so it is evaluated as is); the other
+    steps get a :class:`MixedProposer` pool for the ranker.
+
+    Why: putting the GP's code into the ranker's pool (:class:`GuidedMixedProposer`) lets the ranker turn it
+    down, and LM-Searcher-tiny mostly did. Taking turns keeps what each is good at: the GP's global expected
+    improvement and the ranker's reading of the best codes' neighbourhoods. Measured in BENCHMARKS.md §8.
+    The turn is fixed by the number of evaluations, so a resumed run takes the same turns.
+    """
+
+    name = "portfolio"
+
+    def __init__(self, random_fraction: float, every: int) -> None:
+        if every < 1:
+            raise ValueError(f"--gp-every must be at least 1, got {every}")
+        self.guide = GPProposer()
+        self.mixed = MixedProposer(random_fraction)
+        self.every = every
+
+    def propose(self, context: ProposalContext, n: int) -> list[str]:
+        scores = sum(o.score is not None for o in context.history)
+        turn = (len(context.history) - self.guide.startup_trials) % self.every == 0
+        if scores >= self.guide.startup_trials and turn:
+            return self.guide.propose(context, min(1, n))
+        return self.mixed.propose(context, n)
+
+
 def code_matrix(codes: Sequence[str]) -> np.ndarray:
     """Codes of one space as rows of their symbols' bytes, so Hamming distances become array comparisons
     (one symbol per slot: distance over symbols is distance over slot indices)."""
@@ -380,6 +409,7 @@ PROPOSERS: dict[str, Callable[[SearchConfig], Proposer]] = {  # built from the r
     "mutation": lambda config: MutationProposer(),
     "mixed": lambda config: MixedProposer(config.random_fraction),
     "mixed-gp": lambda config: GuidedMixedProposer(config.random_fraction),
+    "portfolio": lambda config: PortfolioProposer(config.random_fraction, config.gp_every),
     "evolution": lambda config: EvolutionProposer(config.population, config.sample_size),
     "tpe": lambda config: TPEProposer(),
     "gp": lambda config: GPProposer(),

@@ -12,6 +12,7 @@ from typing import Any
 
 from agent.strategies.rankers import Decision, Ranker, RankerStopped, RankRequest
 from evaluators.references import is_reference, resolve
+from tools.evaluator import EvaluatorSetupError
 
 OBJECT_PREFIX = "object:"  # a run whose ranker was a Python object; only Python can give it again
 
@@ -24,6 +25,10 @@ def is_user_ranker(spec: str) -> bool:
 def object_spec(ranker: Ranker) -> str:
     """What a run stores for a ranker given as an object: its class, to name it in messages and listings."""
     return f"{OBJECT_PREFIX}{type(ranker).__qualname__}"
+
+
+class RankerNotFound(ValueError):
+    """A ``module:name`` that names nothing importable: a misspelt built-in ranker, or a user's module not found."""
 
 
 class UserRanker(Ranker):
@@ -80,7 +85,10 @@ def load_user_ranker(spec: str) -> UserRanker:
             f"this run's ranker was a Python object ({spec.removeprefix(OBJECT_PREFIX)}); resume it from Python: "
             "Study.load(db, run_id, ranker=YourRanker(...)).optimize()"
         )
-    factory = resolve(spec, "ranker")
+    try:
+        factory = resolve(spec, "ranker")
+    except EvaluatorSetupError as error:
+        raise RankerNotFound(str(error)) from None
     if not callable(factory):
         raise ValueError(f"ranker {spec} is a {type(factory).__name__}; name a Ranker class or a function making one")
     try:

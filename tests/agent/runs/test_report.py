@@ -45,6 +45,7 @@ def add_run(store: RunStore, run_id: str = "r1", **config: object) -> None:
         ({"ranker": "tpe"}, "tpe", "tpe"),
         ({"ranker": "evolution"}, "evolution", "evolution"),
         ({}, "inprocess", "mixed"),
+        ({"ranker": "nearest", "proposer": "portfolio"}, "nearest", "portfolio"),
         ({"ranker": "random"}, "random", "random"),
         ({"ranker": "llm", "model": "qwen", "proposer": "mutation"}, "llm qwen", "mutation"),
         ({"strategy": "collm", "model": "m", "generator_model": "g"}, "collm navigator m", "collm generator g"),
@@ -54,6 +55,17 @@ def test_search_method_names_what_the_user_chose(store, config, ranker, proposer
     """The decisions table says ``first`` for TPE and evolution: the stored config says what was chosen."""
     add_run(store, **config)
     assert search_method(store.get_run("r1")) == {"ranker": ranker, "proposer": proposer}
+
+
+@pytest.mark.parametrize(("ranker", "proposer"), [("inprocess", "mixed"), ("nearest", "mixed"), ("random", "random")])
+def test_a_run_stored_without_its_proposer_keeps_the_pool_it_started_with(store, ranker, proposer):
+    """Runs used to store no proposer, meaning the default of their day (the mixed pool); runs now store the
+    proposer resolved, so that a later change of the default cannot change a resumed run."""
+    assert SearchConfig(ranker=ranker).stored()["proposer"] == proposer
+    stored = {**SearchConfig(ranker=ranker).stored(), "proposer": None}
+    store.create_run("old", "nb201", "cifar10", "val_acc", True, 5, stored)
+    assert search_method(store.get_run("old")) == {"ranker": ranker, "proposer": proposer}
+    assert SearchConfig.from_stored(store.get_run("old")["config"]).proposer_name() == proposer
 
 
 def test_decision_summary_leaves_the_internal_ranker_name_out(store):

@@ -22,6 +22,7 @@ from agent.strategies.proposers import (
     LocalSearchProposer,
     MixedProposer,
     MutationProposer,
+    PortfolioProposer,
     ProposalContext,
     RandomProposer,
     TPEProposer,
@@ -87,7 +88,8 @@ def test_proposer_contract(name, history_size):
         return build(name).propose(context(space, history, seed, pending), 10)
 
     codes = run(1)
-    assert len(codes) == 10  # plenty remain
+    gp_turn = name == "portfolio" and history_size == 40  # 40 evaluations: the GP's turn (every 3rd from the 10th)
+    assert len(codes) == (1 if gp_turn else 10)  # plenty remain
     assert len(set(codes)) == len(codes)
     seen = {o.ncode for o in history} | pending
     for code in codes:
@@ -216,6 +218,26 @@ def test_guided_mixed_pool_is_a_mixed_pool_until_the_gp_can_fit():
     history = make_history(space, 9, seed=4)  # one score short of GPProposer's 10 start-up trials
     guided = GuidedMixedProposer(random_fraction=0.5).propose(context(space, history, 6), 10)
     assert set(guided) == set(MixedProposer(random_fraction=0.5).propose(context(space, history, 6), 10))
+
+
+def test_portfolio_gives_the_gp_every_third_step_once_it_has_its_start_up_scores():
+    space = nb201_space()
+    for size in range(8, 20):
+        history = make_history(space, size, seed=4)
+        pool = PortfolioProposer(random_fraction=0.5, every=3).propose(context(space, history, 5), 10)
+        if size >= 10 and (size - 10) % 3 == 0:
+            assert pool == GPProposer().propose(context(space, history, 5), 1), size  # the GP's code alone
+        else:
+            assert pool == MixedProposer(random_fraction=0.5).propose(context(space, history, 5), 10), size
+
+
+def test_portfolio_waits_for_the_gp_start_up_scores_when_evaluations_fail():
+    space = nb201_space()
+    history = make_history(space, 13, seed=4, failed_every=4)  # 13 evaluations, 10 scores: not yet on 13
+    assert sum(o.score is not None for o in history) == 10
+    assert len(PortfolioProposer(random_fraction=0.5, every=3).propose(context(space, history, 5), 10)) == 1
+    history = make_history(space, 10, seed=4, failed_every=4)  # a turn by count, but 8 scores: the mixed pool
+    assert len(PortfolioProposer(random_fraction=0.5, every=3).propose(context(space, history, 5), 10)) == 10
 
 
 def test_mixed_rejects_a_bad_fraction():

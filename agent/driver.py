@@ -224,7 +224,7 @@ def make_strategy(config: SearchConfig, space: SearchSpace | None = None, ranker
             )
         try:
             return UserRanker(ranker, type(ranker).__name__, owned=False)
-        except TypeError as error:
+        except ValueError as error:
             raise SearchError(str(error)) from None
     if config.strategy == "collm":
         from agent.loops.collm import make_collm_agents

@@ -256,6 +256,10 @@ class OptunaProposer(Proposer):
     def __init__(self, startup_trials: int = 10) -> None:
         self.startup_trials = startup_trials
 
+    def fitted(self, history: Sequence[Observation]) -> bool:
+        """Whether the history holds the ``startup_trials`` scores the sampler needs to stop suggesting at random."""
+        return sum(o.score is not None for o in history) >= self.startup_trials
+
     @abstractmethod
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler: ...
 
@@ -355,8 +359,7 @@ class GuidedMixedProposer(Proposer):
         self.mixed = MixedProposer(random_fraction)
 
     def propose(self, context: ProposalContext, n: int) -> list[str]:
-        scores = sum(o.score is not None for o in context.history)
-        guide = self.guide.propose(context, min(1, n)) if scores >= self.guide.startup_trials else []
+        guide = self.guide.propose(context, min(1, n)) if self.guide.fitted(context.history) else []
         pool = guide + self.mixed.propose(
             ProposalContext(**{**vars(context), "seen": context.seen | set(guide)}), n - len(guide)
         )
@@ -385,9 +388,8 @@ class PortfolioProposer(Proposer):
         self.every = every
 
     def propose(self, context: ProposalContext, n: int) -> list[str]:
-        scores = sum(o.score is not None for o in context.history)
         turn = (len(context.history) - self.guide.startup_trials) % self.every == 0
-        if scores >= self.guide.startup_trials and turn:
+        if turn and self.guide.fitted(context.history):
             return self.guide.propose(context, min(1, n))
         return self.mixed.propose(context, n)
 

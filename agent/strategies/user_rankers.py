@@ -37,7 +37,7 @@ class UserRanker(Ranker):
 
     def __init__(self, inner: Ranker, label: str, owned: bool = True) -> None:
         if not isinstance(inner, Ranker):
-            raise TypeError(
+            raise ValueError(
                 f"ranker {label} is a {type(inner).__name__}, not a Ranker: subclass "
                 "agent.strategies.rankers.Ranker and implement rank(request) -> Decision"
             )
@@ -95,7 +95,4 @@ def load_user_ranker(spec: str) -> UserRanker:
         built = factory()
     except Exception as error:
         raise ValueError(f"ranker {spec} failed to build: {type(error).__name__}: {error}") from None
-    try:
-        return UserRanker(built, spec)
-    except TypeError as error:
-        raise ValueError(str(error)) from None
+    return UserRanker(built, spec)

@@ -1,11 +1,12 @@
 """Two bench methods compared seed by seed: the mean paired difference of their best scores per dataset.
 
-    python benchmarks/paired_seeds.py A.json METHOD_A B.json METHOD_B
+    python benchmarks/paired_seeds.py A.json METHOD_A B.json METHOD_B [--optimum DATASET=SCORE ...]
 
 Runs with the same seed start from the same random codes, so the paired difference is far less noisy
 than the difference of two means. Prints, per dataset, the mean difference A - B ± its standard error and
 the seeds where A is better / worse, then a two-sided sign test over all pairs (ties left out).
-Reads the ``runs`` of bench's JSON output (``best``, or ``best_val`` in older files).
+Reads the ``runs`` of bench's JSON output (``best``, or ``best_val`` in older files). ``--optimum``
+also counts, per dataset named, the seeds of each method whose best is that score (to within 0.001).
 """
 
 from __future__ import annotations
@@ -34,7 +35,15 @@ def main() -> None:
     parser.add_argument("method_a")
     parser.add_argument("b", type=Path)
     parser.add_argument("method_b")
+    parser.add_argument("--optimum", nargs="+", default=[], metavar="DATASET=SCORE", help="e.g. cifar10=91.607")
     args = parser.parse_args()
+    optima = {}
+    for given in args.optimum:
+        dataset, _, score = given.partition("=")
+        try:
+            optima[dataset] = float(score)
+        except ValueError:
+            parser.error(f"--optimum takes DATASET=SCORE, got {given!r}")
     a, b = bests(args.a, args.method_a), bests(args.b, args.method_b)
     pairs = sorted(set(a) & set(b))
     total_better = total_worse = 0
@@ -45,6 +54,10 @@ def main() -> None:
         se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
         mean = statistics.fmean(diffs)
         print(f"{dataset:16s} {mean:+.3f} ± {se:.3f}   better {better}, worse {worse}, of {len(diffs)}")
+        if dataset in optima:
+            keys = [key for key in pairs if key[0] == dataset]
+            found = [sum(abs(side[key] - optima[dataset]) < 1e-3 for key in keys) for side in (a, b)]
+            print(f"{'':16s} the optimum {optima[dataset]}: A in {found[0]}, B in {found[1]} of {len(diffs)} seeds")
     ties = len(pairs) - total_better - total_worse
     p = sign_test(total_better, total_worse)
     print(f"all {len(pairs)} pairs: better {total_better}, worse {total_worse}, level {ties}; sign test p = {p:.3f}")

@@ -30,6 +30,10 @@ PROPOSERS = (
 )  # fmt: skip
 DEFAULT_PROPOSER = "mixed"  # of the rankers that pick from a pool, but random search (BENCHMARKS.md §4, §8)
 LEGACY_DEFAULT_PROPOSER = "mixed"  # what runs stored without a proposer used (they stored None until 2026-12)
+MIXED_POOLS = ("mixed", "mixed-gp", "portfolio")  # the proposers that read --random-fraction
+NEAREST_READERS = ("nearest", "nearest-mean")  # the baselines that read --history-cap
+LOCAL_FOLDER_PREFIXES = ("local", "vllm", "inprocess")  # ranker specs naming a model folder (the shipped one alone)
+COLLM_READS_LLM = ("model", "base_url", "timeout_s", "llm_retries", "llm_backoff_s")  # CoLLM-NAS's share of them
 STRATEGIES = ("lmsearcher", "collm")  # the LM-Searcher loop (loops/lmsearcher.py) or CoLLM-NAS (loops/collm.py)
 BACKENDS = ("local", "ray")
 MODES = ("auto", "sync", "async")
@@ -215,6 +219,44 @@ class SearchConfig:
 
     # -- checks ------------------------------------------------------------------------------
 
+    def ignored_options(self) -> list[str]:
+        """The options set away from their default that this run would never read, each said with what reads
+        it: a run must not look tuned by an option that changed nothing. Checked when a run is created."""
+        defaults = SearchConfig()
+        return [
+            f"{flag(name)} {getattr(self, name)!r} applies to {reader}"
+            for name, (read, reader) in self._readers().items()
+            if not read and getattr(self, name) != getattr(defaults, name)
+        ]
+
+    def _readers(self) -> dict[str, tuple[bool, str]]:
+        """For each option that only some runs read: whether this one does, and which runs do."""
+        lmsearcher, pool = self.strategy == "lmsearcher", self.proposer_name()
+        llm = lmsearcher and is_llm_ranker(self.ranker)
+        llm_rankers = "an LLM ranker (inprocess, local, vllm, llm, openai:MODEL)"
+        readers = {
+            "gp_every": (lmsearcher and pool == "portfolio", f"--proposer portfolio (this run's pool: {pool})"),
+            "population": (lmsearcher and pool == "evolution", "regularized evolution (--ranker evolution)"),
+            "sample_size": (lmsearcher and pool == "evolution", "regularized evolution (--ranker evolution)"),
+            "random_fraction": (
+                lmsearcher and pool in MIXED_POOLS, f"a mixed pool: --proposer {', '.join(MIXED_POOLS)} "
+                f"(this run's pool: {pool})",
+            ),
+            "history_cap": (
+                llm or (lmsearcher and self.ranker in NEAREST_READERS), f"{llm_rankers} or --ranker nearest[-mean]"
+            ),
+            "vllm_python": (llm and self.ranker.partition(":")[0] == "vllm", "--ranker vllm[:PATH]"),
+        }  # fmt: skip
+        for name in ("ranker", "proposer", "pool_size", "batch"):
+            readers[name] = (lmsearcher, "--strategy lmsearcher (CoLLM-NAS proposes and picks with its two LLMs)")
+        for f in fields(self):
+            if f.metadata["group"] == "collm":
+                readers[f.name] = (not lmsearcher, "--strategy collm")
+            elif f.metadata["group"] == "llm" and f.name not in readers:
+                shared = f.name in COLLM_READS_LLM
+                readers[f.name] = (llm or (shared and not lmsearcher), llm_rankers + " or --strategy collm" * shared)
+        return readers
+
     def check(self) -> None:
         """Every rule a run must satisfy before it starts; raises ConfigError naming the option."""
         self._check_types()
@@ -315,6 +357,14 @@ class SearchConfig:
 
     def changed(self, **overrides: Any) -> SearchConfig:
         return dataclasses.replace(self, **overrides)
+
+
+def is_llm_ranker(spec: str) -> bool:
+    """Whether ``spec`` names an LLM ranker: ``llm``, ``openai:MODEL``, or ``local``, ``vllm`` or ``inprocess``
+    with or without ``:PATH``. Matched by the name before the colon, so ``local-search`` (a baseline) or a
+    misspelt ``local-serch`` is not taken for a local model."""
+    kind, colon, _ = spec.partition(":")
+    return spec == "llm" or (kind == "openai" and bool(colon)) or kind in LOCAL_FOLDER_PREFIXES
 
 
 def flag(name: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import StateGraph
 
-from agent.config import BASELINE_RANKERS, PROPOSER_DRIVEN, SearchConfig
+from agent.config import BASELINE_RANKERS, PROPOSER_DRIVEN, ConfigError, SearchConfig, is_llm_ranker
 from agent.loops.common import Progress
 from agent.loops.lmsearcher import LoopParts, build_graph
 from agent.runs.store import RunStore, StoreError, open_connection, open_store
@@ -64,7 +64,7 @@ def make_ranker(config: SearchConfig, space: SearchSpace | None = None) -> Ranke
         return NearestRanker(config.history_cap, rounded=config.ranker == "nearest")
     if config.ranker in PROPOSER_DRIVEN:
         return FirstRanker(config.ranker)
-    from agent.llm.ranker import is_llm_ranker, make_llm_ranker
+    from agent.llm.ranker import make_llm_ranker
 
     if is_llm_ranker(config.ranker):
         generates = config.proposer == "generate"
@@ -117,8 +117,12 @@ class Search:
         self.store.db.conn.close()
 
     def create(self, config: SearchConfig, evaluator: Evaluator, run_id: str | None = None) -> str:
-        """Record a new run of ``config`` (status ``created``) without searching yet; returns its id."""
+        """Record a new run of ``config`` (status ``created``) without searching yet; returns its id. An option
+        the run would not read is refused here, not in ``check``: runs stored before that rule still resume."""
         config.check()
+        ignored = config.ignored_options()
+        if ignored:
+            raise ConfigError(f"{'; '.join(ignored)}. This run would not read it: drop it, or choose what reads it")
         if run_id is None:
             run_id = new_run_id(config)
             while self.store.get_run(run_id) is not None:  # runs started in the same second drew the same suffix

@@ -20,9 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agent.cli.common import DEFAULT_DB, EXIT_INTERRUPTED, EXIT_STOPPED, UsageError, console, stdout_console
-from agent.config import SearchConfig, flag, read_run_file
+from agent.config import SearchConfig, flag, is_llm_ranker, read_run_file
 from agent.driver import RunResult, Search, new_run_id
-from agent.llm.ranker import effective_options, is_llm_ranker
+from agent.llm.ranker import effective_options
 from agent.loops.common import Progress as LoopProgress
 from agent.runs.store import RunStore, open_connection
 from agent.strategies.rankers import RankerStopped

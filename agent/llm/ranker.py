@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import openai
 
+from agent.config import LOCAL_FOLDER_PREFIXES
 from agent.llm.local_server import LocalServer, ManagedServer, ServerError
 from agent.llm.vllm_server import VllmServer
 from agent.strategies.rankers import Decision, Ranker, RankerStopped, RankRequest
@@ -55,7 +56,6 @@ from tools.ncode import SearchSpace
 if TYPE_CHECKING:
     from agent.llm.in_process import InProcessClient
 
-LOCAL_FOLDER_PREFIXES = ("local", "vllm", "inprocess")  # specs naming a model folder (the shipped one alone)
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
@@ -430,14 +430,6 @@ def card_settings(card: str | None, folder: Path | None) -> dict[str, Any]:
         return model_card(where)
     except (OSError, ValueError) as error:
         raise RankerSetupError(f"--model-card {card}: cannot read {where / MODEL_CARD} ({error})") from None
-
-
-def is_llm_ranker(spec: str) -> bool:
-    """Whether ``spec`` names an LLM ranker: ``llm``, ``openai:MODEL``, or ``local``, ``vllm`` or ``inprocess``
-    with or without ``:PATH``. Matched by the name before the colon, so ``local-search`` (a baseline) or a
-    misspelt ``local-serch`` is not taken for a local model."""
-    kind, colon, _ = spec.partition(":")
-    return spec == "llm" or (kind == "openai" and bool(colon)) or kind in LOCAL_FOLDER_PREFIXES
 
 
 def local_folder(spec: str) -> Path | None:

@@ -25,7 +25,9 @@ differences are to see, so it separates methods that NAS-Bench-Graph's 10 seeds 
 The ``perfect pick`` rows are a measurement, not a method: their ranker reads each candidate's true score
 from the table, so they say what a perfect ranker of a pool would reach, and whether the pool or the
 ranker limits a search. The ``GP posterior mean`` and ``GP upper confidence bound`` rows read the whole
-history with a Gaussian process, where the ``near`` prompt shows the 24 nearest codes.
+history with a Gaussian process, where the ``near`` prompt shows the 24 nearest codes. The
+``LM-Searcher-tiny + GP UCB`` rows average the two readings' ranks within the pool: does the model add
+anything to a reader of the whole history?
 """
 
 from __future__ import annotations
@@ -42,12 +44,14 @@ from typing import NamedTuple
 import numpy as np
 
 from agent.driver import Search, SearchConfig
+from agent.llm.ranker import Calls, LLMRanker, make_llm_ranker
 from agent.strategies.proposers import code_matrix
-from agent.strategies.rankers import Ranker, SurrogateRanker
+from agent.strategies.rankers import Decision, RandomRanker, Ranker, RankRequest, SurrogateRanker, pick_highest
 from agent.strategies.user_rankers import object_spec
 from evaluators.data_path import find_file
 from evaluators.nas_bench_graph import NBG_DATASETS
 from evaluators.registry import make_evaluator
+from prompts.grade import parse_grade
 from tools.evaluator import Evaluator
 
 
@@ -94,6 +98,8 @@ METHODS = {
     "perfect pick, evolution pool": Method("perfect", "evolution"),
     "GP posterior mean, mixed pool": Method("gp-mean", "mixed"),
     "GP upper confidence bound, mixed pool": Method("gp-ucb", "mixed"),
+    "LM-Searcher-tiny + GP UCB (1/2 each), mixed pool": Method("blend-half", "mixed"),
+    "LM-Searcher-tiny + GP UCB (1/3 GP), mixed pool": Method("blend-third", "mixed"),
 }
 
 
@@ -143,11 +149,56 @@ class KernelRanker(SurrogateRanker):
         return list(cross @ weights + self.beta * np.sqrt(variance))
 
 
-# rankers that only this script builds, given to the search as objects
-SCRIPT_RANKERS: dict[str, Callable[[SearchConfig], Ranker]] = {
-    "perfect": lambda config: PerfectRanker(make_evaluator(config.task, config.task_options())),
-    "gp-mean": lambda config: KernelRanker(beta=0.0),
-    "gp-ucb": lambda config: KernelRanker(beta=1.0),
+def within_pool_ranks(values: Sequence[float]) -> np.ndarray:
+    """1 for the lowest value, ``len(values)`` for the highest; ties share the mean of their ranks."""
+    array = np.asarray(values, dtype=float)
+    return np.array([(array < value).sum() + ((array == value).sum() + 1) / 2 for value in array])
+
+
+class BlendRanker(Ranker):
+    """LM-Searcher-tiny's expected grades and a GP's upper confidence bound, each turned into ranks within
+    the pool and averaged, ``gp_weight`` on the GP's: does the model add to a reader of the whole history?"""
+
+    name = "blend"
+
+    def __init__(self, model: LLMRanker, gp_weight: float) -> None:
+        self.model = model
+        self.kernel = KernelRanker(beta=1.0)
+        self.gp_weight = gp_weight
+
+    def close(self) -> None:
+        self.model.close()
+
+    def rank(self, request: RankRequest) -> Decision:
+        history = [(o.ncode, o.score) for o in request.history if o.score is not None]
+        if len(history) < 2:  # the model's grades need a scale, as LLMRanker's do
+            return RandomRanker().rank(request)
+        pool = list(request.pool)
+        decision = Decision(chosen=[], pool=pool, prompt_tokens=0, completion_tokens=0, latency_s=0.0)
+        answers = self.model._ask(request, history, pool, decision, Calls())
+        grades = [a.expected_grade if a.expected_grade is not None else parse_grade(a.text) for a in answers]
+        grades = [-math.inf if grade is None else grade for grade in grades]
+        scored = [(code, request.metric.utility(score)) for code, score in history]
+        blended = (1 - self.gp_weight) * within_pool_ranks(grades) + self.gp_weight * within_pool_ranks(
+            self.kernel.predictions(scored, pool)
+        )
+        picked = pick_highest(request, list(blended))
+        decision.chosen = picked.chosen
+        return decision
+
+
+def blend_ranker(model: str, gp_weight: float) -> BlendRanker:
+    return BlendRanker(make_llm_ranker(model, {}), gp_weight)
+
+
+# rankers that only this script builds, given to the search as objects; each gets the run's config and the
+# LM-Searcher-tiny it may ask ("inprocess" or "inprocess:PATH")
+SCRIPT_RANKERS: dict[str, Callable[[SearchConfig, str], Ranker]] = {
+    "perfect": lambda config, model: PerfectRanker(make_evaluator(config.task, config.task_options())),
+    "gp-mean": lambda config, model: KernelRanker(beta=0.0),
+    "gp-ucb": lambda config, model: KernelRanker(beta=1.0),
+    "blend-half": lambda config, model: blend_ranker(model, 1 / 2),
+    "blend-third": lambda config, model: blend_ranker(model, 1 / 3),
 }
 
 
@@ -180,7 +231,8 @@ def best_score(method: str, task: dict[str, str], seed: int, budget: int, db: Pa
         budget=budget,
         seed=seed,
     )
-    scripted = SCRIPT_RANKERS[ranker](config) if ranker in SCRIPT_RANKERS else None
+    llm = f"inprocess:{model}" if model else "inprocess"
+    scripted = SCRIPT_RANKERS[ranker](config, llm) if ranker in SCRIPT_RANKERS else None
     if scripted is not None:
         config = config.changed(ranker=object_spec(scripted))
     search = Search(db)

@@ -44,14 +44,13 @@ from typing import NamedTuple
 import numpy as np
 
 from agent.driver import Search, SearchConfig
-from agent.llm.ranker import Calls, LLMRanker, make_llm_ranker
+from agent.llm.ranker import Calls, LLMRanker, answer_grade, make_llm_ranker
 from agent.strategies.proposers import code_matrix
 from agent.strategies.rankers import Decision, RandomRanker, Ranker, RankRequest, SurrogateRanker, pick_highest
 from agent.strategies.user_rankers import object_spec
 from evaluators.data_path import find_file
 from evaluators.nas_bench_graph import NBG_DATASETS
 from evaluators.registry import make_evaluator
-from prompts.grade import parse_grade
 from tools.evaluator import Evaluator
 
 
@@ -176,8 +175,7 @@ class BlendRanker(Ranker):
         pool = list(request.pool)
         decision = Decision(chosen=[], pool=pool, prompt_tokens=0, completion_tokens=0, latency_s=0.0)
         answers = self.model._ask(request, history, pool, decision, Calls())
-        grades = [a.expected_grade if a.expected_grade is not None else parse_grade(a.text) for a in answers]
-        grades = [-math.inf if grade is None else grade for grade in grades]
+        grades = [-math.inf if (grade := answer_grade(answer)) is None else grade for answer in answers]
         scored = [(code, request.metric.utility(score)) for code, score in history]
         blended = (1 - self.gp_weight) * within_pool_ranks(grades) + self.gp_weight * within_pool_ranks(
             self.kernel.predictions(scored, pool)

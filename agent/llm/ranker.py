@@ -266,6 +266,12 @@ class ChatClient:
         )
 
 
+def answer_grade(answer: Completion) -> float | None:
+    """A grade-format answer's grade: its expected grade where the server gave logprobs, else its greedy digit
+    (None when the text holds no grade)."""
+    return answer.expected_grade if answer.expected_grade is not None else grade_format.parse_grade(answer.text)
+
+
 class LLMRanker(Ranker):
     def __init__(
         self, name: str, client: ChatClient | InProcessClient, options: LLMOptions, server: ManagedServer | None = None
@@ -347,14 +353,12 @@ class LLMRanker(Ranker):
         calls: Calls,
         grades: dict[str, float | None],
     ) -> str | None:
-        """One question (or, in the grade format, one per ungraded candidate); the pick, or None.
-        A candidate's grade is its expected grade where the server gave logprobs, else its greedy digit."""
+        """One question (or, in the grade format, one per ungraded candidate); the pick, or None."""
         fmt = self.options.prompt_format
         if fmt in PER_CANDIDATE:
             asked = [code for code in remaining if code not in grades]
             for code, answer in zip(asked, self._ask(request, history, asked, decision, calls), strict=True):
-                expected = answer.expected_grade
-                grades[code] = expected if expected is not None else grade_format.parse_grade(answer.text)
+                grades[code] = answer_grade(answer)
             graded = {code: grade for code in remaining if (grade := grades[code]) is not None}
             if not graded:
                 for code in remaining:  # a re-ask asks again

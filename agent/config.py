@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from agent.strategies.schedulers import SCHEDULERS
 from evaluators.registry import TaskOptions
 
 # baselines whose proposer does the searching; the ranker keeps its order
@@ -34,6 +35,7 @@ MIXED_POOLS = ("mixed", "mixed-gp", "portfolio")  # the proposers that read --ra
 NEAREST_READERS = ("nearest", "nearest-mean")  # the baselines that read --history-cap
 LOCAL_FOLDER_PREFIXES = ("local", "vllm", "inprocess")  # ranker specs naming a model folder (the shipped one alone)
 COLLM_READS_LLM = ("model", "base_url", "timeout_s", "llm_retries", "llm_backoff_s")  # CoLLM-NAS's share of them
+STOPPED_AS = ("last", "worst", "omit")  # agent.loops.common.searcher_view
 STRATEGIES = ("lmsearcher", "collm")  # the LM-Searcher loop (loops/lmsearcher.py) or CoLLM-NAS (loops/collm.py)
 BACKENDS = ("local", "ray")
 MODES = ("auto", "sync", "async")
@@ -107,6 +109,26 @@ class SearchConfig:
     seed: int = option(0, "seed of every random choice of the search")
     target: float | None = option(None, "stop once the best score reaches this value (any strategy)")
     simulated_cost_s: float = option(0.0, "pad each evaluation to this many seconds", flag="--simulated-cost")
+    # -- multi-fidelity
+    scheduler: str = option(
+        "none", "what continues: asha, hyperband or median stop evaluations that report poor intermediate values "
+        "(epochs) early; none runs every evaluation to its end", group="fidelity", choices=SCHEDULERS,
+    )  # fmt: skip
+    min_fidelity: float = option(1.0, "first rung (asha, hyperband), first step judged (median)", "fidelity")
+    max_fidelity: float | None = option(
+        None, "the step a full evaluation ends at, e.g. its last epoch (default: what the task declares)", "fidelity"
+    )
+    reduction_factor: float = option(3.0, "asha, hyperband: keep the best 1/eta at each rung", group="fidelity")
+    fidelity_budget: float | None = option(
+        None, "stop starting evaluations once the steps (epochs) of all evaluations add up to this", "fidelity"
+    )
+    time_budget: float | None = option(
+        None, "stop starting evaluations after this many wall seconds (all sessions of the run)", "fidelity"
+    )
+    stopped_as: str = option(
+        "last", "what rankers read of a stopped evaluation: its last value, the worst finished score, or nothing",
+        group="fidelity", choices=STOPPED_AS,
+    )  # fmt: skip
     # -- training tasks
     model_path: str | None = option(
         None, "SD-1.5 folder (diffusers), SamModel folder, or super-net .pt (hat_mt)", group="training"
@@ -234,7 +256,13 @@ class SearchConfig:
         lmsearcher, pool = self.strategy == "lmsearcher", self.proposer_name()
         llm = lmsearcher and is_llm_ranker(self.ranker)
         llm_rankers = "an LLM ranker (inprocess, local, vllm, llm, openai:MODEL)"
+        scheduled, halving = self.scheduler != "none", self.scheduler in ("asha", "hyperband")
+        budgeted = self.fidelity_budget is not None
         readers = {
+            "min_fidelity": (scheduled, "--scheduler asha, hyperband or median"),
+            "reduction_factor": (halving, "--scheduler asha or hyperband"),
+            "max_fidelity": (halving or budgeted, "--scheduler asha or hyperband, or --fidelity-budget"),
+            "stopped_as": (lmsearcher and scheduled, "--scheduler asha, hyperband or median (LM-Searcher loop)"),
             "gp_every": (lmsearcher and pool == "portfolio", f"--proposer portfolio (this run's pool: {pool})"),
             "population": (lmsearcher and pool == "evolution", "regularized evolution (--ranker evolution)"),
             "sample_size": (lmsearcher and pool == "evolution", "regularized evolution (--ranker evolution)"),
@@ -298,6 +326,30 @@ class SearchConfig:
             raise ConfigError(f"--workers and --mode async apply to --strategy lmsearcher, not {self.strategy}")
         if self.ray_address and self.backend != "ray":
             raise ConfigError("--ray-address needs --backend ray")
+        self._check_fidelity()
+
+    def _check_fidelity(self) -> None:
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"unknown scheduler {self.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
+        if self.stopped_as not in STOPPED_AS:
+            raise ConfigError(f"unknown --stopped-as {self.stopped_as!r}; valid: {', '.join(STOPPED_AS)}")
+        if not self.min_fidelity > 0:
+            raise ConfigError(f"--min-fidelity must be above 0, got {self.min_fidelity}")
+        if self.max_fidelity is not None and not self.max_fidelity > self.min_fidelity:
+            raise ConfigError(
+                f"--max-fidelity ({self.max_fidelity}) must be above --min-fidelity ({self.min_fidelity})"
+            )
+        if not self.reduction_factor > 1:
+            raise ConfigError(f"--reduction-factor must be above 1, got {self.reduction_factor}")
+        for name in ("fidelity_budget", "time_budget"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{flag(name)} must be above 0, got {value}")
+        if self.scheduler != "none" and self.backend == "ray":
+            raise ConfigError(
+                f"--scheduler {self.scheduler} does not run on --backend ray yet (its workers cannot ask the driver "
+                "whether to go on); use --backend local, or --scheduler none"
+            )
 
     def _check_types(self) -> None:
         """Run files and the Python API bypass argparse: check each value against its annotation."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +15,13 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import StateGraph
 
 from agent.config import BASELINE_RANKERS, PROPOSER_DRIVEN, ConfigError, SearchConfig, is_llm_ranker
-from agent.loops.common import Progress
+from agent.loops.common import Limits, Progress
 from agent.loops.lmsearcher import LoopParts, build_graph
+from agent.loops.reports import ReportDesk
 from agent.runs.store import RunStore, StoreError, open_connection, open_store
 from agent.strategies.proposers import PROPOSERS, Proposer
 from agent.strategies.rankers import AdditiveRanker, FirstRanker, NearestRanker, RandomRanker, Ranker
+from agent.strategies.schedulers import make_scheduler
 from agent.strategies.user_rankers import RankerNotFound, UserRanker, is_user_ranker, load_user_ranker, object_spec
 from evaluators.registry import TaskOptions, make_evaluator
 from tools.evaluator import Evaluator
@@ -98,6 +101,9 @@ class RunResult:
     final_metrics: dict[str, Any]
     evaluator: Evaluator
     costs_s: list[float]  # seconds of each evaluation, in order
+    statuses: dict[str, int]  # how many evaluations ended each way (ok, stopped, failed, infeasible)
+    fidelity_spent: float  # steps (epochs) of all evaluations, summed
+    wall_s: float  # wall seconds of every session of the run
 
 
 class Search:
@@ -181,12 +187,16 @@ class Search:
     ) -> RunResult:  # fmt: skip
         pool = None
         self.store.update_run(run_id, status="running", error=None)
+        run = Running(
+            run_id, self.store, on_progress, make_desk(config, evaluator, self.store, run_id),
+            make_limits(config, evaluator, self.store.get_run(run_id)),
+        )  # fmt: skip
         try:
             if config.strategy == "collm":
-                graph, first_state = _collm_graph(run_id, config, evaluator, ranker, self.store, on_progress)
+                graph, first_state = _collm_graph(run, config, evaluator, ranker)
             else:
-                pool = _evaluation_pool(config, evaluator, objective)
-                graph, first_state = _lmsearcher_graph(run_id, config, evaluator, ranker, self.store, on_progress, pool)
+                pool = _evaluation_pool(config, evaluator, objective, run.desk)
+                graph, first_state = _lmsearcher_graph(run, config, evaluator, ranker, pool)
             graph = graph.compile(checkpointer=self.checkpointer)
             thread = {"configurable": {"thread_id": run_id}, "recursion_limit": 10 * config.budget + 100}
             snapshot = graph.get_state(thread)
@@ -202,19 +212,22 @@ class Search:
             self.store.update_run(run_id, status="stopped", error=f"{type(error).__name__}: {error}")
             raise
         finally:
+            self.store.update_run(run_id, wall_s=run.limits.wall_spent())
             ranker.close()
             if pool is not None:
                 pool.close()
-        return self._finish(run_id, evaluator)
+        return self._finish(run_id, evaluator, run.limits)
 
-    def _finish(self, run_id: str, evaluator: Evaluator) -> RunResult:
+    def _finish(self, run_id: str, evaluator: Evaluator, limits: Limits) -> RunResult:
         run = self.store.get_run(run_id)
         final = evaluator.final_metrics(run["best_ncode"]) if run["best_ncode"] else {}
-        costs = [row["cost_s"] for row in self.store.evaluations(run_id)]
+        history = [observation for _, observation in self.store.observations(run_id)]
+        statuses = dict(Counter(o.status for o in history))
         self.store.update_run(run_id, status="finished", final_metrics=json.dumps(final))  # last: see cli.run_search
         return RunResult(
-            run_id, "finished", run["n_evaluations"], run["best_ncode"], run["best_score"], final, evaluator, costs
-        )
+            run_id, "finished", run["n_evaluations"], run["best_ncode"], run["best_score"], final, evaluator,
+            [o.cost_s for o in history], statuses, limits.fidelity_spent(history), run["wall_s"] or 0.0,
+        )  # fmt: skip
 
 
 def make_strategy(config: SearchConfig, space: SearchSpace | None = None, ranker: Ranker | None = None) -> Any:
@@ -237,7 +250,36 @@ def make_strategy(config: SearchConfig, space: SearchSpace | None = None, ranker
     return make_ranker(config, space)
 
 
-def _evaluation_pool(config: SearchConfig, evaluator: Evaluator, objective: Objective) -> Any:
+@dataclass
+class Running:
+    """What every loop of one run session shares besides the config: the run, its store, where progress
+    goes, who answers intermediate reports, and the budgets in steps and seconds."""
+
+    run_id: str
+    store: RunStore
+    on_progress: Any
+    desk: ReportDesk
+    limits: Limits
+
+
+def make_desk(config: SearchConfig, evaluator: Evaluator, store: RunStore, run_id: str) -> ReportDesk:
+    """The run's report desk and scheduler (a scheduler the task cannot serve fails here, before searching)."""
+    try:
+        scheduler = make_scheduler(
+            config.scheduler, config.min_fidelity, config.max_fidelity or evaluator.max_fidelity,
+            config.reduction_factor, config.seed,
+        )  # fmt: skip
+    except ValueError as error:
+        raise SearchError(str(error)) from None
+    return ReportDesk(store, run_id, evaluator.metric, scheduler)
+
+
+def make_limits(config: SearchConfig, evaluator: Evaluator, run: dict[str, Any]) -> Limits:
+    max_fidelity = config.max_fidelity or evaluator.max_fidelity
+    return Limits(config.fidelity_budget, config.time_budget, max_fidelity, run.get("wall_s") or 0.0)
+
+
+def _evaluation_pool(config: SearchConfig, evaluator: Evaluator, objective: Objective, desk: ReportDesk) -> Any:
     """Workers for parallel or asynchronous runs (agent/workers/parallel.py); None: evaluate in this process."""
     if config.workers == 1 and not config.asynchronous():
         return None
@@ -246,72 +288,58 @@ def _evaluation_pool(config: SearchConfig, evaluator: Evaluator, objective: Obje
     spec = WorkerSpec(config.task, task_options(config, objective), config.simulated_cost_s)
     resources = config.worker_resources() or dict(evaluator.resources)
     try:
-        return make_pool(config.backend, config.workers, spec, config.eval_retries, config.ray_address, resources)
+        pool = make_pool(config.backend, config.workers, spec, config.eval_retries, config.ray_address, resources)
     except ParallelSetupError as error:
         raise SearchError(str(error)) from None
+    pool.on_report = desk
+    return pool
 
 
 def _lmsearcher_graph(
-    run_id: str, config: SearchConfig, evaluator: Evaluator, ranker: Ranker, store: RunStore, on_progress: Any,
-    pool: Any = None,
-) -> tuple[StateGraph, dict]:  # fmt: skip
+    run: Running, config: SearchConfig, evaluator: Evaluator, ranker: Ranker, pool: Any = None
+) -> tuple[StateGraph, dict]:
+    shared = {
+        "store": run.store, "evaluator": evaluator, "proposer": make_proposer(config, ranker), "ranker": ranker,
+        "budget": config.budget, "pool_size": 1 if config.ranker in PROPOSER_DRIVEN else config.pool_size,
+        "seed": config.seed, "on_progress": run.on_progress, "target": config.target, "limits": run.limits,
+        "stopped_as": config.stopped_as,
+    }  # fmt: skip
     if config.asynchronous():
         from agent.loops.asynchronous import AsyncParts, build_async_graph, initial_state
 
-        async_parts = AsyncParts(
-            store=store,
-            evaluator=evaluator,
-            pool=pool,
-            proposer=make_proposer(config, ranker),
-            ranker=ranker,
-            budget=config.budget,
-            pool_size=1 if config.ranker in PROPOSER_DRIVEN else config.pool_size,
-            seed=config.seed,
-            on_progress=on_progress,
-            target=config.target,
-        )
-        return build_async_graph(async_parts), dict(initial_state(run_id))
+        return build_async_graph(AsyncParts(pool=pool, **shared)), dict(initial_state(run.run_id))
     parts = LoopParts(
-        store=store,
-        evaluator=evaluator,
-        evaluate=_tool_caller(evaluator, config.simulated_cost_s),
-        proposer=make_proposer(config, ranker),
-        ranker=ranker,
-        budget=config.budget,
+        evaluate=_tool_caller(evaluator, config.simulated_cost_s, run.desk),
         batch=config.batch,
-        pool_size=1 if config.ranker in PROPOSER_DRIVEN else config.pool_size,
-        seed=config.seed,
-        on_progress=on_progress,
-        target=config.target,
         evaluate_many=pool.evaluate_all if pool is not None else None,
+        **shared,
     )
-    first = store.last_iteration(run_id) + 1  # 0, or after the steps of an ask/tell study
-    return build_graph(parts), {"run_id": run_id, "iteration": first, "pool": [], "chosen": [], "done": False}
+    first = run.store.last_iteration(run.run_id) + 1  # 0, or after the steps of an ask/tell study
+    return build_graph(parts), {"run_id": run.run_id, "iteration": first, "pool": [], "chosen": [], "done": False}
 
 
-def _collm_graph(
-    run_id: str, config: SearchConfig, evaluator: Evaluator, agents: Any, store: RunStore, on_progress: Any
-) -> tuple[StateGraph, dict]:
+def _collm_graph(run: Running, config: SearchConfig, evaluator: Evaluator, agents: Any) -> tuple[StateGraph, dict]:
     from agent.loops.collm import CollmParts, build_collm_graph, initial_state
 
     parts = CollmParts(
-        store=store,
+        store=run.store,
         evaluator=evaluator,
-        evaluate=_tool_caller(evaluator, config.simulated_cost_s),
+        evaluate=_tool_caller(evaluator, config.simulated_cost_s, run.desk),
         agents=agents,
         budget=config.budget,
         seed=config.seed,
-        on_progress=on_progress,
+        on_progress=run.on_progress,
         target=config.target,
+        limits=run.limits,
     )
-    return build_collm_graph(parts), dict(initial_state(run_id))
+    return build_collm_graph(parts), dict(initial_state(run.run_id))
 
 
-def _tool_caller(evaluator: Evaluator, simulated_cost_s: float):
-    """The evaluator node calls the evaluator through its LangChain tool."""
+def _tool_caller(evaluator: Evaluator, simulated_cost_s: float, desk: ReportDesk):
+    """The evaluator node calls the evaluator through its LangChain tool; reports go to the run's desk."""
     from tools.evaluator import Outcome
 
-    tool = make_evaluator_tool(evaluator, simulated_cost_s)
+    tool = make_evaluator_tool(evaluator, simulated_cost_s, desk.decide_for)
 
     def call(ncode: str) -> Outcome:
         return Outcome(**tool.invoke({"ncode": ncode}))

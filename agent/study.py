@@ -24,7 +24,7 @@ from typing import Any
 
 from agent.config import PROPOSER_DRIVEN, ConfigError, SearchConfig
 from agent.driver import Search, SearchError, make_proposer, make_strategy, task_options
-from agent.loops.common import RankingScaffold, best_of
+from agent.loops.common import Limits, RankingScaffold, best_of
 from agent.runs.store import Observation
 from agent.strategies.rankers import Ranker
 from agent.strategies.user_rankers import object_spec
@@ -236,6 +236,8 @@ class _AskParts(RankingScaffold):
     seed: int
     on_progress: Any = None
     target: float | None = None
+    limits: Limits = field(default_factory=Limits)
+    stopped_as: str = "last"
 
 
 class _AskTellOnly(ObjectiveEvaluator):

@@ -24,6 +24,14 @@ The last line that counts gives the score. A NaN or infinite score, a command th
 non-zero status, exceeds ``--eval-timeout`` seconds, or prints no such line is a failed
 evaluation (the search goes on); its error and metrics keep the end of its output.
 
+**Intermediate scores.** A line that counts and also names its step is read *while the command
+runs* and reported to the search: ``epoch 3 val_acc: 0.71``, ``step=200 val_acc=0.71`` (the words
+``epoch`` or ``step``, any case, then ``:``, ``=`` or a space, then a whole number), or a JSON line
+with an ``"epoch"`` or ``"step"`` number, ``{"epoch": 3, "val_acc": 0.71}``. Steps must grow (a
+repeated step is ignored). When the run's scheduler (``--scheduler asha``) stops the evaluation,
+the command gets SIGTERM, then SIGKILL 10 s later if it is still running (``command_runner.GRACE_S``);
+it is recorded as ``stopped`` with its last reported value and step.
+
 **GPUs.** With ``--gpus 0,1`` each worker takes one: worker ``i`` (``--workers``, numbered 0 to
 N-1; the search process itself is 0) uses ``gpus[i % len(gpus)]`` as ``{gpu}`` and
 ``CUDA_VISIBLE_DEVICES``. Without ``--gpus`` a set ``CUDA_VISIBLE_DEVICES`` is passed through and
@@ -50,13 +58,16 @@ import signal
 import string
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from evaluators.command_runner import GRACE_S
 from evaluators.objective import load_space
 from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import SearchSpace, decode
+from tools.reporting import Reporter
 
 BUILTINS = ("ncode", "workdir", "gpu")
 WORKER_INDEX_ENV = "LMSEARCHER_WORKER_INDEX"  # set by agent/workers/parallel.py in each worker
@@ -65,6 +76,9 @@ TAIL_CHARS = 2000  # of stdout and stderr kept with a failed evaluation
 ERROR_TAIL_CHARS = 500  # of those quoted in its error message
 NUMBER = r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|(?i:nan|inf(?:inity)?))"
 _FORMATTER = string.Formatter()
+STEP_KEYS = ("epoch", "step")
+STEP = re.compile(r"(?<![\w.])(?i:epoch|step)\s*[:= ]\s*(\d+)(?![\w.])")
+FOLLOW_S = 0.1  # how often a running command's new output lines are read
 
 
 def parse_score(lines: Iterable[str], metric: str) -> tuple[float, dict[str, Any]] | None:
@@ -78,6 +92,20 @@ def parse_score(lines: Iterable[str], metric: str) -> tuple[float, dict[str, Any
         elif matches := pattern.findall(line):
             found = (float(matches[-1]), {})
     return found
+
+
+def parse_report(line: str, metric: str) -> tuple[float, float] | None:
+    """(step, value) of a score line that names its step (see the module docstring), or None."""
+    text = line.strip()
+    from_json = _json_score(text, metric)
+    if from_json is not None:
+        step = next((from_json[1][key] for key in STEP_KEYS if key in from_json[1]), None)
+        return None if step is None else (float(step), from_json[0])
+    found = parse_score([line], metric)
+    step_match = STEP.search(line)
+    if found is None or step_match is None:
+        return None
+    return float(step_match.group(1)), found[0]
 
 
 def _is_number(value: Any) -> bool:
@@ -105,12 +133,13 @@ def _tail(path: Path, chars: int = TAIL_CHARS) -> str:
 
 
 def _stop(runner: subprocess.Popen[bytes]) -> None:
-    """SIGTERM makes the runner kill the command's group; SIGKILL only if the runner itself hangs."""
+    """SIGTERM makes the runner stop the command's group (SIGTERM, SIGKILL after its grace period);
+    SIGKILL only if the runner itself hangs."""
     if runner.poll() is not None:
         return
     runner.terminate()
     try:
-        runner.wait(timeout=5)
+        runner.wait(timeout=GRACE_S + 5)
     except subprocess.TimeoutExpired:
         runner.kill()
         runner.wait()
@@ -207,6 +236,9 @@ class CommandEvaluator(Evaluator):
         return "".join(parts)
 
     def evaluate(self, ncode: str) -> Outcome:
+        return self.evaluate_reporting(ncode, Reporter())
+
+    def evaluate_reporting(self, ncode: str, reporter: Reporter) -> Outcome:
         workdir = self.root / ncode
         if workdir.exists():  # left by an interrupted attempt: start clean
             shutil.rmtree(workdir)
@@ -227,11 +259,11 @@ class CommandEvaluator(Evaluator):
             )  # fmt: skip
         code: int | None = None
         try:
-            code = process.wait(timeout=self.timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
+            code = self._follow(process, stdout, reporter)
         finally:
-            _stop(process)  # a timeout, or an exception such as Ctrl-C in this process
+            _stop(process)  # stopped, timed out, or an exception such as Ctrl-C in this process
+        if reporter.stopped:
+            return Outcome(None, {"workdir": str(workdir)}, status="failed", error="stopped by the scheduler")
         if code == 0:
             with stdout.open(errors="replace") as handle:
                 found = parse_score(handle, self.metric.name)
@@ -239,6 +271,31 @@ class CommandEvaluator(Evaluator):
                 return Outcome(found[0], {**found[1], "workdir": str(workdir)})
         tails = {"stdout_tail": _tail(stdout), "stderr_tail": _tail(stderr), "workdir": str(workdir)}
         return Outcome(None, tails, status="failed", error=self._failure(code, tails))
+
+    def _follow(self, process: subprocess.Popen[bytes], stdout: Path, reporter: Reporter) -> int | None:
+        """Wait for the command, reporting its step lines as they appear; its exit code, or None when it
+        timed out or the scheduler stopped it."""
+        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
+        last_step = -math.inf
+        with stdout.open("rb") as handle:
+            pending = b""
+            while True:
+                wait = FOLLOW_S if deadline is None else min(FOLLOW_S, max(0.0, deadline - time.monotonic()))
+                try:
+                    code: int | None = process.wait(timeout=wait)
+                except subprocess.TimeoutExpired:
+                    code = None
+                *lines, pending = (pending + handle.read()).split(b"\n")
+                for line in lines:
+                    found = parse_report(line.decode(errors="replace"), self.metric.name)
+                    if found is not None and found[0] > last_step and math.isfinite(found[1]):
+                        last_step = found[0]
+                        if reporter.report(found[1], found[0]):
+                            return None
+                if code is not None:
+                    return code
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
 
     def _failure(self, code: int | None, tails: dict[str, str]) -> str:
         if code is None:

@@ -5,8 +5,10 @@ in a new session (its own process group) and waits for it, checking every ``POLL
 parent is still ``PARENT_PID`` and, with ``--watch-fd``, that the inherited pipe ``FD`` has not
 reached end-of-file (the evaluator passes the sentinel of the search process that started its
 worker: a worker can outlive a killed search while it is busy). When either is gone (a search
-or worker killed with SIGKILL: nothing else could clean up), or the runner gets SIGTERM, SIGINT
-or SIGHUP, it kills the command's whole process group with SIGKILL and exits. When the shell
+or worker killed with SIGKILL: nothing else could clean up), or the runner gets SIGINT or SIGHUP,
+it kills the command's whole process group with SIGKILL and exits. SIGTERM (a scheduler stopping
+the training, a timeout) is passed on to the group first, so that a training can save what it
+needs; whatever is left ``GRACE_S`` seconds later is killed with SIGKILL. When the shell
 exits, what it left running in its group (background jobs) is killed too, and the shell's exit
 status is passed through (128 + N for a shell killed by signal N, as shells report it).
 
@@ -24,9 +26,11 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from types import FrameType
 
 POLL_S = 0.05  # how soon a finished command or a vanished parent is noticed
+GRACE_S = 10.0  # after SIGTERM, how long the command may take to end before SIGKILL
 
 
 def _kill_group(pgid: int) -> None:
@@ -43,6 +47,18 @@ def _stop(child: subprocess.Popen[bytes] | None, status: int) -> None:
     os._exit(status)
 
 
+def _terminate(child: subprocess.Popen[bytes], status: int) -> None:
+    """SIGTERM to the command's group, up to GRACE_S seconds for the shell to end, then :func:`_stop`."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_S
+    while time.monotonic() < deadline:
+        if os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            break
+        time.sleep(POLL_S)
+    _stop(child, status)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="command_runner.py")
     parser.add_argument("parent", type=int, help="pid of the evaluating process")
@@ -56,6 +72,8 @@ def main(argv: list[str]) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if child is None:
             early.append(signum)
+        elif signum == signal.SIGTERM:
+            _terminate(child, 128 + signum)
         else:
             _stop(child, 128 + signum)
 

@@ -6,11 +6,17 @@ its other numeric entries are recorded as metrics. Exceptions, NaN and a missing
 become failed evaluations (``tools.evaluator_tool.run_evaluation``). With ``eval_timeout``
 each call runs in a forked child process, so one that takes too long can be stopped and
 recorded as failed.
+
+A function of two arguments, ``objective(config, trial)``, gets a :class:`tools.reporting.Reporter`
+as ``trial``: it reports as it trains (``trial.report(val_acc, epoch)``) and returns early when
+``trial.should_stop()`` says the run's scheduler stopped it (raising ``Stopped`` works too).
 """
 
 from __future__ import annotations
 
+import inspect
 import multiprocessing
+import time
 from collections.abc import Callable, Mapping
 from numbers import Real
 from typing import Any
@@ -19,6 +25,7 @@ from evaluators.references import reference_of, resolve
 from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import SearchSpace, decode
 from tools.processes import exit_with_parent
+from tools.reporting import Reporter, Stopped
 from tools.spaces import SpaceFileError, load_space_file, space_from_dict
 
 Objective = Callable[[dict[str, Any]], Any]
@@ -52,10 +59,31 @@ def _number(value: Any) -> float:
     return float(value)
 
 
+def takes_trial(objective: Objective) -> bool:
+    """Whether the objective takes a second argument, the trial handle it reports through."""
+    try:
+        parameters = inspect.signature(objective).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in positional)
+
+
+def _call(objective: Objective, config: dict[str, Any], trial: Reporter) -> Any:
+    return objective(config, trial) if takes_trial(objective) else objective(config)
+
+
 def _call_in_child(objective: Objective, config: dict[str, Any], connection: Any) -> None:
     exit_with_parent()  # a search killed with SIGKILL leaves no objective running
+
+    def ask_parent(step: float, value: float) -> bool:
+        connection.send(("report", (step, value)))
+        return bool(connection.recv())
+
     try:
-        connection.send(("ok", objective(config)))
+        connection.send(("ok", _call(objective, config, Reporter(ask_parent))))
+    except Stopped:
+        connection.send(("stopped", None))
     except BaseException as error:  # reported to the parent as a failed evaluation
         connection.send(("error", f"{type(error).__name__}: {error}"))
 
@@ -86,33 +114,50 @@ class ObjectiveEvaluator(Evaluator):
         self.timeout_s = timeout_s
 
     def evaluate(self, ncode: str) -> Outcome:
+        return self.evaluate_reporting(ncode, Reporter())
+
+    def evaluate_reporting(self, ncode: str, reporter: Reporter) -> Outcome:
         config = decode(self.space, ncode)
         if self.timeout_s is None:
-            return outcome_of(self.objective(config), self.metric.name)
-        return self._evaluate_in_child(config)
+            result = _call(self.objective, config, reporter)
+            return Outcome(None, status="failed", error="stopped") if reporter.stopped else self._outcome(result)
+        return self._evaluate_in_child(config, reporter)
 
-    def _evaluate_in_child(self, config: dict[str, Any]) -> Outcome:
+    def _outcome(self, result: Any) -> Outcome:
+        return outcome_of(result, self.metric.name)
+
+    def _evaluate_in_child(self, config: dict[str, Any], reporter: Reporter) -> Outcome:
+        """The objective in a forked child; its reports come over the pipe and are answered by ``reporter``."""
         context = multiprocessing.get_context("fork")  # the child inherits the function: closures work too
-        receiver, sender = context.Pipe(duplex=False)
-        child = context.Process(target=_call_in_child, args=(self.objective, config, sender))
+        ours, theirs = context.Pipe()
+        child = context.Process(target=_call_in_child, args=(self.objective, config, theirs))
         child.start()
-        sender.close()
+        theirs.close()
+        deadline = time.monotonic() + self.timeout_s
+        answer: tuple[str, Any] | None = None
         try:
-            answered = receiver.poll(self.timeout_s)
-            answer = receiver.recv() if answered else None
+            while answer is None and ours.poll(max(0.0, deadline - time.monotonic())):
+                kind, value = ours.recv()
+                if kind == "report":
+                    ours.send(reporter.report(value[1], value[0]))
+                else:
+                    answer = (kind, value)
+            timed_out = answer is None and time.monotonic() >= deadline
         except EOFError:
-            answer = None
+            timed_out = False
         finally:
             if child.is_alive():
                 child.kill()
             child.join()
-            receiver.close()
-        if not answered:
+            ours.close()
+        if timed_out:
             return Outcome(None, status="failed", error=f"timed out after {self.timeout_s:g} s")
         if answer is None:
             return Outcome(None, status="failed", error=f"the objective's process died (exit code {child.exitcode})")
         kind, value = answer
-        return Outcome(None, status="failed", error=value) if kind == "error" else outcome_of(value, self.metric.name)
+        if kind in ("error", "stopped"):
+            return Outcome(None, status="failed", error=value or "stopped")  # a stop becomes "stopped" upstream
+        return Outcome(None, status="failed", error="stopped") if reporter.stopped else self._outcome(value)
 
     def describe(self) -> str:
         return f"{self.space.name}: {self.metric.name} of {self.reference or 'a Python function'}"

@@ -3,6 +3,12 @@
 Rows are keyed by an ``ncode`` column (or a JSON object keyed by NCode), or by one
 column per slot holding that slot's option value. The search only proposes codes
 that are in the table.
+
+A metric cell may hold a learning curve instead of a number: a list with the value after each
+epoch (in CSV, the list written as JSON, ``"[0.41, 0.63, 0.70]"``). The evaluation then reports
+the curve epoch by epoch, so that a scheduler (``--scheduler asha``) can stop it early as it
+would a real training; its score is the curve's last value, and the longest curve is the task's
+``max_fidelity``.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Any, ClassVar
 
 from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import InvalidNCode, SearchSpace, encode, validate
+from tools.reporting import Reporter
 from tools.spaces import SpaceFileError, load_space_file
 
 
@@ -41,6 +48,19 @@ def _number(value: Any) -> float | None:
     return number if number == number else None  # NaN is missing
 
 
+def curve_of(value: Any) -> list[float] | None:
+    """A learning curve cell (a list of numbers, or one written as JSON in a CSV cell), or None."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(value, list) or not value:
+        return None
+    numbers = [_number(item) for item in value]
+    return None if any(number is None for number in numbers) else numbers  # type: ignore[return-value]
+
+
 def _coerce(value: Any, options: tuple[Any, ...]) -> Any:
     """CSV cells are strings: match them to an option of the slot by text."""
     by_text = {str(option): option for option in options}
@@ -65,7 +85,7 @@ class TableEvaluator(Evaluator):
         self.rows: dict[str, dict[str, Any]] = {}
         for number, row in enumerate(read_rows(path), start=1):
             code = self._code_of(space, row, f"{path} row {number}")
-            if _number(row.get(metric)) is None:
+            if _number(row.get(metric)) is None and curve_of(row.get(metric)) is None:
                 continue  # an architecture without this metric cannot be searched
             if code in self.rows:
                 raise EvaluatorSetupError(
@@ -78,6 +98,8 @@ class TableEvaluator(Evaluator):
             raise EvaluatorSetupError(f"{path}: no row has a numeric {metric!r}; columns are {columns}")
         self.space = SearchSpace(space.name, space.slots, space.rule, space.description, members=frozenset(self.rows))
         self.metric = Metric(metric, maximize, f"{metric} from {path.name}")
+        self.curves = {code: curve for code, row in self.rows.items() if (curve := curve_of(row[metric])) is not None}
+        self.max_fidelity = float(max(map(len, self.curves.values()))) if self.curves else None
 
     @staticmethod
     def _code_of(space: SearchSpace, row: dict[str, Any], where: str) -> str:
@@ -92,8 +114,17 @@ class TableEvaluator(Evaluator):
             raise EvaluatorSetupError(f"{where}: {error}") from None
 
     def evaluate(self, ncode: str) -> Outcome:
-        row = self.rows[ncode]
-        return Outcome(score=_number(row[self.metric.name]))
+        return self.evaluate_reporting(ncode, Reporter())
+
+    def evaluate_reporting(self, ncode: str, reporter: Reporter) -> Outcome:
+        """A curve is served epoch by epoch, as a training would report it; a number at once."""
+        curve = self.curves.get(ncode)
+        if curve is None:
+            return Outcome(score=_number(self.rows[ncode][self.metric.name]))
+        for epoch, value in enumerate(curve, start=1):
+            if reporter.report(value, epoch):
+                break
+        return Outcome(score=curve[-1], fidelity=float(len(curve)))
 
     def final_metrics(self, ncode: str) -> dict[str, Any]:
         row = self.rows[ncode]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from tools.ncode import SearchSpace
+from tools.reporting import Reporter
 
 
 class EvaluatorSetupError(ValueError):
@@ -34,8 +35,9 @@ class Outcome:
     score: float | None
     metrics: dict[str, Any] = field(default_factory=dict)
     cost_s: float = 0.0
-    status: str = "ok"  # ok | failed | infeasible
+    status: str = "ok"  # ok | failed | infeasible | stopped (a scheduler ended it early: score is its last report)
     error: str | None = None
+    fidelity: float | None = None  # the step (epoch, ...) the score was measured at; None: the task has no steps
 
 
 class Evaluator(ABC):
@@ -44,16 +46,25 @@ class Evaluator(ABC):
     ``evaluate`` may raise; the evaluator tool turns exceptions into failed outcomes.
     ``final_metrics`` gives what the searcher must not see while searching (for
     example NAS-Bench-201 test accuracy) for the final report.
+
+    An evaluator that trains step by step overrides :meth:`evaluate_reporting` instead, telling the
+    search each intermediate value (``reporter.report(value, step)``) and ending early when
+    ``reporter.should_stop()``; it declares ``max_fidelity`` (the last step) when it knows it.
     """
 
     space: SearchSpace
     metric: Metric
+    max_fidelity: float | None = None  # the step a full evaluation ends at, when the task knows it
     # What one evaluation needs on a Ray cluster (Ray actor options: num_cpus, num_gpus, memory,
     # resources). A training evaluator on a GPU declares {"num_cpus": 1, "num_gpus": 1}.
     resources: ClassVar[dict[str, Any]] = {"num_cpus": 1}
 
     @abstractmethod
     def evaluate(self, ncode: str) -> Outcome: ...
+
+    def evaluate_reporting(self, ncode: str, reporter: Reporter) -> Outcome:
+        """Evaluate while telling ``reporter`` each intermediate value; by default there are none."""
+        return self.evaluate(ncode)
 
     def final_metrics(self, ncode: str) -> dict[str, Any]:
         return {}

@@ -7,6 +7,7 @@ import json
 import re
 import sqlite3
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from agent.runs.report import (
     export_run,
     llm_call_summary,
     plot_comparison,
+    plot_curves,
     plot_trajectory,
     regret,
     search_method,
@@ -45,6 +47,11 @@ def number(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, float):
         return str(value)
     return f"{value:.4f}" if value == 0 or 0.01 <= abs(value) < 1e6 else f"{value:.4g}"
+
+
+def step_text(step: float | None) -> str:
+    """A step (epoch) as written: 3, 2.5; '-' when unknown."""
+    return "-" if step is None else f"{step:g}"
 
 
 def summary_value(name: str, value: Any) -> str:
@@ -154,20 +161,30 @@ def run_show(argv: list[str]) -> int:
         collm = llm_call_summary(store.llm_calls(args.run_id), store.collm_rounds(args.run_id))  # CoLLM-NAS runs
         out.print(run_header(run, evaluations, collm or decision_summary(store.decisions(args.run_id))))
         rows = sorted(
-            (r for r in evaluations if r["score"] is not None), key=lambda r: r["score"], reverse=bool(run["maximize"])
-        )
-        history = Table("#", "iteration", "NCode", run["metric"], "cost s", title=f"best {args.top} evaluations")
+            (r for r in evaluations if r["status"] == "ok" and r["score"] is not None),
+            key=lambda r: r["score"], reverse=bool(run["maximize"]),
+        )  # fmt: skip
+        steps = any(r["fidelity"] is not None for r in evaluations)
+        columns = ["#", "iteration", "NCode", run["metric"], *(["steps"] * steps), "cost s"]
+        history = Table(*columns, title=f"best {args.top} finished evaluations")
         for place, row in enumerate(rows[: args.top], start=1):
+            fidelity = [step_text(row["fidelity"])] * steps
             cost = f"{row['cost_s']:.2f}"
-            history.add_row(str(place), str(row["iteration"]), row["ncode"], number(row["score"]), cost)
+            history.add_row(str(place), str(row["iteration"]), row["ncode"], number(row["score"]), *fidelity, cost)
         out.print(history)
-        failed = [r for r in evaluations if r["status"] != "ok"]
+        failed = [r for r in evaluations if r["status"] in ("failed", "infeasible")]
         if failed:
             first = f"{failed[0]['ncode']}: {failed[0]['error']}"
             out.print(f"{len(failed)} failed evaluation(s); first: {first}", markup=False, highlight=False)
+        stopped = stopped_summary(evaluations)
+        if stopped:
+            out.print(stopped, markup=False, highlight=False)
         if args.decisions:
             out.print(decisions_table(store.decisions(args.run_id), args.decisions, bool(collm)))
         out.print(f"trajectory plot: {write_plot(store, args.run_id, plot, args.db)}", markup=False, highlight=False)
+        curves = write_plot(store, args.run_id, plot, args.db, curves=True)
+        if curves is not None:
+            out.print(f"learning curves: {curves}", markup=False, highlight=False)
     if saved is not None:
         write_text(saved, stored_run_file(run))
         out.print(f"run file: {saved} (python main.py --config {saved} repeats the run)", markup=False)
@@ -183,6 +200,9 @@ def run_header(run: dict[str, Any], evaluations: list[dict[str, Any]], summary: 
     header.add_row("ranker", method["ranker"])
     header.add_row("proposer", method["proposer"])
     header.add_row("evaluations", f"{run['n_evaluations']}/{run['budget']}")
+    spent = sum(row["fidelity"] or 0 for row in evaluations)
+    if spent:
+        header.add_row("compute", f"{spent:g} steps (epochs) summed; {run['wall_s'] or 0:.1f} s wall")
     best = "-" if run["best_score"] is None else f"{number(run['best_score'])} (NCode {run['best_ncode']})"
     header.add_row(f"best {run['metric']} ({direction(run)})", best)
     for name, value in json.loads(run["final_metrics"] or "{}").items():
@@ -229,11 +249,27 @@ def shorten(text: str, limit: int = 120) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def write_plot(store: RunStore, run_id: str, path: Path | None, db: str) -> str:
-    """The trajectory PNG: a path the user gave must be written; the default one, next to the database, may not be
-    writable (a database on a read-only disk), which leaves the rest of ``show`` standing."""
+def stopped_summary(evaluations: list[dict[str, Any]]) -> str:
+    """'12 evaluation(s) stopped early by the scheduler: 8 at step 1, 4 at step 3'; empty when none was."""
+    at = Counter(r["fidelity"] for r in evaluations if r["status"] == "stopped")
+    if not at:
+        return ""
+    ordered = sorted(at.items(), key=lambda item: item[0] or 0)
+    where = ", ".join(f"{count} at step {step_text(step)}" for step, count in ordered)
+    return f"{sum(at.values())} evaluation(s) stopped early by the scheduler: {where}"
+
+
+def write_plot(store: RunStore, run_id: str, path: Path | None, db: str, curves: bool = False) -> str | None:
+    """The trajectory PNG (or with ``curves`` the learning curves' PNG, None when the run reported no steps):
+    a path the user gave must be written; the default one, next to the database, may not be writable (a
+    database on a read-only disk), which leaves the rest of ``show`` standing."""
     target = path or Path(db).with_name(f"{safe_name(run_id)}.png")
+    if curves:
+        target = target.with_name(f"{target.stem}_curves.png")
     try:
+        if curves:
+            written = plot_curves(store, run_id, target)
+            return None if written is None else str(written)
         return str(plot_trajectory(store, run_id, target))
     except OSError as error:
         reason = error.strerror or str(error)

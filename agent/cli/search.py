@@ -30,6 +30,7 @@ from agent.strategies.rankers import RankerStopped
 GROUPS = {
     "task": "what to search",
     "search": "how to search",
+    "fidelity": "multi-fidelity: stop poor trainings early (--scheduler), budgets in steps and seconds",
     "training": "training tasks (diffusion_lora, sam_lora, hat_mt); none given: tiny local defaults",
     "parallel": "parallel evaluation",
     "llm": "LLM rankers (llm, openai:MODEL, local:PATH); API keys come from the environment",
@@ -148,6 +149,10 @@ class ProgressDisplay:
     def __call__(self, progress: LoopProgress) -> None:
         best = "-" if progress.best_score is None else f"{progress.best_score:.4g} ({progress.best_ncode})"
         counts = f"done {progress.evaluations} failed {progress.failed}"
+        if progress.stopped:
+            counts += f" stopped {progress.stopped}"
+        if progress.fidelity_spent:
+            counts += f" steps {progress.fidelity_spent:g}"
         if progress.last:
             counts += f" | last evaluation {progress.last[-1][1].cost_s:.2f} s"
         if progress.running or progress.queued:
@@ -157,11 +162,13 @@ class ProgressDisplay:
         self.bar.update(self.task_id, completed=progress.evaluations, best=best, counts=counts)
 
 
-def print_summary(result: RunResult, db: Path, wall_s: float) -> None:
+def print_summary(result: RunResult, db: Path, wall_s: float, resumed: bool = False) -> None:
     run_metric = result.evaluator.metric
     table = Table(title=f"run {result.run_id}", show_header=False)
     table.add_row("task", f"{result.evaluator.describe()}")
-    table.add_row("evaluations", str(result.evaluations))
+    table.add_row("evaluations", str(result.evaluations) + _status_counts(result.statuses))
+    if result.fidelity_spent:
+        table.add_row("compute", f"{result.fidelity_spent:g} steps (epochs) summed over all evaluations")
     table.add_row("best NCode", str(result.best_ncode))
     table.add_row(f"best {run_metric.name}", "-" if result.best_score is None else f"{result.best_score:.4f}")
     for name, value in result.final_metrics.items():
@@ -169,12 +176,20 @@ def print_summary(result: RunResult, db: Path, wall_s: float) -> None:
     if result.costs_s:
         costs = sorted(result.costs_s)
         table.add_row("s per evaluation", f"median {costs[len(costs) // 2]:.3f}, max {costs[-1]:.3f}")
-    table.add_row("wall time", f"{wall_s:.1f} s")
+    table.add_row("wall time", f"{wall_s:.1f} s" + (f" ({result.wall_s:.1f} s over all sessions)" * resumed))
     for name, value in llm_ranker_rows(db, result.run_id):
         table.add_row(name, value)
     table.add_row("database", str(db))
     stdout_console().print(table)
     print(f"inspect: python main.py show {result.run_id} --db {db}")
+
+
+def _status_counts(statuses: dict[str, int]) -> str:
+    """' (88 finished, 12 stopped early)': said only when not every evaluation finished."""
+    if set(statuses) <= {"ok"}:
+        return ""
+    words = {"ok": "finished", "stopped": "stopped early"}
+    return " (" + ", ".join(f"{count} {words.get(status, status)}" for status, count in statuses.items()) + ")"
 
 
 def llm_ranker_rows(db: Path, run_id: str) -> list[tuple[str, str]]:
@@ -239,7 +254,7 @@ def run_search(argv: list[str]) -> int:
         return EXIT_INTERRUPTED
     finally:
         search.close()
-    print_summary(result, db, time.perf_counter() - started)
+    print_summary(result, db, time.perf_counter() - started, resumed=bool(command.resume))
     return 0
 
 

@@ -29,12 +29,12 @@ no evaluation. Only this driver writes the store; workers return outcomes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from agent.loops.common import Histories, Progress, RankingScaffold
+from agent.loops.common import Histories, Limits, Progress, RankingScaffold
 from agent.runs.store import RunStore
 from agent.strategies.proposers import Proposer
 from agent.strategies.rankers import Ranker
@@ -68,6 +68,8 @@ class AsyncParts(RankingScaffold):
     seed: int = 0
     on_progress: Callable[[Progress], None] | None = None
     target: float | None = None
+    limits: Limits = field(default_factory=Limits)
+    stopped_as: str = "last"  # what searchers read of a stopped evaluation (common.searcher_view)
 
 
 def build_async_graph(parts: AsyncParts) -> StateGraph:

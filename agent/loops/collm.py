@@ -31,13 +31,13 @@ import json
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
 from agent.llm.ranker import OPENAI_BASE_URL, ChatClient, LLMOptions, RankerSetupError, RankerUnavailable, _api_key
-from agent.loops.common import Histories, LoopScaffold, Progress, step_end_nodes
+from agent.loops.common import Histories, Limits, LoopScaffold, Progress, step_end_nodes
 from agent.runs.store import Observation, RunStore
 from agent.strategies.proposers import ProposalContext, unseen_random
 from prompts.collm import generator_messages, navigator_round, navigator_start, task_description
@@ -214,11 +214,13 @@ class CollmParts(LoopScaffold):
     seed: int = 0
     on_progress: Callable[[Progress], None] | None = None
     target: float | None = None
+    limits: Limits = field(default_factory=Limits)
 
 
 def ranked(history: list[Observation], metric: Metric) -> list[Observation]:
-    """Successful evaluations, best first."""
-    return sorted((o for o in history if o.score is not None), key=lambda o: -metric.utility(o.score))
+    """Finished evaluations, best first."""
+    finished = (o for o in history if o.status == "ok" and o.score is not None)  # not stopped early, not infeasible
+    return sorted(finished, key=lambda o: -metric.utility(o.score))
 
 
 def coordinator_note(round_row: dict[str, Any] | None) -> str:

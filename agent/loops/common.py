@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.runs.store import Observation, RunStore
@@ -34,7 +35,9 @@ class Progress:
     last: list[tuple[str, Outcome]]
     running: int = 0  # evaluations on a worker now (parallel searches)
     queued: int = 0  # evaluations waiting for a free worker
-    failed: int = 0  # recorded evaluations whose status is not ok
+    failed: int = 0  # recorded evaluations that failed or were infeasible
+    stopped: int = 0  # recorded evaluations the scheduler ended early
+    fidelity_spent: float = 0.0  # steps (epochs ...) of every recorded evaluation, summed
 
 
 class Histories:
@@ -55,9 +58,52 @@ class Histories:
 
 
 def best_of(history: Sequence[Observation], metric: Metric) -> Observation | None:
-    """The first of the best successful evaluations; None before any succeeded."""
-    ok = [o for o in history if o.score is not None]
+    """The first of the best finished evaluations (never a stopped or infeasible one); None before any."""
+    ok = [o for o in history if o.status == "ok" and o.score is not None]
     return max(ok, key=lambda o: metric.utility(o.score)) if ok else None
+
+
+def searcher_view(history: Sequence[Observation], metric: Metric, stopped_as: str) -> list[Observation]:
+    """The history as proposers and rankers read it. A stopped evaluation's score is a value at a low
+    fidelity: ``last`` shows it as it is, ``worst`` as the worst finished score (or its own when lower),
+    ``omit`` without a score (still never proposed again). BENCHMARKS.md compares the three."""
+    if stopped_as == "last" or not any(o.status == "stopped" for o in history):
+        return list(history)
+    finished = [o.score for o in history if o.status == "ok" and o.score is not None]
+    worst = min(finished, key=metric.utility) if finished else None
+    view = []
+    for o in history:
+        if o.status == "stopped":
+            if stopped_as == "omit" or worst is None:
+                o = replace(o, score=None)
+            elif o.score is None or metric.utility(worst) < metric.utility(o.score):
+                o = replace(o, score=worst)
+        view.append(o)
+    return view
+
+
+@dataclass
+class Limits:
+    """What ends a search besides its count of evaluations: steps (epochs ...) and wall seconds spent."""
+
+    fidelity: float | None = None  # --fidelity-budget
+    seconds: float | None = None  # --time-budget
+    max_fidelity: float | None = None  # what a finished evaluation that reported no step cost
+    wall_before: float = 0.0  # seconds the run's earlier sessions spent
+    started: float = field(default_factory=time.monotonic)
+
+    def wall_spent(self) -> float:
+        return self.wall_before + time.monotonic() - self.started
+
+    def fidelity_spent(self, history: Sequence[Observation]) -> float:
+        """A stopped or finished evaluation cost the steps it reached; a failure before any report, none."""
+        unknown = self.max_fidelity or 0.0
+        return sum(o.fidelity if o.fidelity is not None else unknown * (o.status == "ok") for o in history)
+
+    def spent(self, history: Sequence[Observation]) -> bool:
+        return (self.fidelity is not None and self.fidelity_spent(history) >= self.fidelity) or (
+            self.seconds is not None and self.wall_spent() >= self.seconds
+        )
 
 
 def results_of(history: Sequence[Observation], codes: Iterable[str]) -> list[tuple[str, Observation]]:
@@ -118,11 +164,14 @@ class LoopScaffold:
     seed: int
     on_progress: Callable[[Progress], None] | None
     target: float | None  # stop once the best score reaches it (--target); None: spend the budget
+    limits: Limits  # budgets in steps and seconds
 
     def finished(self, history: Sequence[Observation]) -> bool:
-        """The budget is spent or the target reached: start no new evaluation."""
+        """A budget is spent or the target reached: start no new evaluation."""
         metric = self.evaluator.metric
-        return len(history) >= self.budget or target_reached(best_of(history, metric), metric, self.target)
+        if len(history) >= self.budget or self.limits.spent(history):
+            return True
+        return target_reached(best_of(history, metric), metric, self.target)
 
     def rng(self, iteration: int, purpose: str) -> random.Random:
         """A generator fixed by (seed, step, purpose): a re-run node draws the same numbers."""
@@ -140,12 +189,19 @@ class LoopScaffold:
         best = best_of(history, self.evaluator.metric)
         self.store.prune_checkpoints(run_id)
         best_ncode, best_score = (best.ncode, best.score) if best else (None, None)
-        self.store.update_run(run_id, n_evaluations=len(history), best_ncode=best_ncode, best_score=best_score)
+        self.store.update_run(
+            run_id, n_evaluations=len(history), best_ncode=best_ncode, best_score=best_score,
+            wall_s=self.limits.wall_spent(),
+        )  # fmt: skip
         if self.on_progress:
             brief = [(code, Outcome(r.score, status=r.status, cost_s=r.cost_s)) for code, r in last]
-            failed = sum(o.status != "ok" for o in history)
+            failed = sum(o.status in ("failed", "infeasible") for o in history)
+            stopped = sum(o.status == "stopped" for o in history)
+            spent = self.limits.fidelity_spent(history)
             self.on_progress(
-                Progress(len(history), self.budget, best_ncode, best_score, brief, running, queued, failed)
+                Progress(
+                    len(history), self.budget, best_ncode, best_score, brief, running, queued, failed, stopped, spent
+                )
             )
         return best
 
@@ -155,11 +211,13 @@ class RankingScaffold(LoopScaffold):
 
     proposer: Proposer
     ranker: Ranker
+    stopped_as: str  # what proposers and rankers read of a stopped evaluation (searcher_view)
 
     def propose(self, history: list[Observation], seen: set[str], rng: random.Random, n: int) -> list[str]:
         """Up to ``n`` candidates outside ``seen``."""
         space, metric = self.evaluator.space, self.evaluator.metric
-        return self.proposer.propose(ProposalContext(space, metric, history, seen, rng), n)
+        view = searcher_view(history, metric, self.stopped_as)
+        return self.proposer.propose(ProposalContext(space, metric, view, seen, rng), n)
 
     def decide(
         self, run_id: str, iteration: int, history: list[Observation], seen: set[str], pool: list[str], k: int
@@ -167,8 +225,9 @@ class RankingScaffold(LoopScaffold):
         """Rank ``pool`` for ``k`` picks and record the decision. A ranker that re-asks gets fresh pools,
         each drawn with the next ``repool<n>`` generator of the step."""
         repools = itertools.count(1)
+        view = searcher_view(history, self.evaluator.metric, self.stopped_as)
         request = RankRequest(
-            self.evaluator.space, self.evaluator.metric, history, pool, k, self.rng(iteration, "rank"),
+            self.evaluator.space, self.evaluator.metric, view, pool, k, self.rng(iteration, "rank"),
             repool=lambda: self.propose(history, seen, self.rng(iteration, f"repool{next(repools)}"), len(pool)),
         )  # fmt: skip
         decision = self.ranker.rank(request)

@@ -12,11 +12,11 @@ re-running a node after a crash repeats no evaluation.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from langgraph.graph import END, START, StateGraph
 
-from agent.loops.common import Histories, Progress, RankingScaffold, step_end_nodes
+from agent.loops.common import Histories, Limits, Progress, RankingScaffold, step_end_nodes
 from agent.loops.state import SearchState
 from agent.runs.store import Observation, RunStore
 from agent.strategies.proposers import Proposer
@@ -42,6 +42,8 @@ class LoopParts(RankingScaffold):
     # (code, outcome) as each finishes. None: one after another through ``evaluate``.
     evaluate_many: Callable[[list[str]], Iterable[tuple[str, Outcome]]] | None = None
     target: float | None = None
+    limits: Limits = field(default_factory=Limits)
+    stopped_as: str = "last"  # what searchers read of a stopped evaluation (common.searcher_view)
 
 
 def build_graph(parts: LoopParts) -> StateGraph:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +36,7 @@ from tools.spaces import BUILTIN_SPACES, nas_bench_graph_space
 
 CHOICES_KEY, RUN_KEY = "lmsearcher:choices", "lmsearcher:run_created_at"  # study system attributes
 FROM_SPACE, FROM_VALUES = "the task's space", "values seen so far (the study is rebuilt when a new one appears)"
-EVALUATION_COLUMNS = "iteration, ncode, config, score, cost_s, status, error, created_at"
+EVALUATION_COLUMNS = "iteration, ncode, config, score, cost_s, status, error, created_at, fidelity"
 
 
 def mirror_path(db: str | Path) -> Path:
@@ -119,11 +119,13 @@ class OptunaMirror:
             study = self._studies[run_id] = self._with_choices(run, study, choices)
             rows = self._evaluations(run_id, 0)
         decisions = self._decisions(run_id, min(row["iteration"] for row in rows))
+        curves = self.store.curves(run_id)
         added = 0
         for row in rows:
             if stop.is_set():
                 break
-            self.storage.create_new_trial(study.study_id, template_trial=trial_of(row, decisions, study.choices))
+            trial = trial_of(row, decisions, study.choices, curves.get(row["ncode"], []))
+            self.storage.create_new_trial(study.study_id, template_trial=trial)
             study.trials, added = study.trials + 1, added + 1
         return added
 
@@ -205,24 +207,31 @@ def widened(
 
 
 def trial_of(
-    row: dict[str, Any], decisions: dict[int, dict[str, Any]], choices: dict[str, list[CategoricalChoiceType]]
+    row: dict[str, Any],
+    decisions: dict[int, dict[str, Any]],
+    choices: dict[str, list[CategoricalChoiceType]],
+    curve: Sequence[tuple[float, float]] = (),
 ) -> FrozenTrial:
-    """One evaluation as an Optuna trial: COMPLETE with its score, or FAIL (failed, infeasible, no score)."""
-    ok = row["status"] == "ok" and row["score"] is not None and math.isfinite(row["score"])
-    attrs = {"ncode": row["ncode"], "cost_s": row["cost_s"], **decisions.get(row["iteration"], {})}
-    if not ok:
+    """One evaluation as an Optuna trial: COMPLETE with its score, PRUNED with its last intermediate value
+    (stopped by the run's scheduler), or FAIL (failed, infeasible, no score). Its reports are the trial's
+    intermediate values, which Optuna keys by whole steps."""
+    scored = row["score"] is not None and math.isfinite(row["score"])
+    state = {"ok": TrialState.COMPLETE, "stopped": TrialState.PRUNED}.get(row["status"]) if scored else None
+    attrs = {"ncode": row["ncode"], "cost_s": row["cost_s"], "fidelity": row["fidelity"]}
+    attrs.update(decisions.get(row["iteration"], {}))
+    if state is None:
         attrs.update(status=row["status"], error=row["error"])
     trial = FrozenTrial(
         number=-1,
-        state=TrialState.COMPLETE if ok else TrialState.FAIL,
-        value=row["score"] if ok else None,
+        state=state or TrialState.FAIL,
+        value=row["score"] if state else None,
         datetime_start=datetime.fromtimestamp(row["created_at"] - (row["cost_s"] or 0.0)),
         datetime_complete=datetime.fromtimestamp(row["created_at"]),
         params={slot: categorical(value) for slot, value in row["config"].items()},
         distributions={slot: CategoricalDistribution(choices[slot]) for slot in row["config"]},
         user_attrs={key: value for key, value in attrs.items() if value is not None},
         system_attrs={},
-        intermediate_values={},
+        intermediate_values={round(step): value for step, value in curve if math.isfinite(value)},
         trial_id=-1,
     )
     trial._validate()

@@ -20,11 +20,11 @@ CODE_PREFIX = "c:"  # the CSV's ``code`` column: an NCode no CSV reader takes fo
 
 
 def best_so_far(evaluations: list[dict[str, Any]], maximize: bool) -> list[float | None]:
-    """The best score after each evaluation (None until the first success)."""
+    """The best score after each evaluation (None until the first finished one; a stopped one never counts)."""
     best: float | None = None
     trajectory = []
     for row in evaluations:
-        score = row["score"]
+        score = row["score"] if row.get("status", "ok") == "ok" else None
         if score is not None and (best is None or (score > best if maximize else score < best)):
             best = score
         trajectory.append(best)
@@ -137,6 +137,38 @@ def plot_trajectory(store: RunStore, run_id: str, path: Path) -> Path:
         plt.close(figure)
 
 
+def plot_curves(store: RunStore, run_id: str, path: Path) -> Path | None:
+    """Every evaluation's reports against its steps: finished ones in colour, those the scheduler stopped in
+    grey, ending in a cross at the step they were stopped at. None when the run reported no steps."""
+    curves = store.curves(run_id)
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = store.get_run(run_id)
+    statuses = {row["ncode"]: row["status"] for row in store.evaluations(run_id)}
+    figure, axis = plt.subplots(figsize=(6, 3.5), dpi=120)
+    for ncode, curve in curves.items():
+        steps, values = zip(*curve, strict=True)
+        if statuses.get(ncode) == "stopped":
+            axis.plot(steps, values, color="0.6", linewidth=0.7, alpha=0.6)
+            axis.scatter(steps[-1:], values[-1:], marker="x", color="0.4", s=12)
+        else:
+            axis.plot(steps, values, linewidth=0.9, alpha=0.8)
+    stopped = sum(status == "stopped" for status in statuses.values())
+    axis.set_xlabel("step (epoch)")
+    axis.set_ylabel(run["metric"])
+    axis.set_title(f"{run_id}: {len(curves)} learning curves, {stopped} stopped early (x)", fontsize=9)
+    figure.tight_layout()
+    try:
+        return save_figure(figure, path)
+    finally:
+        plt.close(figure)
+
+
 def export_rows(store: RunStore, run_id: str) -> list[dict[str, Any]]:
     return [
         {
@@ -145,6 +177,7 @@ def export_rows(store: RunStore, run_id: str) -> list[dict[str, Any]]:
             "ncode": row["ncode"],
             "score": row["score"],
             "status": row["status"],
+            "fidelity": row["fidelity"],
             "cost_s": row["cost_s"],
             "error": row["error"],
             "config": row["config"],
@@ -171,6 +204,9 @@ def export_run(store: RunStore, run_id: str, fmt: str) -> str:
     if fmt == "json":
         (run,) = _decoded([run], "final_metrics")
         document = {"run": run, "evaluations": rows, "decisions": _decoded(store.decisions(run_id), "pool", "chosen")}
+        curves = store.curves(run_id)
+        if curves:  # what each evaluation reported as it ran: {ncode: [[step, value], ...]}
+            document["reports"] = curves
         if store.llm_calls(run_id):  # CoLLM-NAS
             document.update(
                 llm_calls=store.llm_calls(run_id),
@@ -182,7 +218,9 @@ def export_run(store: RunStore, run_id: str, fmt: str) -> str:
         "run_id": run_id, "task": run["task"], "dataset": run["dataset"], "metric": run["metric"],
         "direction": "maximize" if run["maximize"] else "minimize",
     }  # fmt: skip
-    columns = ["iteration", "position", "ncode", "code", "score", "status", "cost_s", "error", "config", "metrics"]
+    columns = [
+        "iteration", "position", "ncode", "code", "score", "status", "fidelity", "cost_s", "error", "config", "metrics"
+    ]  # fmt: skip
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[*labels, *columns])
     writer.writeheader()

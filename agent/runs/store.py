@@ -4,6 +4,15 @@ LangGraph's checkpointer lives in the same file (tables ``checkpoints`` and
 ``writes``), so one file is one complete, resumable record. Several runs share a
 file, told apart by run id. Nothing secret is ever written here: run configs hold
 no API keys (rankers read keys from the environment only).
+
+The evaluation record (schema 2), one row of ``evaluations`` per started configuration:
+``score`` is the run's metric, ``status`` says what the score is (``ok``: a finished evaluation,
+the only kind that can be the best; ``stopped``: ended early by the run's scheduler, ``score``
+being its last intermediate value; ``failed``; ``infeasible``: values kept, never the best),
+``fidelity`` the step the score was measured at (an epoch; None where a task has no steps), and
+``metrics`` every other number it reported. What an evaluation reported while it ran is in
+``reports`` (one row per step), which schedulers decide from and the Optuna mirror shows as
+intermediate values. Schema 1 files gain the new columns and table when opened.
 """
 
 from __future__ import annotations
@@ -18,9 +27,10 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 OUR_TABLES = {
     "lmsearcher_meta", "runs", "evaluations", "decisions", "pending", "llm_calls", "conversations", "collm_rounds",
+    "reports",
 }  # fmt: skip
 LANGGRAPH_TABLES = {"checkpoints", "writes"}
 
@@ -38,6 +48,7 @@ class Observation:
     score: float | None
     status: str
     cost_s: float = 0.0
+    fidelity: float | None = None
 
 
 def open_connection(path: str | Path, verify: bool = True) -> sqlite3.Connection:
@@ -136,6 +147,7 @@ class RunStore:
                 "run_id": str, "created_at": float, "updated_at": float, "status": str, "task": str,
                 "dataset": str, "metric": str, "maximize": int, "budget": int, "config": str,
                 "best_ncode": str, "best_score": float, "n_evaluations": int, "final_metrics": str, "error": str,
+                "wall_s": float,
             },
             pk="run_id", if_not_exists=True, not_null={"status", "task", "budget"},
         )  # fmt: skip
@@ -143,10 +155,20 @@ class RunStore:
             {
                 "id": int, "run_id": str, "iteration": int, "position": int, "ncode": str, "config": str,
                 "score": float, "metrics": str, "cost_s": float, "status": str, "error": str, "created_at": float,
+                "fidelity": float,
             },
             pk="id", if_not_exists=True, foreign_keys=[("run_id", "runs", "run_id")],
         )  # fmt: skip
+        for table, column in (("runs", "wall_s"), ("evaluations", "fidelity")):  # a schema 1 file
+            if column not in self.db[table].columns_dict:
+                self.db[table].add_column(column, float)
+                meta.update("schema_version", {"value": str(SCHEMA_VERSION)})
         self.db["evaluations"].create_index(["run_id", "ncode"], unique=True, if_not_exists=True)
+        self.db["reports"].create(
+            {"id": int, "run_id": str, "ncode": str, "step": float, "value": float, "created_at": float},
+            pk="id", if_not_exists=True, foreign_keys=[("run_id", "runs", "run_id")],
+        )  # fmt: skip
+        self.db["reports"].create_index(["run_id", "ncode", "step"], unique=True, if_not_exists=True)
         self.db["decisions"].create(
             {
                 "id": int, "run_id": str, "iteration": int, "ranker": str, "pool": str, "chosen": str,
@@ -227,6 +249,7 @@ class RunStore:
                 "config": json.dumps(config, default=str), "score": outcome.score,
                 "metrics": json.dumps(outcome.metrics, default=str), "cost_s": outcome.cost_s,
                 "status": outcome.status, "error": outcome.error, "created_at": time.time(),
+                "fidelity": outcome.fidelity,
             }
         )  # fmt: skip
 
@@ -239,7 +262,7 @@ class RunStore:
 
     def observations(self, run_id: str, after_id: int = 0) -> list[tuple[int, Observation]]:
         """(row id, observation) of a run's evaluations with id > ``after_id``, in the order made."""
-        columns = "id, iteration, ncode, score, status, cost_s"
+        columns = "id, iteration, ncode, score, status, cost_s, fidelity"
         query = f"SELECT {columns} FROM evaluations WHERE run_id = ? AND id > ? ORDER BY id"
         return [(row[0], Observation(*row[1:])) for row in self.db.execute(query, [run_id, after_id])]
 
@@ -260,6 +283,30 @@ class RunStore:
                 f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_id NOT IN ({newest})",
                 [thread_id, thread_id, keep],
             )
+
+    # intermediate reports -------------------------------------------------
+    def add_report(self, run_id: str, ncode: str, step: float, value: float) -> None:
+        """One intermediate value; an evaluation started again (after a crash, a lost worker) first clears
+        its earlier reports with :meth:`clear_reports`."""
+        self.db["reports"].insert(
+            {"run_id": run_id, "ncode": ncode, "step": step, "value": value, "created_at": time.time()}, replace=True
+        )
+
+    def clear_reports(self, run_id: str, ncode: str) -> None:
+        self.db.execute("DELETE FROM reports WHERE run_id = ? AND ncode = ?", [run_id, ncode])
+
+    def reports(self, run_id: str, after_id: int = 0) -> list[tuple[int, str, float, float]]:
+        """(row id, ncode, step, value) of a run's reports with id > ``after_id``, in the order made."""
+        query = "SELECT id, ncode, step, value FROM reports WHERE run_id = ? AND id > ? ORDER BY id"
+        return [tuple(row) for row in self.db.execute(query, [run_id, after_id])]
+
+    def curves(self, run_id: str) -> dict[str, list[tuple[float, float]]]:
+        """Each evaluation's reports as a learning curve: NCode -> [(step, value), ...] by step."""
+        curves: dict[str, list[tuple[float, float]]] = {}
+        query = "SELECT ncode, step, value FROM reports WHERE run_id = ? ORDER BY ncode, step"
+        for ncode, step, value in self.db.execute(query, [run_id]):
+            curves.setdefault(ncode, []).append((step, value))
+        return curves
 
     # pending evaluations (asynchronous search) ------------------------------
     def add_pending(self, run_id: str, ncode: str, iteration: int) -> None:

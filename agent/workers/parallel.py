@@ -30,7 +30,7 @@ import socket
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ from evaluators.references import reference_of
 from evaluators.registry import TaskOptions
 from tools.evaluator import Outcome
 from tools.processes import exit_with_parent
+from tools.reporting import Decide
 
 BACKENDS = ("local", "ray")
 # Each worker's slot number, 0 to workers-1, set in the worker before it builds its evaluator (a
@@ -86,13 +87,13 @@ class WorkerCore:
         except Exception as error:  # reported with every evaluation instead of killing the worker
             self.setup_error = f"worker on {self.host} could not build the evaluator: {type(error).__name__}: {error}"
 
-    def evaluate(self, ncode: str) -> Outcome:
+    def evaluate(self, ncode: str, decide: Decide | None = None) -> Outcome:
         from tools.evaluator_tool import run_evaluation
 
         if self.evaluator is None:
             outcome = Outcome(None, status="failed", error=self.setup_error)
         else:
-            outcome = run_evaluation(self.evaluator, ncode, self.spec.simulated_cost_s)
+            outcome = run_evaluation(self.evaluator, ncode, self.spec.simulated_cost_s, decide)
         # Which process did it: audit trail, and how tests find a worker to kill.
         outcome.metrics = {**outcome.metrics, "worker_pid": self.pid, "worker_host": self.host}
         return outcome
@@ -110,7 +111,18 @@ def _local_worker_main(connection: Any, spec: WorkerSpec, index: int) -> None:
             return
         if message is None:
             return
-        connection.send(("done", core.evaluate(message)))
+        connection.send(("done", core.evaluate(message, _asking_driver(connection))))
+
+
+def _asking_driver(connection: Any) -> Decide:
+    """A worker's answerer of intermediate reports: each is a round trip to the driver, which records it and
+    asks the run's scheduler (LocalBackend._receive answers)."""
+
+    def decide(step: float, value: float) -> bool:
+        connection.send(("report", (step, value)))
+        return bool(connection.recv())
+
+    return decide
 
 
 class _RayWorker:
@@ -143,6 +155,8 @@ class Backend(ABC):
 
     def __init__(self, spec: WorkerSpec, slots: int) -> None:
         self.spec, self.slots = spec, slots
+        # (slot, step, value) -> stop?: the intermediate reports of the evaluation a slot runs
+        self.on_report: Callable[[int, float, float], bool] = lambda slot, step, value: False
 
     @abstractmethod
     def start(self, slot: int, ncode: str) -> None:
@@ -232,6 +246,8 @@ class LocalBackend(Backend):
                 kind, value = connection.recv()
                 if kind == "done":
                     return value
+                if kind == "report":
+                    connection.send(self.on_report(slot, *value))
             # Only a sentinel fired: the process ended (or a 'ready' message came alone).
         except (EOFError, OSError, ConnectionError):
             pass
@@ -364,6 +380,11 @@ class EvaluationPool:
         self.queue: deque[Job] = deque()
         self.busy: dict[int, Job] = {}
         self.worker_losses = 0
+        self.on_report: Callable[[str, float, float], bool] | None = None  # (ncode, step, value) -> stop?
+        backend.on_report = self._report
+
+    def _report(self, slot: int, step: float, value: float) -> bool:
+        return self.on_report is not None and self.on_report(self.busy[slot].ncode, step, value)
 
     @property
     def slots(self) -> int:

@@ -1,0 +1,51 @@
+"""The driver's side of intermediate reports: record each in the run store, then ask the scheduler.
+
+Every kind of evaluation ends up here: one in this process calls :meth:`ReportDesk.decide_for`'s
+function directly, one on a worker sends its report over the worker's channel and the pool calls
+:meth:`ReportDesk.__call__` (see agent/workers/parallel.py). The store is written before the
+scheduler is asked, so a report is never lost to a crash that follows it.
+"""
+
+from __future__ import annotations
+
+from agent.runs.store import RunStore
+from agent.strategies.schedulers import Board, Scheduler
+from tools.evaluator import Metric
+from tools.reporting import Decide
+
+
+class ReportDesk:
+    """Records the reports of one run's evaluations and answers each: stop or go on."""
+
+    def __init__(self, store: RunStore, run_id: str, metric: Metric, scheduler: Scheduler | None) -> None:
+        self.store, self.run_id, self.metric, self.scheduler = store, run_id, metric, scheduler
+        self.board = Board(finished=self._finished)
+        self._last_id = 0
+        self._started: set[str] = set()  # codes that reported since this desk opened
+        self._sync()
+
+    def __call__(self, ncode: str, step: float, value: float) -> bool:
+        curve = self.board.curves.get(ncode, [])
+        if ncode not in self._started or (curve and step <= curve[-1][0]):
+            # An evaluation started again (the run resumed, its worker died): its old reports go.
+            self.store.clear_reports(self.run_id, ncode)
+            self.board.forget(ncode)
+            self._started.add(ncode)
+        self.store.add_report(self.run_id, ncode, step, value)
+        self._sync()
+        if self.scheduler is None:
+            return False
+        return self.scheduler.should_stop(ncode, step, self.metric.utility(value), self.board)
+
+    def decide_for(self, ncode: str) -> Decide:
+        """The answerer of one evaluation run in this process."""
+        return lambda step, value: self(ncode, step, value)
+
+    def _sync(self) -> None:
+        for row_id, ncode, step, value in self.store.reports(self.run_id, self._last_id):
+            self.board.add(ncode, step, self.metric.utility(value))
+            self._last_id = row_id
+
+    def _finished(self) -> set[str]:
+        query = "SELECT ncode FROM evaluations WHERE run_id = ? AND status = 'ok'"
+        return {row[0] for row in self.store.db.execute(query, [self.run_id])}

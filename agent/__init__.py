@@ -3,7 +3,9 @@
 ``Study`` is the entry point (create, optimize, ask/tell, load); ``SearchSpace`` and ``Slot``
 describe what to search; ``Evaluator``, ``Metric`` and ``Outcome`` are the contract of a plugin
 task (``--task module:Class``); ``Ranker``, ``RankRequest`` and ``Decision`` that of a user's own ranker
-(``ranker=`` an object, or ``--ranker module:name``); ``SearchConfig`` holds every option and its default.
+(``ranker=`` an object, or ``--ranker module:name``); ``Reporter`` is what an objective ``(config, trial)``
+reports through, and ``Stopped`` what it may raise once told to stop; ``SearchConfig`` holds every option and
+its default.
 """
 
 from agent.config import ConfigError, SearchConfig
@@ -12,6 +14,7 @@ from agent.strategies.rankers import Decision, Ranker, RankerStopped, RankReques
 from agent.study import Study, Trial
 from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import SearchSpace, Slot
+from tools.reporting import Reporter, Stopped
 
 __all__ = [
     "ConfigError",
@@ -23,10 +26,12 @@ __all__ = [
     "RankRequest",
     "Ranker",
     "RankerStopped",
+    "Reporter",
     "SearchConfig",
     "SearchError",
     "SearchSpace",
     "Slot",
+    "Stopped",
     "Study",
     "Trial",
 ]

@@ -345,11 +345,6 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{flag(name)} must be above 0, got {value}")
-        if self.scheduler != "none" and self.backend == "ray":
-            raise ConfigError(
-                f"--scheduler {self.scheduler} does not run on --backend ray yet (its workers cannot ask the driver "
-                "whether to go on); use --backend local, or --scheduler none"
-            )
 
     def _check_types(self) -> None:
         """Run files and the Python API bypass argparse: check each value against its annotation."""

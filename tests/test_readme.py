@@ -93,3 +93,53 @@ def test_ranker_example_drives_the_command_search(tmp_path):
         rankers = {name for (name,) in connection.execute("SELECT ranker FROM decisions")}
     codes = [code for _, code in evaluations(folder / "runs" / "mlp-mine.db")]
     assert rankers == {"near-best"} and len(codes) == len(set(codes)) == 12
+
+
+def test_asha_study_example_stops_some_trainings(tmp_path):
+    folder = user_folder(tmp_path)
+    (folder / "search_asha.py").write_text(example("asha-study"))
+    done = subprocess.run([sys.executable, "search_asha.py"], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with sqlite3.connect(folder / "runs" / "asha.db") as connection:
+        statuses = dict(connection.execute("SELECT status, COUNT(*) FROM evaluations GROUP BY status").fetchall())
+    assert statuses.get("stopped", 0) > 0 and sum(statuses.values()) == 12
+    assert f"{statuses['stopped']} stopped early" in done.stdout
+
+
+def test_asha_command_example_killed_twice_and_resumed(tmp_path):
+    """The README's training script under ASHA with 2 workers, SIGKILLed twice mid-run: no training process is
+    left, nothing is lost or repeated, stopped trainings are recorded and shown by show."""
+    folder = user_folder(tmp_path)
+    (folder / "train.py").write_text(example("train"))
+    subprocess.run(["bash", "-c", example("command").rsplit("YAML\n", 1)[0] + "YAML\n"], cwd=folder, check=True)
+    search = example("asha-command").replace("\\\n", " ").strip()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    db = folder / "runs" / "mlp-asha.db"
+    run_id = None
+    for kill_at in (3, 7):
+        command = f"exec {search} --quiet" if run_id is None else f"exec python main.py --resume {run_id} --db {db}"
+        driver = subprocess.Popen(["bash", "-c", command], cwd=folder, env=env, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 180
+        while time.time() < deadline and (not db.exists() or len(evaluations(db)) < kill_at):
+            time.sleep(0.1)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+        before = evaluations(db)
+        assert kill_at <= len(before) < 12
+        run_id = before[0][0]
+        time.sleep(1.0)
+        orphans = subprocess.run(["pgrep", "-f", f"{folder}/train.py"], capture_output=True, text=True).stdout.split()
+        assert orphans == [], "a training process outlived the killed search"
+    resumed = subprocess.run(
+        [sys.executable, "main.py", "--resume", run_id, "--db", str(db), "--quiet"],
+        cwd=folder, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    codes = [code for _, code in evaluations(db)]
+    assert len(codes) == len(set(codes)) == 12
+    with sqlite3.connect(db) as connection:
+        stopped = connection.execute("SELECT COUNT(*) FROM evaluations WHERE status = 'stopped'").fetchone()[0]
+    shown = subprocess.run(
+        [sys.executable, "main.py", "show", run_id, "--db", str(db)], cwd=folder, capture_output=True, text=True
+    )
+    assert stopped > 0 and f"{stopped} evaluation(s) stopped early by the scheduler" in shown.stdout

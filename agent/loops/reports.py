@@ -19,10 +19,10 @@ class ReportDesk:
 
     def __init__(self, store: RunStore, run_id: str, metric: Metric, scheduler: Scheduler | None) -> None:
         self.store, self.run_id, self.metric, self.scheduler = store, run_id, metric, scheduler
-        self.board = Board(finished=self._finished)
-        self._last_id = 0
+        self.board = Board(finished=self._finished)  # the store's reports, then this session's as they come
+        for _, ncode, step, value in store.reports(run_id):
+            self.board.add(ncode, step, metric.utility(value))
         self._started: set[str] = set()  # codes that reported since this desk opened
-        self._sync()
 
     def __call__(self, ncode: str, step: float, value: float) -> bool:
         curve = self.board.curves.get(ncode, [])
@@ -32,7 +32,7 @@ class ReportDesk:
             self.board.forget(ncode)
             self._started.add(ncode)
         self.store.add_report(self.run_id, ncode, step, value)
-        self._sync()
+        self.board.add(ncode, step, self.metric.utility(value))
         if self.scheduler is None:
             return False
         return self.scheduler.should_stop(ncode, step, self.metric.utility(value), self.board)
@@ -40,11 +40,6 @@ class ReportDesk:
     def decide_for(self, ncode: str) -> Decide:
         """The answerer of one evaluation run in this process."""
         return lambda step, value: self(ncode, step, value)
-
-    def _sync(self) -> None:
-        for row_id, ncode, step, value in self.store.reports(self.run_id, self._last_id):
-            self.board.add(ncode, step, self.metric.utility(value))
-            self._last_id = row_id
 
     def _finished(self) -> set[str]:
         query = "SELECT ncode FROM evaluations WHERE run_id = ? AND status = 'ok'"

@@ -295,10 +295,10 @@ class RunStore:
     def clear_reports(self, run_id: str, ncode: str) -> None:
         self.db.execute("DELETE FROM reports WHERE run_id = ? AND ncode = ?", [run_id, ncode])
 
-    def reports(self, run_id: str, after_id: int = 0) -> list[tuple[int, str, float, float]]:
-        """(row id, ncode, step, value) of a run's reports with id > ``after_id``, in the order made."""
-        query = "SELECT id, ncode, step, value FROM reports WHERE run_id = ? AND id > ? ORDER BY id"
-        return [tuple(row) for row in self.db.execute(query, [run_id, after_id])]
+    def reports(self, run_id: str) -> list[tuple[int, str, float, float]]:
+        """(row id, ncode, step, value) of a run's reports, in the order made."""
+        query = "SELECT id, ncode, step, value FROM reports WHERE run_id = ? ORDER BY id"
+        return [tuple(row) for row in self.db.execute(query, [run_id])]
 
     def curves(self, run_id: str) -> dict[str, list[tuple[float, float]]]:
         """Each evaluation's reports as a learning curve: NCode -> [(step, value), ...] by step."""

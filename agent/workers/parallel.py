@@ -44,6 +44,7 @@ BACKENDS = ("local", "ray")
 # Each worker's slot number, 0 to workers-1, set in the worker before it builds its evaluator (a
 # replacement takes the dead worker's number): how an evaluator picks its share of a machine (GPUs).
 WORKER_INDEX_ENV = "LMSEARCHER_WORKER_INDEX"
+REPORT_POLL_S = 0.05  # how often a Ray driver answers its workers' intermediate reports while it waits
 log = logging.getLogger(__name__)
 
 
@@ -126,16 +127,45 @@ def _asking_driver(connection: Any) -> Decide:
 
 
 class _RayWorker:
-    """The Ray actor: a :class:`WorkerCore` in a Ray worker process (wrapped with ``ray.remote`` lazily)."""
+    """The Ray actor: a :class:`WorkerCore` in a Ray worker process (wrapped with ``ray.remote`` lazily). Its
+    intermediate reports go to the driver through the run's :class:`_RayReportDesk` actor."""
 
-    def __init__(self, spec: WorkerSpec, index: int) -> None:
-        self.core = WorkerCore(spec, index)
+    def __init__(self, spec: WorkerSpec, index: int, desk: Any) -> None:
+        self.core, self.index, self.desk = WorkerCore(spec, index), index, desk
 
     def evaluate(self, ncode: str) -> Outcome:
-        return self.core.evaluate(ncode)
+        import ray
+
+        def decide(step: float, value: float) -> bool:
+            return bool(ray.get(self.desk.ask.remote(self.index, step, value)))
+
+        return self.core.evaluate(ncode, decide)
 
     def pid(self) -> int:
         return self.core.pid
+
+
+class _RayReportDesk:
+    """An asyncio Ray actor between the workers and the driver: a worker's ``ask`` waits until the driver, which
+    polls ``questions`` while it waits for results, gives the ``answer`` (stop or go on)."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[int, tuple[float, float, Any]] = {}  # slot -> (step, value, future)
+
+    async def ask(self, slot: int, step: float, value: float) -> bool:
+        import asyncio
+
+        future = asyncio.get_running_loop().create_future()
+        self.waiting[slot] = (step, value, future)
+        return await future
+
+    async def questions(self) -> list[tuple[int, float, float]]:
+        return [(slot, step, value) for slot, (step, value, future) in self.waiting.items() if not future.done()]
+
+    async def answer(self, slot: int, stop: bool) -> None:
+        _, _, future = self.waiting.pop(slot)
+        if not future.done():
+            future.set_result(stop)
 
 
 # -- the driver side ---------------------------------------------------------------------------
@@ -296,6 +326,7 @@ class RayBackend(Backend):
         if not ray.is_initialized():
             self._connect(address)
         self.actor_class = ray.remote(_RayWorker)
+        self.desk = ray.remote(_RayReportDesk).options(num_cpus=0).remote()
         self.options = {**resources, "max_restarts": 0, "max_task_retries": 0}
         self.actors: dict[int, Any] = {}
         self.refs: dict[int, Any] = {}  # slot -> object ref of the evaluation it runs
@@ -324,7 +355,7 @@ class RayBackend(Backend):
 
     def start(self, slot: int, ncode: str) -> None:
         if slot not in self.actors:
-            self.actors[slot] = self.actor_class.options(**self.options).remote(self.spec, slot)
+            self.actors[slot] = self.actor_class.options(**self.options).remote(self.spec, slot, self.desk)
         self.refs[slot] = self.actors[slot].evaluate.remote(ncode)
 
     def actor(self, slot: int) -> Any:
@@ -332,7 +363,15 @@ class RayBackend(Backend):
 
     def wait(self, busy: list[int], timeout: float | None) -> list[tuple[int, Outcome | Lost]]:
         by_ref = {self.refs[slot]: slot for slot in busy}
-        ready, rest = self.ray.wait(list(by_ref), num_returns=1, timeout=timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:  # answering the workers' reports every REPORT_POLL_S until a result comes
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            tick = REPORT_POLL_S if left is None else min(REPORT_POLL_S, left)
+            ready, rest = self.ray.wait(list(by_ref), num_returns=1, timeout=tick)
+            for slot, step, value in self.ray.get(self.desk.questions.remote()):
+                self.desk.answer.remote(slot, self.on_report(slot, step, value))
+            if ready or (left is not None and left <= tick):
+                break
         if ready and rest:
             more, _ = self.ray.wait(rest, num_returns=len(rest), timeout=0)
             ready += more

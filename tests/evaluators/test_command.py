@@ -263,3 +263,93 @@ def test_a_search_through_the_cli_with_two_workers(script, tmp_path):
     assert len(rows) == 6 and len({ncode for ncode, _ in rows}) == 6
     assert {status for _, status in rows} == {"ok"}
     assert sorted(path.name for path in (tmp_path / "work").iterdir()) == sorted(ncode for ncode, _ in rows)
+
+
+# -- intermediate scores, read while the command runs -------------------------------------------
+
+CURVE_SCRIPT = """
+import json, os, signal, sys, time
+pid_file, epochs, form = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with open(pid_file, "w") as handle:
+    handle.write(str(os.getpid()))
+
+def on_term(signum, frame):
+    with open(pid_file + ".term", "w") as handle:
+        handle.write("SIGTERM")
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, on_term)
+for epoch in range(1, epochs + 1):
+    time.sleep(0.2)
+    value = round(0.1 * epoch, 3)
+    if form == "json":
+        print(json.dumps({"epoch": epoch, "val_acc": value, "loss": 1 / epoch}), flush=True)
+    else:
+        print(f"Epoch {epoch}/{epochs} train_loss: 0.5 val_acc: {value}", flush=True)
+print(f"val_acc: {value}", flush=True)
+"""
+
+
+@pytest.fixture
+def curve_script(tmp_path: Path) -> str:
+    path = tmp_path / "curve.py"
+    path.write_text(CURVE_SCRIPT)
+    return f"{shlex.quote(sys.executable)} {shlex.quote(str(path))}"
+
+
+def test_parse_report_reads_the_step_beside_the_score():
+    from evaluators.command import parse_report
+
+    assert parse_report("epoch 3 val_acc: 0.71", "val_acc") == (3.0, 0.71)
+    assert parse_report("Epoch 3/27 loss=1 val_acc=0.5", "val_acc") == (3.0, 0.5)
+    assert parse_report("step=200 val_acc 0.2 val_acc: 0.4", "val_acc") == (200.0, 0.4)
+    assert parse_report('{"step": 7, "val_acc": 0.25}', "val_acc") == (7.0, 0.25)
+    assert parse_report("val_acc: 0.71", "val_acc") is None, "no step: a final score, not a report"
+    assert parse_report("epoch 3 loss: 0.2", "val_acc") is None
+    assert parse_report("epochs=3 val_acc: 0.1", "val_acc") is None
+
+
+@pytest.mark.parametrize("form", ["text", "json"])
+def test_a_running_command_reports_each_epoch_as_it_prints_it(space, curve_script, tmp_path, form):
+    pid_file = tmp_path / "pid"
+    evaluator = make(space, f"{curve_script} {shlex.quote(str(pid_file))} 4 {form}", tmp_path)
+    seen_at: list[tuple[float, float, float]] = []
+    started = time.monotonic()
+
+    def decide(step: float, value: float) -> bool:
+        seen_at.append((step, value, time.monotonic() - started))
+        return False
+
+    outcome = run_evaluation(evaluator, "000", decide=decide)
+    assert (outcome.status, outcome.score, outcome.fidelity) == ("ok", 0.4, 4.0)
+    assert [(step, value) for step, value, _ in seen_at] == [(1.0, 0.1), (2.0, 0.2), (3.0, 0.3), (4.0, 0.4)]
+    assert seen_at[0][2] < seen_at[-1][2] - 0.3, "the first epoch was read while the command still ran"
+
+
+def test_a_stopped_command_gets_sigterm_and_is_recorded_as_stopped(space, curve_script, tmp_path):
+    pid_file = tmp_path / "pid"
+    evaluator = make(space, f"{curve_script} {shlex.quote(str(pid_file))} 50 text", tmp_path)
+    outcome = run_evaluation(evaluator, "000", decide=lambda step, value: step >= 2)
+    assert (outcome.status, outcome.score, outcome.fidelity, outcome.error) == ("stopped", 0.2, 2.0, None)
+    assert outcome.cost_s < 5, "stopped at epoch 2 of 50, not trained to the end"
+    assert Path(str(pid_file) + ".term").read_text() == "SIGTERM", "the training got SIGTERM first"
+    assert process_gone(int(pid_file.read_text()))
+    assert "Epoch 5/" not in (evaluator.root / "000" / "stdout.log").read_text()
+
+
+def test_a_command_that_ignores_sigterm_is_killed_after_the_grace_period(space, tmp_path, monkeypatch):
+    monkeypatch.setattr(command, "GRACE_S", 0.5)  # the evaluator's wait for the runner
+    script = tmp_path / "stubborn.py"
+    script.write_text(
+        "import os, signal, sys, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
+        "for epoch in range(1, 100):\n    print(f'epoch {epoch} val_acc: 0.1', flush=True)\n    time.sleep(0.1)\n"
+    )
+    pid_file = tmp_path / "pid"
+    template = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} {shlex.quote(str(pid_file))}"
+    evaluator = make(space, template, tmp_path)
+    started = time.monotonic()
+    outcome = run_evaluation(evaluator, "000", decide=lambda step, value: True)
+    assert outcome.status == "stopped"
+    assert wait_for(lambda: process_gone(int(pid_file.read_text())), 15), "SIGKILL after the grace period"
+    assert time.monotonic() - started < 20

@@ -190,3 +190,18 @@ def test_unreadable_json_is_a_setup_error(tmp_path, space_file, name, content):
     path.write_text(content)
     with pytest.raises(EvaluatorSetupError, match=name):
         TableEvaluator(space_file, str(path), "acc")
+
+
+def test_learning_curves_are_served_epoch_by_epoch(tmp_path, space_file):
+    rows = [
+        {"ncode": "000", "acc": [0.1, 0.5, 0.7]}, {"ncode": "001", "acc": "[0.2, 0.3]"}, {"ncode": "010", "acc": 0.4}
+    ]  # fmt: skip
+    evaluator = TableEvaluator(space_file, write_json(tmp_path, rows), "acc")
+    assert evaluator.max_fidelity == 3.0, "the longest curve"
+    full = run_evaluation(evaluator, "000")
+    assert (full.status, full.score, full.fidelity) == ("ok", 0.7, 3.0)
+    assert run_evaluation(evaluator, "001").score == 0.3, "a curve written as JSON text, as in a CSV cell"
+    stopped = run_evaluation(evaluator, "000", decide=lambda step, value: step >= 2)
+    assert (stopped.status, stopped.score, stopped.fidelity) == ("stopped", 0.5, 2.0)
+    plain = run_evaluation(evaluator, "010", decide=lambda step, value: True)
+    assert (plain.status, plain.score, plain.fidelity) == ("ok", 0.4, None), "a number has no steps to stop at"

@@ -100,3 +100,24 @@ def test_without_its_space_a_study_takes_the_values_seen_and_is_rebuilt_when_new
     trials = mirrored(db, "o").trials
     assert_mirrors_evaluations(db, "o", trials)
     assert {len(set(t.distributions["depth"].choices)) for t in trials} == {len({t.params["depth"] for t in trials})}
+
+
+def test_reports_are_intermediate_values_and_stopped_evaluations_are_pruned_trials(tmp_path):
+    db = tmp_path / "s.db"
+    with Study.create(
+        db, objectives.space_definition(), "tests.agent.objectives:learning_curve", metric="acc", ranker="random",
+        budget=12, run_id="m", scheduler="asha", max_fidelity=9,
+    ) as study:  # fmt: skip
+        study.optimize()
+        history = study.history
+    curves = RunStore(open_connection(db)).curves("m")
+    assert sync(db) == 12
+    trials = mirrored(db, "m").trials
+    assert [t.state for t in trials] == [
+        {"ok": TrialState.COMPLETE, "stopped": TrialState.PRUNED}[t.status] for t in history
+    ]
+    assert TrialState.PRUNED in {t.state for t in trials}
+    for trial, evaluation in zip(trials, history, strict=True):
+        assert trial.intermediate_values == {int(step): value for step, value in curves[evaluation.ncode]}
+        assert trial.value == evaluation.score  # a pruned trial keeps its last intermediate value, as Optuna's
+        assert trial.last_step == max(trial.intermediate_values)

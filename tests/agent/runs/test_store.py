@@ -344,3 +344,36 @@ def test_a_folder_that_is_a_file_is_one_clear_error(tmp_path):
     with pytest.raises(StoreError, match="somefile is a file, not a folder; pass another --db"):
         open_connection(tmp_path / "somefile" / "x.db")
     assert (tmp_path / "somefile").read_text() == "mine"
+
+
+def test_a_schema_1_file_gains_the_evaluation_record_of_schema_2_and_keeps_its_rows(db_path):
+    store = RunStore(open_connection(db_path))
+    new_run(store)
+    store.add_evaluation("r1", 0, 0, "012", {}, ok(0.5))
+    connection = store.db.conn
+    connection.execute("DROP TABLE reports")
+    connection.execute("ALTER TABLE evaluations DROP COLUMN fidelity")
+    connection.execute("ALTER TABLE runs DROP COLUMN wall_s")
+    connection.execute("UPDATE lmsearcher_meta SET value = '1' WHERE key = 'schema_version'")
+    connection.close()
+
+    store = RunStore(open_connection(db_path))
+    assert store.db.execute("SELECT value FROM lmsearcher_meta").fetchone()[0] == "2"
+    assert [o.score for _, o in store.observations("r1")] == [0.5]
+    assert [o.fidelity for _, o in store.observations("r1")] == [None]
+    store.add_report("r1", "101", 1, 0.25)
+    store.add_evaluation("r1", 1, 0, "101", {}, Outcome(0.25, status="stopped", fidelity=1.0))
+    assert store.curves("r1") == {"101": [(1.0, 0.25)]}
+    assert store.observations("r1")[-1][1] == Observation(1, "101", 0.25, "stopped", 0.0, 1.0)
+    store.db.conn.close()
+
+
+def test_reports_of_an_evaluation_started_again_replace_the_old_ones(store):
+    new_run(store)
+    for step, value in ((1, 0.1), (2, 0.2)):
+        store.add_report("r1", "000", step, value)
+    store.clear_reports("r1", "000")
+    store.add_report("r1", "000", 1, 0.15)
+    store.add_report("r1", "111", 1, 0.3)
+    assert store.curves("r1") == {"000": [(1.0, 0.15)], "111": [(1.0, 0.3)]}
+    assert [row[1:] for row in store.reports("r1")] == [("000", 1.0, 0.15), ("111", 1.0, 0.3)]

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from agent import Study
 from agent.config import ConfigError
 from agent.driver import Search, SearchConfig
 from tests.agent.cli.test_resume import ROOT, main_py, wait_for_evaluations
+from tests.agent.objectives import space_definition
 from tests.processes import process_gone
 
 
@@ -199,3 +201,20 @@ def test_ray_search_survives_a_killed_actor(tmp_path: Path, local_ray: None) -> 
     done = assert_complete(db, "ray", budget)
     assert len(retried_after(done, killed[0])) == 1
     assert all(row["status"] == "ok" for row in done)
+
+
+def test_ray_workers_report_to_the_driver_and_are_stopped_by_its_scheduler(tmp_path: Path, local_ray: None) -> None:
+    """Reports travel from Ray actors through the report desk actor to the driver's scheduler, and back."""
+    db = tmp_path / "s.db"
+    with Study.create(
+        db, space_definition(), "tests.agent.objectives:learning_curve", metric="acc", ranker="random", budget=10,
+        run_id="r", scheduler="asha", max_fidelity=9, workers=2, backend="ray",
+    ) as study:  # fmt: skip
+        study.optimize()
+        history = study.history
+    assert len({trial.ncode for trial in history}) == 10
+    assert {"ok", "stopped"} <= {trial.status for trial in history}
+    with sqlite3.connect(db) as connection:
+        reported = connection.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
+        steps = connection.execute("SELECT SUM(fidelity) FROM evaluations").fetchone()[0]
+    assert reported == steps, "every step an evaluation reached was reported to the driver"

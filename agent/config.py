@@ -129,6 +129,15 @@ class SearchConfig:
         "last", "what rankers read of a stopped evaluation: its last value, the worst finished score, or nothing",
         group="fidelity", choices=STOPPED_AS,
     )  # fmt: skip
+    final_top: int = option(
+        0, "after the search, train the best K finished configurations again (the paper's final stage; 0: none)",
+        group="fidelity",
+    )  # fmt: skip
+    final_fidelity: float | None = option(
+        None, "final stage: how long to train ({fidelity}, trial.fidelity, --steps); default: as the search did",
+        group="fidelity",
+    )  # fmt: skip
+    final_seeds: int = option(3, "final stage: seeds per configuration (the pick is the best mean)", "fidelity")
     # -- training tasks
     model_path: str | None = option(
         None, "SD-1.5 folder (diffusers), SamModel folder, or super-net .pt (hat_mt)", group="training"
@@ -207,7 +216,9 @@ class SearchConfig:
     def task_options(self) -> TaskOptions:
         """What the task's evaluator is built from (in the driver and in every worker)."""
         names = {f.name for f in fields(TaskOptions)}
-        return TaskOptions(**{name: getattr(self, name) for name in names if hasattr(self, name)})
+        options = TaskOptions(**{name: getattr(self, name) for name in names if hasattr(self, name)})
+        options.fidelity = self.max_fidelity  # a search trains to its top fidelity; the final stage to its own
+        return options
 
     def llm_options(self) -> dict[str, Any]:
         """The LLM ranker's settings; None means 'not given' (a local model's card may set it)."""
@@ -261,7 +272,12 @@ class SearchConfig:
         readers = {
             "min_fidelity": (scheduled, "--scheduler asha, hyperband or median"),
             "reduction_factor": (halving, "--scheduler asha or hyperband"),
-            "max_fidelity": (halving or budgeted, "--scheduler asha or hyperband, or --fidelity-budget"),
+            "max_fidelity": (
+                halving or budgeted or self.task in ("command", "objective"),
+                "--scheduler asha or hyperband, --fidelity-budget, or --task command or objective ({fidelity})",
+            ),
+            "final_fidelity": (self.final_top > 0, "--final-top K (a final stage)"),
+            "final_seeds": (self.final_top > 0, "--final-top K (a final stage)"),
             "stopped_as": (lmsearcher and scheduled, "--scheduler asha, hyperband or median (LM-Searcher loop)"),
             "gp_every": (lmsearcher and pool == "portfolio", f"--proposer portfolio (this run's pool: {pool})"),
             "population": (lmsearcher and pool == "evolution", "regularized evolution (--ranker evolution)"),
@@ -335,13 +351,20 @@ class SearchConfig:
             raise ConfigError(f"unknown --stopped-as {self.stopped_as!r}; valid: {', '.join(STOPPED_AS)}")
         if not self.min_fidelity > 0:
             raise ConfigError(f"--min-fidelity must be above 0, got {self.min_fidelity}")
-        if self.max_fidelity is not None and not self.max_fidelity > self.min_fidelity:
+        if self.max_fidelity is not None and not self.max_fidelity > 0:
+            raise ConfigError(f"--max-fidelity must be above 0, got {self.max_fidelity}")
+        halving = self.scheduler in ("asha", "hyperband")
+        if halving and self.max_fidelity is not None and not self.max_fidelity > self.min_fidelity:
             raise ConfigError(
-                f"--max-fidelity ({self.max_fidelity}) must be above --min-fidelity ({self.min_fidelity})"
+                f"--max-fidelity ({self.max_fidelity}) must be above --min-fidelity ({self.min_fidelity}): "
+                f"--scheduler {self.scheduler} halves between them"
             )
         if not self.reduction_factor > 1:
             raise ConfigError(f"--reduction-factor must be above 1, got {self.reduction_factor}")
-        for name in ("fidelity_budget", "time_budget"):
+        if self.final_top < 0 or self.final_seeds < 1:
+            given = f"got {self.final_top} and {self.final_seeds}"
+            raise ConfigError(f"--final-top must be 0 or more and --final-seeds at least 1, {given}")
+        for name in ("fidelity_budget", "time_budget", "final_fidelity"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{flag(name)} must be above 0, got {value}")

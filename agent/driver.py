@@ -7,7 +7,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import StateGraph
 
 from agent.config import BASELINE_RANKERS, PROPOSER_DRIVEN, ConfigError, SearchConfig, is_llm_ranker
+from agent.final import FinalScore, plan_of, run_final
 from agent.loops.common import Limits, Progress
 from agent.loops.lmsearcher import LoopParts, build_graph
 from agent.loops.reports import ReportDesk
@@ -104,6 +105,8 @@ class RunResult:
     statuses: dict[str, int]  # how many evaluations ended each way (ok, stopped, failed, infeasible)
     fidelity_spent: float  # steps (epochs) of all evaluations, summed
     wall_s: float  # wall seconds of every session of the run
+    finals: list[FinalScore]  # the final stage's results, best mean first; [] without one
+    final_fidelity: float | None  # the final stage's length (None: the search's own)
 
 
 class Search:
@@ -205,6 +208,10 @@ class Search:
                 first_input = {**snapshot.values, "done": False}  # a finished run whose budget was raised
             if first_input is not None or snapshot.next:
                 graph.invoke(first_input, thread, durability="sync")
+            plan = plan_of(config)
+            if plan is not None:  # resumable: it trains only what an earlier session did not
+                self.store.update_run(run_id, status="final stage")
+                run.finals = run_final(self.store, run_id, config, plan, objective)
         except KeyboardInterrupt:
             self.store.update_run(run_id, status="interrupted", error="interrupted by the user; resume with --resume")
             raise
@@ -216,9 +223,9 @@ class Search:
             ranker.close()
             if pool is not None:
                 pool.close()
-        return self._finish(run_id, evaluator, run.limits)
+        return self._finish(run_id, evaluator, run.limits, run.finals)
 
-    def _finish(self, run_id: str, evaluator: Evaluator, limits: Limits) -> RunResult:
+    def _finish(self, run_id: str, evaluator: Evaluator, limits: Limits, finals: list[FinalScore]) -> RunResult:
         run = self.store.get_run(run_id)
         final = evaluator.final_metrics(run["best_ncode"]) if run["best_ncode"] else {}
         history = [observation for _, observation in self.store.observations(run_id)]
@@ -226,7 +233,8 @@ class Search:
         self.store.update_run(run_id, status="finished", final_metrics=json.dumps(final))  # last: see cli.run_search
         return RunResult(
             run_id, "finished", run["n_evaluations"], run["best_ncode"], run["best_score"], final, evaluator,
-            [o.cost_s for o in history], statuses, limits.fidelity_spent(history), run["wall_s"] or 0.0,
+            [o.cost_s for o in history], statuses, limits.fidelity_spent(history), run["wall_s"] or 0.0, finals,
+            SearchConfig.from_stored(run["config"]).final_fidelity,
         )  # fmt: skip
 
 
@@ -260,6 +268,7 @@ class Running:
     on_progress: Any
     desk: ReportDesk
     limits: Limits
+    finals: list[FinalScore] = field(default_factory=list)
 
 
 def make_desk(config: SearchConfig, evaluator: Evaluator, store: RunStore, run_id: str) -> ReportDesk:

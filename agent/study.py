@@ -24,6 +24,7 @@ from typing import Any
 
 from agent.config import PROPOSER_DRIVEN, ConfigError, SearchConfig
 from agent.driver import Search, SearchError, make_proposer, make_strategy, task_options
+from agent.final import FinalPlan, FinalScore, run_final
 from agent.loops.common import Limits, RankingScaffold, best_of
 from agent.runs.store import Observation
 from agent.strategies.rankers import Ranker
@@ -181,6 +182,14 @@ class Study:
             store.update_run(self.run_id, budget=len(history))
         self._parts().record_step(self.run_id, history, [(code, outcome)])
         return Trial(code, decode(space, code), outcome.score, outcome.status, outcome.metrics, outcome.error)
+
+    def final(self, top: int = 3, fidelity: float | None = None, seeds: int = 3) -> list[FinalScore]:
+        """The paper's final stage: train the ``top`` best finished configurations again (``trial.fidelity`` =
+        ``fidelity``, default as long as the search did), ``seeds`` seeds each; best mean first (the pick).
+        Stored with the run, so calling it again after an interruption trains only what is missing."""
+        objective = self._objective if callable(self._objective) else None
+        plan = FinalPlan(top, fidelity, seeds)
+        return run_final(self._search.store, self.run_id, self.config, plan, objective)
 
     # -- results -----------------------------------------------------------------------------------
 

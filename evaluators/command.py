@@ -5,7 +5,9 @@
 
 **The command.** ``{slot}`` placeholders take the decoded option of that slot, each shell-quoted
 (a value with spaces, quotes or ``$(...)`` arrives as one literal argument); ``{ncode}`` is the
-code, ``{workdir}`` the evaluation's own folder, ``{gpu}`` its GPU id. A format spec applies to
+code, ``{workdir}`` the evaluation's own folder, ``{gpu}`` its GPU id, ``{fidelity}`` how long to train
+(``--max-fidelity`` while searching, ``--final-fidelity`` in the final stage) and ``{seed}`` the seed
+(``--seed``; each final repeat its own). A format spec applies to
 the value before quoting (``{lr:.0e}``); literal braces are written ``{{`` and ``}}``. Any other
 placeholder is an error before the search starts. The command runs with ``/bin/sh -c`` in its
 own, freshly emptied folder ``<--workdir>/<ncode>/`` (default ``runs/command-work/<space
@@ -69,7 +71,7 @@ from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import SearchSpace, decode
 from tools.reporting import Reporter
 
-BUILTINS = ("ncode", "workdir", "gpu")
+BUILTINS = ("ncode", "workdir", "gpu", "fidelity", "seed")
 WORKER_INDEX_ENV = "LMSEARCHER_WORKER_INDEX"  # set by agent/workers/parallel.py in each worker
 RUNNER = Path(__file__).with_name("command_runner.py")
 TAIL_CHARS = 2000  # of stdout and stderr kept with a failed evaluation
@@ -126,6 +128,11 @@ def _json_score(text: str, metric: str) -> tuple[float, dict[str, Any]] | None:
     return float(record[metric]), extra
 
 
+def _whole(number: float | None) -> float | int | None:
+    """27.0 as 27: a fidelity is usually a count of epochs or steps, which scripts parse as integers."""
+    return int(number) if number is not None and float(number).is_integer() else number
+
+
 def _tail(path: Path, chars: int = TAIL_CHARS) -> str:
     with path.open("rb") as handle:
         handle.seek(max(0, path.stat().st_size - 4 * chars))  # 4 bytes per character at most in UTF-8
@@ -146,6 +153,8 @@ def _stop(runner: subprocess.Popen[bytes]) -> None:
 
 
 class CommandEvaluator(Evaluator):
+    fidelity_option = "fidelity"  # what the final stage sets to train again (agent/final.py)
+
     def __init__(
         self,
         space: str | Mapping[str, Any] | SearchSpace | None,
@@ -155,6 +164,8 @@ class CommandEvaluator(Evaluator):
         timeout_s: float | None = None,
         workdir: str | None = None,
         gpus: list[str] | None = None,
+        fidelity: float | None = None,
+        seed: int = 0,
     ) -> None:
         if not space or not command or not metric:
             raise EvaluatorSetupError(
@@ -170,7 +181,7 @@ class CommandEvaluator(Evaluator):
                 f"space {self.space.name!r}: slot name(s) {clashes} clash with placeholders {BUILTINS}"
             )
         self.metric = Metric(metric, maximize, f"{metric} printed by the command")
-        self.template, self.timeout_s = command, timeout_s
+        self.template, self.timeout_s, self.fidelity, self.seed = command, timeout_s, fidelity, seed
         self.root = Path(workdir or Path("runs", "command-work", self.space.name)).absolute()
         self.gpu = self._gpu(gpus)
         self.resources = {"num_cpus": 1, "num_gpus": 1} if gpus else {"num_cpus": 1}
@@ -202,6 +213,8 @@ class CommandEvaluator(Evaluator):
             "ncode": ("0",),
             "workdir": (str(self.root),),
             "gpu": (self.gpu,),
+            "fidelity": (_whole(self.fidelity),),
+            "seed": (self.seed,),
         }
         valid = ", ".join(f"{{{name}}}" for name in [*slots, *BUILTINS])
         for _, field, spec, conversion in parsed:
@@ -211,6 +224,10 @@ class CommandEvaluator(Evaluator):
                 raise EvaluatorSetupError(
                     f"--command has an unknown placeholder {{{field}}}; valid placeholders: {valid} "
                     "(write literal braces as {{ and }})"
+                )
+            if field == "fidelity" and self.fidelity is None:
+                raise EvaluatorSetupError(
+                    "--command uses {fidelity} but no fidelity is known: give --max-fidelity (e.g. the epochs to train)"
                 )
             if field == "gpu" and self.gpu is None:
                 raise EvaluatorSetupError(
@@ -226,7 +243,10 @@ class CommandEvaluator(Evaluator):
 
     def render(self, ncode: str, workdir: Path) -> str:
         """The shell command for one code: every substituted value shell-quoted."""
-        values = {**decode(self.space, ncode), "ncode": ncode, "workdir": str(workdir), "gpu": self.gpu}
+        values = {
+            **decode(self.space, ncode), "ncode": ncode, "workdir": str(workdir), "gpu": self.gpu,
+            "fidelity": _whole(self.fidelity), "seed": self.seed,
+        }  # fmt: skip
         parts = []
         for literal, field, spec, conversion in self._parsed:
             parts.append(literal)

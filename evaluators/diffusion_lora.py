@@ -312,6 +312,8 @@ def square(image: Image.Image, size: int) -> Image.Image:
 class DiffusionLoraEvaluator(Evaluator):
     """LoRA ranks of 48 UNet module groups, scored by a short DreamBooth-style fine-tune."""
 
+    fidelity_option = "steps"  # what the final stage sets to train again (agent/final.py)
+
     def __init__(
         self,
         model_path: str | None = None,

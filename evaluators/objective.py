@@ -7,9 +7,11 @@ become failed evaluations (``tools.evaluator_tool.run_evaluation``). With ``eval
 each call runs in a forked child process, so one that takes too long can be stopped and
 recorded as failed.
 
-A function of two arguments, ``objective(config, trial)``, gets a :class:`tools.reporting.Reporter`
-as ``trial``: it reports as it trains (``trial.report(val_acc, epoch)``) and returns early when
-``trial.should_stop()`` says the run's scheduler stopped it (raising ``Stopped`` works too).
+A function of two arguments, ``objective(config, trial)``, gets a :class:`TrialHandle` as ``trial``:
+it reports as it trains (``trial.report(val_acc, epoch)``) and returns early when ``trial.should_stop()``
+says the run's scheduler stopped it (raising ``Stopped`` works too); ``trial.fidelity`` says how long to
+train (``max_fidelity`` while searching, ``final_fidelity`` in the final stage; None when not set) and
+``trial.seed`` which seed to train with.
 """
 
 from __future__ import annotations
@@ -59,6 +61,22 @@ def _number(value: Any) -> float:
     return float(value)
 
 
+class TrialHandle:
+    """What an objective ``(config, trial)`` gets: the evaluation's reporter, and how long and with which seed to
+    train."""
+
+    def __init__(self, reporter: Reporter, fidelity: float | None, seed: int) -> None:
+        self.reporter, self.fidelity, self.seed = reporter, fidelity, seed
+
+    def report(self, value: float, step: float) -> bool:
+        """Tell the search ``value`` at ``step`` (an epoch); returns :meth:`should_stop`."""
+        return self.reporter.report(value, step)
+
+    def should_stop(self) -> bool:
+        """Whether the run's scheduler stopped this evaluation: return now (the last report is its score)."""
+        return self.reporter.should_stop()
+
+
 def takes_trial(objective: Objective) -> bool:
     """Whether the objective takes a second argument, the trial handle it reports through."""
     try:
@@ -69,11 +87,11 @@ def takes_trial(objective: Objective) -> bool:
     return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in positional)
 
 
-def _call(objective: Objective, config: dict[str, Any], trial: Reporter) -> Any:
+def _call(objective: Objective, config: dict[str, Any], trial: TrialHandle) -> Any:
     return objective(config, trial) if takes_trial(objective) else objective(config)
 
 
-def _call_in_child(objective: Objective, config: dict[str, Any], connection: Any) -> None:
+def _call_in_child(objective: Objective, config: dict[str, Any], connection: Any, context: tuple) -> None:
     exit_with_parent()  # a search killed with SIGKILL leaves no objective running
 
     def ask_parent(step: float, value: float) -> bool:
@@ -81,7 +99,7 @@ def _call_in_child(objective: Objective, config: dict[str, Any], connection: Any
         return bool(connection.recv())
 
     try:
-        connection.send(("ok", _call(objective, config, Reporter(ask_parent))))
+        connection.send(("ok", _call(objective, config, TrialHandle(Reporter(ask_parent), *context))))
     except Stopped:
         connection.send(("stopped", None))
     except BaseException as error:  # reported to the parent as a failed evaluation
@@ -89,6 +107,8 @@ def _call_in_child(objective: Objective, config: dict[str, Any], connection: Any
 
 
 class ObjectiveEvaluator(Evaluator):
+    fidelity_option = "fidelity"  # what the final stage sets to train again (agent/final.py)
+
     def __init__(
         self,
         space: str | Mapping | SearchSpace | None,
@@ -96,7 +116,10 @@ class ObjectiveEvaluator(Evaluator):
         metric: str | None = None,
         maximize: bool = True,
         timeout_s: float | None = None,
+        fidelity: float | None = None,
+        seed: int = 0,
     ) -> None:
+        self.fidelity, self.seed = fidelity, seed
         if objective is None:
             raise EvaluatorSetupError(
                 "--task objective needs --objective module:function. A run started from Python with a function "
@@ -119,7 +142,7 @@ class ObjectiveEvaluator(Evaluator):
     def evaluate_reporting(self, ncode: str, reporter: Reporter) -> Outcome:
         config = decode(self.space, ncode)
         if self.timeout_s is None:
-            result = _call(self.objective, config, reporter)
+            result = _call(self.objective, config, TrialHandle(reporter, self.fidelity, self.seed))
             return Outcome(None, status="failed", error="stopped") if reporter.stopped else self._outcome(result)
         return self._evaluate_in_child(config, reporter)
 
@@ -130,7 +153,8 @@ class ObjectiveEvaluator(Evaluator):
         """The objective in a forked child; its reports come over the pipe and are answered by ``reporter``."""
         context = multiprocessing.get_context("fork")  # the child inherits the function: closures work too
         ours, theirs = context.Pipe()
-        child = context.Process(target=_call_in_child, args=(self.objective, config, theirs))
+        args = (self.objective, config, theirs, (self.fidelity, self.seed))
+        child = context.Process(target=_call_in_child, args=args)
         child.start()
         theirs.close()
         deadline = time.monotonic() + self.timeout_s

@@ -35,6 +35,7 @@ class TaskOptions:
     workdir: str | None = None  # command: folder of the per-NCode working folders (default runs/command-work/SPACE)
     gpus: str | None = None  # command: GPU ids shared out to the workers, comma-separated ("0,1")
     objective: str | Callable[[dict[str, Any]], Any] | None = None  # objective: module:function, or the function
+    fidelity: float | None = None  # command ({fidelity}), objective (trial.fidelity): how long to train (epochs)
 
 
 def _nas_bench_graph(options: TaskOptions) -> Evaluator:
@@ -93,7 +94,7 @@ def _command(options: TaskOptions) -> Evaluator:
     gpus = options.gpus.split(",") if options.gpus is not None else None
     return CommandEvaluator(
         options.space, options.command, options.metric, not options.minimize, options.eval_timeout,
-        options.workdir, gpus,
+        options.workdir, gpus, options.fidelity, options.seed,
     )  # fmt: skip
 
 
@@ -101,8 +102,9 @@ def _objective(options: TaskOptions) -> Evaluator:
     from evaluators.objective import ObjectiveEvaluator
 
     return ObjectiveEvaluator(
-        options.space, options.objective, options.metric, not options.minimize, options.eval_timeout
-    )
+        options.space, options.objective, options.metric, not options.minimize, options.eval_timeout,
+        options.fidelity, options.seed,
+    )  # fmt: skip
 
 
 TASKS: dict[str, Callable[[TaskOptions], Evaluator]] = {

@@ -253,6 +253,8 @@ def overlap_scores(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
 class SamLoraEvaluator(Evaluator):
     """LoRA ranks of 32 SAM image-encoder module groups, scored by a one-epoch segmentation proxy."""
 
+    fidelity_option = "steps"  # what the final stage sets to train again (agent/final.py)
+
     def __init__(
         self,
         model_path: str | None = None,

@@ -55,6 +55,10 @@ class Evaluator(ABC):
     space: SearchSpace
     metric: Metric
     max_fidelity: float | None = None  # the step a full evaluation ends at, when the task knows it
+    # The task option (evaluators.registry.TaskOptions) that says how long one evaluation trains: "fidelity"
+    # (command, objective) or "steps" (the LoRA tasks). The final stage (agent/final.py) trains the best
+    # configurations again by setting it and the seed; None: the task cannot train again (a table).
+    fidelity_option: ClassVar[str | None] = None
     # What one evaluation needs on a Ray cluster (Ray actor options: num_cpus, num_gpus, memory,
     # resources). A training evaluator on a GPU declares {"num_cpus": 1, "num_gpus": 1}.
     resources: ClassVar[dict[str, Any]] = {"num_cpus": 1}

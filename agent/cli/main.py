@@ -1,5 +1,5 @@
 """Command line: ``python main.py [search flags]`` and the ``runs``, ``show``, ``export``, ``compare``,
-``dashboard``, ``bench`` and ``finetune`` commands. A thin client of the library: each command parses,
+``final``, ``dashboard``, ``bench`` and ``finetune`` commands. A thin client of the library: each command parses,
 calls it, and prints.
 
 Exit codes: 0 done; 2 bad input (one line says what and how to fix it);
@@ -35,6 +35,7 @@ def run_bench(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from agent.cli.dashboard import run_dashboard
+    from agent.cli.final import run_final_command
     from agent.cli.runs import run_compare, run_export, run_list, run_show
     from agent.cli.search import run_search
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": run_bench,
         "finetune": run_finetune,
         "dashboard": run_dashboard,
+        "final": run_final_command,
     }
     handler = handlers.get(argv[0]) if argv else None
     try:

@@ -17,7 +17,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from agent.cli.common import DEFAULT_DB, UsageError, console, stdout_console
+from agent.cli.final import final_table
 from agent.config import SearchConfig, run_file_text
+from agent.final import final_scores
 from agent.runs.report import (
     best_so_far,
     decision_rows,
@@ -32,7 +34,7 @@ from agent.runs.report import (
     table_optimum,
 )
 from agent.runs.store import RunStore, open_store, unusable
-from tools.evaluator import EvaluatorSetupError
+from tools.evaluator import EvaluatorSetupError, Metric
 
 
 def stored_run_file(run: dict[str, Any]) -> str:
@@ -179,6 +181,9 @@ def run_show(argv: list[str]) -> int:
         stopped = stopped_summary(evaluations)
         if stopped:
             out.print(stopped, markup=False, highlight=False)
+        for fidelity in store.final_fidelities(args.run_id):
+            metric = Metric(run["metric"], bool(run["maximize"]))
+            out.print(final_table(final_scores(store, args.run_id, fidelity, metric), run["metric"], fidelity))
         if args.decisions:
             out.print(decisions_table(store.decisions(args.run_id), args.decisions, bool(collm)))
         out.print(f"trajectory plot: {write_plot(store, args.run_id, plot, args.db)}", markup=False, highlight=False)

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agent.cli.common import DEFAULT_DB, EXIT_INTERRUPTED, EXIT_STOPPED, UsageError, console, stdout_console
+from agent.cli.final import final_table
 from agent.config import SearchConfig, flag, is_llm_ranker, read_run_file
 from agent.driver import RunResult, Search, new_run_id
 from agent.llm.ranker import effective_options
@@ -90,8 +91,8 @@ def add_config_flags(
 def search_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python main.py",
-        description="LM-Searcher: architecture and configuration search with LLM rankers. "
-        "Other commands: runs, show, export, compare, dashboard, bench, finetune (python main.py COMMAND --help).",
+        description="LM-Searcher: architecture and configuration search with LLM rankers. Other commands: runs, "
+        "show, export, compare, final, dashboard, bench, finetune (python main.py COMMAND --help).",
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("--config", metavar="RUN.yaml", help="run file: any option below as a key; flags win over it")
@@ -181,6 +182,8 @@ def print_summary(result: RunResult, db: Path, wall_s: float, resumed: bool = Fa
         table.add_row(name, value)
     table.add_row("database", str(db))
     stdout_console().print(table)
+    if result.finals:
+        stdout_console().print(final_table(result.finals, run_metric.name, result.final_fidelity))
     print(f"inspect: python main.py show {result.run_id} --db {db}")
 
 

@@ -30,7 +30,7 @@ import sqlite_utils
 SCHEMA_VERSION = 2
 OUR_TABLES = {
     "lmsearcher_meta", "runs", "evaluations", "decisions", "pending", "llm_calls", "conversations", "collm_rounds",
-    "reports",
+    "reports", "finals",
 }  # fmt: skip
 LANGGRAPH_TABLES = {"checkpoints", "writes"}
 
@@ -169,6 +169,14 @@ class RunStore:
             pk="id", if_not_exists=True, foreign_keys=[("run_id", "runs", "run_id")],
         )  # fmt: skip
         self.db["reports"].create_index(["run_id", "ncode", "step"], unique=True, if_not_exists=True)
+        # The final stage (agent/final.py): the best configurations trained again, one row per (code, seed, fidelity).
+        self.db["finals"].create(
+            {
+                "id": int, "run_id": str, "ncode": str, "seed": int, "fidelity": float, "score": float, "status": str,
+                "metrics": str, "cost_s": float, "error": str, "created_at": float,
+            },
+            pk="id", if_not_exists=True, foreign_keys=[("run_id", "runs", "run_id")],
+        )  # fmt: skip
         self.db["decisions"].create(
             {
                 "id": int, "run_id": str, "iteration": int, "ranker": str, "pool": str, "chosen": str,
@@ -307,6 +315,28 @@ class RunStore:
         for ncode, step, value in self.db.execute(query, [run_id]):
             curves.setdefault(ncode, []).append((step, value))
         return curves
+
+    # the final stage --------------------------------------------------------
+    def add_final(self, run_id: str, ncode: str, seed: int, fidelity: float | None, outcome: Any) -> None:
+        self.db["finals"].insert(
+            {
+                "run_id": run_id, "ncode": ncode, "seed": seed, "fidelity": fidelity, "score": outcome.score,
+                "status": outcome.status, "metrics": json.dumps(outcome.metrics, default=str),
+                "cost_s": outcome.cost_s, "error": outcome.error, "created_at": time.time(),
+            }
+        )  # fmt: skip
+
+    def finals(self, run_id: str, fidelity: float | None) -> list[dict[str, Any]]:
+        """The final stage's evaluations at ``fidelity`` (None: the search's own), in the order made."""
+        query = "SELECT * FROM finals WHERE run_id = ? AND fidelity IS ? ORDER BY id"
+        cursor = self.db.execute(query, [run_id, fidelity])
+        names = [column[0] for column in cursor.description]
+        return [{**dict(zip(names, row, strict=True))} for row in cursor.fetchall()]
+
+    def final_fidelities(self, run_id: str) -> list[float | None]:
+        """The fidelities a run's final stage was run at, in the order first run."""
+        query = "SELECT fidelity FROM finals WHERE run_id = ? GROUP BY fidelity ORDER BY MIN(id)"
+        return [row[0] for row in self.db.execute(query, [run_id])]
 
     # pending evaluations (asynchronous search) ------------------------------
     def add_pending(self, run_id: str, ncode: str, iteration: int) -> None:

@@ -68,3 +68,16 @@ def learning_curve(config: dict[str, Any], trial: Any) -> float:
         if trial.should_stop():
             break
     return final
+
+
+def seeded(config: dict[str, Any], trial: Any) -> float:
+    """``accuracy`` moved by the seed and raised by longer training (trial.fidelity); each call is logged to
+    $LMSEARCHER_TEST_LOG, and with $LMSEARCHER_TEST_CRASH the call with seed 2 raises KeyboardInterrupt once."""
+    log, crash = os.environ.get("LMSEARCHER_TEST_LOG"), os.environ.get("LMSEARCHER_TEST_CRASH")
+    if crash and trial.seed == 2 and not os.path.exists(crash):
+        open(crash, "w").close()
+        raise KeyboardInterrupt
+    if log:
+        with open(log, "a") as handle:
+            handle.write(f"{config['depth']} {config['width']} {config['activation']} {trial.seed} {trial.fidelity}\n")
+    return accuracy(config) + 0.001 * trial.seed + 0.01 * (trial.fidelity or 0)

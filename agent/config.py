@@ -45,9 +45,11 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message names the option and the fix."""
 
 
-def option(default: Any, help: str, group: str = "search", flag: str | None = None, choices: tuple = ()) -> Any:
-    """A config field with what the CLI needs to offer it as a flag."""
-    metadata = {"help": help, "group": group, "flag": flag, "choices": choices}
+def option(
+    default: Any, help: str, group: str = "search", flag: str | None = None, choices: tuple = (), cli: bool = True
+) -> Any:
+    """A config field with what the CLI needs to offer it as a flag (``cli=False``: another flag sets it)."""
+    metadata = {"help": help, "group": group, "flag": flag, "choices": choices, "cli": cli}
     if isinstance(default, dict | list):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -74,8 +76,19 @@ class SearchConfig:
     space: str | dict | None = option(
         None, "YAML search space (table, command, objective); a run file may inline it", "task"
     )
-    metric: str | None = option(None, "the metric to optimise (table, command, objective)", "task")
+    metric: str | None = option(
+        None, "the metric to optimise (table, command, objective); again for each further objective, NAME:min or "
+        "NAME:max (--metric val_acc --metric latency_ms:min): a run of several keeps a Pareto front", "task",
+    )  # fmt: skip
     minimize: bool = option(False, "the metric is an error or a loss: lower is better", "task")
+    objectives: list[str] = option(
+        [], "objectives after the metric, NAME:min or NAME:max (on the command line, --metric again)", "task",
+        flag="--metric", cli=False,
+    )  # fmt: skip
+    constraint: list[str] = option(
+        [], "a constraint NAME<=NUMBER (or >=, <, >; repeatable), e.g. params<=5e6: results that break one are "
+        "infeasible, never the best", group="task",
+    )  # fmt: skip
     command: str | None = option(
         None, "command: the shell command to run per evaluation, with {slot} placeholders", group="task"
     )
@@ -146,6 +159,10 @@ class SearchConfig:
     concept_dir: str | None = option(None, "concept images, captions in <stem>.txt (diffusion_lora)", group="training")
     prompts: str | None = option(None, "validation prompts, one per line (diffusion_lora)", group="training")
     steps: int | None = option(None, "steps per evaluation (LoRA tasks); super-net steps (hat_mt)", group="training")
+    report_every: int | None = option(
+        None, "LoRA tasks: score the model every N training steps (batches) and report it, so that --scheduler can "
+        "stop it early (one extra validation each)", group="training",
+    )  # fmt: skip
     device: str | None = option(None, "cpu, cuda or cuda:N (default: cuda when present)", group="training")
     eval_timeout: float | None = option(
         None, "seconds per evaluation; longer ones are recorded as failed", group="training"
@@ -276,6 +293,7 @@ class SearchConfig:
                 halving or budgeted or self.task in ("command", "objective"),
                 "--scheduler asha or hyperband, --fidelity-budget, or --task command or objective ({fidelity})",
             ),
+            "report_every": (self.task in ("diffusion_lora", "sam_lora"), "--task diffusion_lora or sam_lora"),
             "final_fidelity": (self.final_top > 0, "--final-top K (a final stage)"),
             "final_seeds": (self.final_top > 0, "--final-top K (a final stage)"),
             "stopped_as": (lmsearcher and scheduled, "--scheduler asha, hyperband or median (LM-Searcher loop)"),
@@ -364,6 +382,8 @@ class SearchConfig:
         if self.final_top < 0 or self.final_seeds < 1:
             given = f"got {self.final_top} and {self.final_seeds}"
             raise ConfigError(f"--final-top must be 0 or more and --final-seeds at least 1, {given}")
+        if self.report_every is not None and self.report_every < 1:
+            raise ConfigError(f"--report-every must be at least 1 training step, got {self.report_every}")
         for name in ("fidelity_budget", "time_budget", "final_fidelity"):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -388,7 +408,7 @@ class SearchConfig:
     def from_mapping(cls, values: dict[str, Any], source: str = "config") -> SearchConfig:
         """A config from keys that are field names or flag names (``pool-size``, ``--pool-size``)."""
         known = {f.name for f in fields(cls)}
-        by_flag = {flag(f.name).removeprefix("--").replace("-", "_"): f.name for f in fields(cls)}
+        by_flag = {flag(f.name).removeprefix("--").replace("-", "_"): f.name for f in fields(cls) if f.metadata["cli"]}
         given: dict[str, Any] = {}
         for key, value in values.items():
             name = str(key).removeprefix("--").replace("-", "_")
@@ -398,6 +418,8 @@ class SearchConfig:
                 hint = f"; did you mean {', '.join(close)}?" if close else "; see python main.py --help"
                 raise ConfigError(f"{source}: unknown option {key!r}{hint}")
             given[name] = value
+        if isinstance(given.get("metric"), list | tuple):  # --metric given more than once, or a list in a run file
+            given.update(metrics_of(given["metric"], given.get("minimize", False), source))
         config = cls(**given)
         config._check_types()
         return config
@@ -427,6 +449,19 @@ class SearchConfig:
 
     def changed(self, **overrides: Any) -> SearchConfig:
         return dataclasses.replace(self, **overrides)
+
+
+def metrics_of(metrics: list | tuple, minimize: bool, source: str) -> dict[str, Any]:
+    """``metric``, ``minimize`` and ``objectives`` from a list of objectives, the first being the metric:
+    ``["val_acc", "latency_ms:min"]``."""
+    if not metrics or not all(isinstance(text, str) for text in metrics):
+        raise ConfigError(f"{source}: --metric takes names such as val_acc or latency_ms:min, got {list(metrics)!r}")
+    first, _, direction = metrics[0].partition(":")
+    if direction not in ("", "min", "max"):
+        raise ConfigError(f"{source}: --metric {metrics[0]!r}: write NAME, NAME:max or NAME:min")
+    if direction == "max" and minimize:
+        raise ConfigError(f"{source}: --metric {metrics[0]} and --minimize disagree; give one direction")
+    return {"metric": first, "minimize": minimize or direction == "min", "objectives": list(metrics[1:])}
 
 
 def is_llm_ranker(spec: str) -> bool:

@@ -190,10 +190,9 @@ class Search:
     ) -> RunResult:  # fmt: skip
         pool = None
         self.store.update_run(run_id, status="running", error=None)
-        run = Running(
-            run_id, self.store, on_progress, make_desk(config, evaluator, self.store, run_id),
-            make_limits(config, evaluator, self.store.get_run(run_id)),
-        )  # fmt: skip
+        desk = make_desk(config, evaluator, self.store, run_id)
+        limits = make_limits(config, evaluator, self.store.get_run(run_id))
+        run = Running(run_id, self.store, desk.watching(on_progress), desk, limits)
         try:
             if config.strategy == "collm":
                 graph, first_state = _collm_graph(run, config, evaluator, ranker)

@@ -25,13 +25,14 @@ from typing import Any
 from agent.config import PROPOSER_DRIVEN, ConfigError, SearchConfig
 from agent.driver import Search, SearchError, make_proposer, make_strategy, task_options
 from agent.final import FinalPlan, FinalScore, run_final
-from agent.loops.common import Limits, RankingScaffold, best_of
+from agent.loops.common import Limits, RankingScaffold, best_of, pareto_front
 from agent.runs.store import Observation
 from agent.strategies.rankers import Ranker
 from agent.strategies.user_rankers import object_spec
+from evaluators.judged import JudgedEvaluator
 from evaluators.objective import ObjectiveEvaluator, outcome_of
 from evaluators.references import reference_of
-from evaluators.registry import make_evaluator
+from evaluators.registry import judged, make_evaluator
 from tools.evaluator import Evaluator, Outcome, scored_or_failed
 from tools.ncode import InvalidNCode, SearchSpace, decode, validate
 from tools.spaces import space_to_dict
@@ -49,6 +50,7 @@ class Trial:
     status: str = "pending"  # pending (asked, not told) | ok | failed | infeasible
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    values: tuple[float, ...] | None = None  # a study of several objectives: each one's value, the score first
 
 
 class Study:
@@ -71,8 +73,8 @@ class Study:
         space: SearchSpace | str | Mapping[str, Any],
         objective: str | Objective | None = None,
         *,
-        metric: str = "score",
-        maximize: bool = True,
+        metric: str | list[str] = "score",
+        maximize: bool | list[bool] = True,
         run_id: str | None = None,
         **options: Any,
     ) -> Study:
@@ -80,10 +82,18 @@ class Study:
         (or a dict with the score under ``metric``), or its ``module:function`` reference; None for a study
         driven only by ask/tell. ``options`` are any :class:`agent.config.SearchConfig` field
         (``ranker``, ``budget``, ``seed``, ``workers``, ``eval_timeout`` ...); ``ranker`` may also be a
-        :class:`Ranker` object of yours, which the run names by its class (give it again to :meth:`load`)."""
+        :class:`Ranker` object of yours, which the run names by its class (give it again to :meth:`load`).
+
+        Several objectives: ``metric=["val_acc", "latency_ms"], maximize=[True, False]``; the run keeps a Pareto
+        front (:attr:`pareto_front`). ``constraints=["params<=5e6"]`` makes results that break one infeasible."""
         reference = objective if isinstance(objective, str) or objective is None else reference_of(objective)
         space_definition = space_to_dict(space) if isinstance(space, SearchSpace) else space
-        fixed = {"task": "objective", "space": space_definition, "objective": reference, "metric": metric}
+        if isinstance(options.get("constraints"), list | tuple):  # numbers; a string is CoLLM-NAS's words
+            options = {key: value for key, value in options.items() if key != "constraints"} | {
+                "constraint": list(options["constraints"])
+            }
+        metrics, minimize = objective_specs(metric, maximize)
+        fixed = {"task": "objective", "space": space_definition, "objective": reference, "metric": metrics}
         ranker = options.get("ranker")
         if isinstance(ranker, type):
             raise ConfigError(
@@ -93,7 +103,7 @@ class Study:
         ranker_object = ranker if isinstance(ranker, Ranker) else None
         if ranker_object is not None:
             options = {**options, "ranker": object_spec(ranker_object)}
-        config = SearchConfig.from_mapping({**options, **fixed, "minimize": not maximize}, source="Study.create")
+        config = SearchConfig.from_mapping({**options, **fixed, "minimize": minimize}, source="Study.create")
         search = Search(db)
         try:
             study = cls(search, "", objective, ranker_object)
@@ -174,6 +184,8 @@ class Study:
         if store.has_evaluation(self.run_id, code):
             raise SearchError(f"{code} was already told; each code is evaluated once per run")
         outcome = _told_outcome(result, error, self.evaluator.metric.name)
+        if isinstance(self.evaluator, JudgedEvaluator):  # several objectives, or constraints
+            outcome = self.evaluator.judge(code, outcome)
         iteration = store.pending(self.run_id).get(code, store.last_iteration(self.run_id) + 1)
         store.add_evaluation(self.run_id, iteration, 0, code, decode(space, code), outcome)
         store.clear_pending(self.run_id, code)
@@ -198,15 +210,28 @@ class Study:
         """Every evaluation, in the order it was recorded."""
         return [
             Trial(row["ncode"], row["config"] if isinstance(row["config"], dict) else decode(self.evaluator.space,
-                  row["ncode"]), row["score"], row["status"], row["metrics"], row["error"])
+                  row["ncode"]), row["score"], row["status"], row["metrics"], row["error"],
+                  None if row["objective_values"] is None else tuple(row["objective_values"]))
             for row in self._search.store.evaluations(self.run_id)
         ]  # fmt: skip
 
     @property
     def best(self) -> Trial | None:
-        """The best successful evaluation so far (None before the first)."""
+        """The best finished evaluation so far (None before the first). A run of several objectives has no one
+        best: it raises, naming :attr:`pareto_front`."""
+        objectives = self.evaluator.objectives
+        if len(objectives) > 1:
+            names = ", ".join(objective.spec() for objective in objectives)
+            raise SearchError(f"this study has {len(objectives)} objectives ({names}): no one trial is best; read "
+                              "study.pareto_front")  # fmt: skip
         best = best_of(self._observations(), self.evaluator.metric)
         return next((trial for trial in self.history if best is not None and trial.ncode == best.ncode), None)
+
+    @property
+    def pareto_front(self) -> list[Trial]:
+        """The finished, feasible trials no other one beats on every objective (one objective: the best)."""
+        front = {o.ncode for o in pareto_front(self._observations(), self.evaluator.objectives)}
+        return [trial for trial in self.history if trial.ncode in front]
 
     @property
     def evaluator(self) -> Evaluator:
@@ -217,7 +242,10 @@ class Study:
     def _build_evaluator(self, config: SearchConfig) -> Evaluator:
         objective = self._objective if callable(self._objective) else None
         if config.task == "objective" and config.objective is None and objective is None:
-            return _AskTellOnly(config)  # asked and told from outside; nothing to call
+            ask_tell = _AskTellOnly(config)  # asked and told from outside; nothing to call
+            if not config.objectives and not config.constraint:
+                return ask_tell
+            return judged(ask_tell, config.objectives, config.constraint)
         return make_evaluator(config.task, task_options(config, objective))
 
     def _observations(self) -> list[Observation]:
@@ -258,6 +286,19 @@ class _AskTellOnly(ObjectiveEvaluator):
 
 def _no_objective(config: dict[str, Any]) -> Any:
     raise SearchError("this study has no objective; evaluate asked configurations yourself and tell the results")
+
+
+def objective_specs(metric: str | list[str], maximize: bool | list[bool]) -> tuple[str | list[str], bool]:
+    """``metric`` and ``maximize`` as the config takes them: one metric and its direction, or a list of
+    ``NAME:max``/``NAME:min`` specs (the first the score) and no ``minimize`` of its own."""
+    if isinstance(metric, str):
+        if not isinstance(maximize, bool):
+            raise ConfigError(f"maximize= is one True or False for one metric, got {maximize!r}")
+        return metric, not maximize
+    directions = [maximize] * len(metric) if isinstance(maximize, bool) else list(maximize)
+    if len(directions) != len(metric):
+        raise ConfigError(f"metric= names {len(metric)} objectives but maximize= gives {len(directions)} directions")
+    return [f"{name}:{'max' if up else 'min'}" for name, up in zip(metric, directions, strict=True)], False
 
 
 def _told_outcome(result: Any, error: str | None, metric: str) -> Outcome:

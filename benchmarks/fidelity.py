@@ -14,6 +14,7 @@ Methods (``--methods``):
   the full-fidelity search whose final quality the others must reach.
 * ``ours-asha``: the default ranker with ``--scheduler asha`` (rungs 1, 3, 9 of 27), ``--stopped-as last``;
   ``ours-asha-worst`` and ``ours-asha-omit``: what the ranker reads of a stopped evaluation, the other two rules.
+* ``ours-asha-g3``: the default ranker with ASHA from epoch 3 (``--min-fidelity 3``: rungs 3, 9).
 * ``ours-hyperband``: the default ranker with ``--scheduler hyperband``.
 * ``random-asha``: random search with our ASHA (Syne Tune's ASHA in our loop, as a check of the scheduler).
 
@@ -54,12 +55,14 @@ from agent.driver import Search, SearchConfig
 
 FULL_EPOCHS = 100 * MAX_EPOCHS  # what ours-full spends: 100 evaluations of 27 epochs
 COMPUTE_LEVELS = (300, 600, 900)  # summed epochs at which methods are compared side by side
+FULL_COUNTS = (25, 50, 100)  # evaluations of ours-full whose best is a target
 PEERS = ("optuna-hyperband", "syne-asha", "optuna-sha", "syne-bohb")
 METHODS: dict[str, dict[str, Any]] = {
     "ours-full": {"ranker": "inprocess", "budget": 100},
     "ours-asha": {"ranker": "inprocess", "scheduler": "asha"},
     "ours-asha-worst": {"ranker": "inprocess", "scheduler": "asha", "stopped_as": "worst"},
     "ours-asha-omit": {"ranker": "inprocess", "scheduler": "asha", "stopped_as": "omit"},
+    "ours-asha-g3": {"ranker": "inprocess", "scheduler": "asha", "min_fidelity": 3},
     "ours-hyperband": {"ranker": "inprocess", "scheduler": "hyperband"},
     "random-asha": {"ranker": "random", "scheduler": "asha"},
 }
@@ -122,6 +125,14 @@ def sign_counts(ours: list[float | None], theirs: list[float | None]) -> str:
     return f"{sum(a > b for a, b in pairs)}/{sum(a == b for a, b in pairs)}/{sum(a < b for a, b in pairs)}"
 
 
+def median_epochs(needed: list[int | None]) -> float | None:
+    """The median of epochs-to-target, a seed that never reached it counting as worse than any: None when the
+    median seed never reached it."""
+    ordered = sorted(needed, key=lambda n: (n is None, n or 0))
+    middle = ordered[(len(ordered) - 1) // 2 : len(ordered) // 2 + 1]
+    return None if None in middle else statistics.mean(n for n in middle if n is not None)
+
+
 def compare(folder: Path) -> list[str]:
     results = {}
     for path in sorted(folder.glob("*.json")):
@@ -130,31 +141,31 @@ def compare(folder: Path) -> list[str]:
             results[document["method"]] = {run["seed"]: run["trials"] for run in document["runs"]}
     full = results["ours-full"]
     seeds = sorted(full)
-    targets = {seed: best_full(full[seed])["last"] for seed in seeds}
-    lines = [
-        f"target per seed: ours-full's best val_acc after 100 evaluations x 27 epochs ({FULL_EPOCHS} epochs); "
-        f"median {statistics.median(targets.values()):.5f}",
-        f"{'method':<17} {'to target: median epochs':>25} {'(share of 2700)':>15} {'seeds':>6}  "
-        + "  ".join(f"best@{c:<4}" for c in COMPUTE_LEVELS),
-    ]
-    for method, runs in results.items():
-        if not set(seeds) <= set(runs):
-            continue
-        needed = [epochs_to_target(runs[seed], targets[seed]) for seed in seeds]
-        reached = [n for n in needed if n is not None]
-        ordered = sorted(needed, key=lambda n: (n is None, n or 0))
-        median = ordered[len(ordered) // 2] if len(ordered) % 2 else None
-        if len(ordered) % 2 == 0:
-            middle = ordered[len(ordered) // 2 - 1 : len(ordered) // 2 + 1]
-            median = statistics.mean(middle) if None not in middle else None
-        share = "-" if median is None else f"{median / FULL_EPOCHS:.3f}"
-        levels = []
+    methods = [method for method, runs in results.items() if set(seeds) <= set(runs)]
+    lines = []
+    for count in FULL_COUNTS:
+        targets = {seed: best_full(full[seed][:count])["last"] for seed in seeds}
+        spent = count * MAX_EPOCHS
+        lines += [
+            f"target per seed: ours-full's best val_acc after {count} evaluations x 27 epochs ({spent} epochs); "
+            f"median {statistics.median(targets.values()):.5f}",
+            f"  {'method':<17} {'median epochs to it':>20} {'share':>6} {'seeds reaching it':>18}",
+        ]
+        for method in methods:
+            needed = [epochs_to_target(results[method][seed], targets[seed]) for seed in seeds]
+            median = median_epochs(needed)
+            shown, share = ("-", "-") if median is None else (f"{median:.0f}", f"{median / spent:.2f}")
+            reached = sum(n is not None for n in needed)
+            lines.append(f"  {method:<17} {shown:>20} {share:>6} {reached:>15}/{len(seeds)}")
+    lines += ["", "best fully trained val_acc within the compute (median over seeds):",
+              f"  {'method':<17} " + "  ".join(f"{f'@{c} epochs':>12}" for c in COMPUTE_LEVELS)]  # fmt: skip
+    for method in methods:
+        cells = []
         for compute in COMPUTE_LEVELS:
-            values = [best_within(runs[seed], compute) for seed in seeds]
+            values = [best_within(results[method][seed], compute) for seed in seeds]
             known = [v for v in values if v is not None]
-            levels.append(f"{statistics.median(known):.5f}" if len(known) > len(values) / 2 else "   -   ")
-        shown = "-" if median is None else f"{median:.0f}"
-        lines.append(f"{method:<17} {shown:>25} {share:>15} {len(reached):>3}/{len(seeds)}  " + "  ".join(levels))
+            cells.append(f"{statistics.median(known):.5f}" if len(known) > len(values) / 2 else "-")
+        lines.append(f"  {method:<17} " + "  ".join(f"{cell:>12}" for cell in cells))
     lines.append("")
     lines.append("paired by seed at equal compute, better/level/worse of the first against the second (best fully "
                  "trained val_acc within the compute):")  # fmt: skip

@@ -125,6 +125,8 @@ def _json_score(text: str, metric: str) -> tuple[float, dict[str, Any]] | None:
         return None
     extra = {key: value for key, value in record.items() if _is_number(value) and math.isfinite(value)}
     extra.pop(metric, None)
+    if isinstance(record.get("feasible"), bool):  # the command says a result is infeasible itself
+        extra["feasible"] = record["feasible"]
     return float(record[metric]), extra
 
 
@@ -166,7 +168,9 @@ class CommandEvaluator(Evaluator):
         gpus: list[str] | None = None,
         fidelity: float | None = None,
         seed: int = 0,
+        also_read: list[str] | None = None,
     ) -> None:
+        self.also_read = also_read or []  # other objectives' and constrained metrics' names, read like the score
         if not space or not command or not metric:
             raise EvaluatorSetupError(
                 "--task command needs --space SPACE.yaml, --command 'TEMPLATE' (e.g. \"python train.py --depth "
@@ -285,12 +289,18 @@ class CommandEvaluator(Evaluator):
         if reporter.stopped:
             return Outcome(None, {"workdir": str(workdir)}, status="failed", error="stopped by the scheduler")
         if code == 0:
-            with stdout.open(errors="replace") as handle:
-                found = parse_score(handle, self.metric.name)
+            found = self._read(stdout, self.metric.name)
             if found is not None:
-                return Outcome(found[0], {**found[1], "workdir": str(workdir)})
+                others = {name: self._read(stdout, name) for name in self.also_read}
+                more = {name: other[0] for name, other in others.items() if other is not None}
+                return Outcome(found[0], {**found[1], **more, "workdir": str(workdir)})
         tails = {"stdout_tail": _tail(stdout), "stderr_tail": _tail(stderr), "workdir": str(workdir)}
         return Outcome(None, tails, status="failed", error=self._failure(code, tails))
+
+    @staticmethod
+    def _read(stdout: Path, name: str) -> tuple[float, dict[str, Any]] | None:
+        with stdout.open(errors="replace") as handle:  # streamed: a training log may be large
+            return parse_score(handle, name)
 
     def _follow(self, process: subprocess.Popen[bytes], stdout: Path, reporter: Reporter) -> int | None:
         """Wait for the command, reporting its step lines as they appear; its exit code, or None when it

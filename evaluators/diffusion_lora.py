@@ -46,6 +46,7 @@ evaluation on a CPU and its scores only prove that the pipeline works.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ from evaluators.lora_common import (
 )
 from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import decode
+from tools.reporting import Reporter
 from tools.spaces import diffusion_lora_space
 
 GROUPS = 48
@@ -324,7 +326,9 @@ class DiffusionLoraEvaluator(Evaluator):
         device: str | None = None,
         eval_timeout: float | None = None,
         seed: int = 0,
+        report_every: int | None = None,
     ) -> None:
+        self.report_every = report_every
         if model_path and not clip_path:
             raise EvaluatorSetupError(
                 f"--model-path {model_path} needs --clip-path (a CLIPModel folder, e.g. openai/clip-vit-large-patch14) "
@@ -350,6 +354,7 @@ class DiffusionLoraEvaluator(Evaluator):
             parts = tiny_stable_diffusion()
         base = TINY_PROXY if self.embedded else REAL_PROXY
         self.proxy = ProxySettings(steps or base.steps, base.batch_size, base.lr, base.inference_steps, base.guidance)
+        self.max_fidelity = float(self.proxy.steps)  # training steps of one evaluation
         self.scheduler = parts["scheduler"]
         # real weights come in weight_dtype from from_pretrained; the tiny ones stay fp32 (autocast still applies)
         self.unet = parts["unet"].to(self.device).requires_grad_(False)
@@ -427,25 +432,47 @@ class DiffusionLoraEvaluator(Evaluator):
         return get_peft_model(unet, grouped_lora_config(self.groups, self.ranks(ncode)))
 
     def evaluate(self, ncode: str) -> Outcome:
+        return self.evaluate_reporting(ncode, Reporter())
+
+    def evaluate_reporting(self, ncode: str, reporter: Reporter) -> Outcome:
+        """With ``--report-every N`` the LoRA is scored every N training steps (images generated and compared)
+        and the score reported; a stopped training ends there (recorded as stopped with that score)."""
         deadline = Deadline(self.eval_timeout)
+
+        def checkpoint(model: torch.nn.Module, steps: int) -> bool:
+            score = self._clip_scores(model, deadline)[0]
+            model.train()
+            return reporter.report(score, steps)
+
         with torch_threads(self._threads), failures_as_errors(self.device):
             generator = seed_everything(self.seed)
             model = self.build_lora(ncode)
             try:
                 lora_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-                loss = self._train(model, generator, deadline)
-                images = self._generate(model, deadline)
+                loss = self._train(model, generator, deadline, checkpoint if self.report_every else None)
+                if reporter.should_stop():
+                    return Outcome(None, status="failed", error="stopped")  # recorded as stopped, its last report
+                score, clip_t, clip_i = self._clip_scores(model, deadline)
             finally:
                 del model
-            with torch.no_grad():
-                generated = self._image_features(images)
-            clip_t = float((generated * self.prompt_features).sum(-1).mean())
-            clip_i = float((generated @ self.concept_features.T).mean())
-        score = CLIP_T_WEIGHT * clip_t + CLIP_I_WEIGHT * clip_i
         metrics = {"clip_t": clip_t, "clip_i": clip_i, "train_loss": loss, "lora_params": lora_params}
-        return Outcome(score=score, metrics=metrics)
+        return Outcome(score=score, metrics=metrics, fidelity=self.max_fidelity)
 
-    def _train(self, model: torch.nn.Module, generator: torch.Generator, deadline: Deadline) -> float:
+    def _clip_scores(self, model: torch.nn.Module, deadline: Deadline) -> tuple[float, float, float]:
+        """(score, CLIP-T, CLIP-I) of the images the model generates for the validation prompts."""
+        images = self._generate(model, deadline)
+        with torch.no_grad():
+            generated = self._image_features(images)
+        clip_t = float((generated * self.prompt_features).sum(-1).mean())
+        clip_i = float((generated @ self.concept_features.T).mean())
+        return CLIP_T_WEIGHT * clip_t + CLIP_I_WEIGHT * clip_i, clip_t, clip_i
+
+    def _train(
+        self, model: torch.nn.Module, generator: torch.Generator, deadline: Deadline,
+        checkpoint: Callable[[torch.nn.Module, int], bool] | None = None,
+    ) -> float:  # fmt: skip
+        """Train for the proxy's steps; ``checkpoint(model, steps done)`` every --report-every steps before the
+        last, and training ends when it returns True."""
         proxy, scheduler = self.proxy, self.scheduler
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=proxy.lr, weight_decay=1e-2)
@@ -470,6 +497,9 @@ class DiffusionLoraEvaluator(Evaluator):
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            done = step + 1
+            if checkpoint and done < proxy.steps and done % self.report_every == 0 and checkpoint(model, done):
+                break
         tail = losses[-max(1, len(losses) // 4) :]
         return float(np.mean(tail))
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
 from evaluators.references import is_reference, resolve
 from tools.evaluator import Evaluator, EvaluatorSetupError
+from tools.objectives import ObjectiveError, parse_constraint, parse_objective
 
 
 @dataclass
@@ -27,6 +28,7 @@ class TaskOptions:
     concept_dir: str | None = None  # diffusion_lora: concept images
     prompts: str | None = None  # diffusion_lora: validation prompts, one per line
     steps: int | None = None  # training steps (diffusion_lora) or batches (sam_lora) per evaluation
+    report_every: int | None = None  # LoRA tasks: score and report every N steps (for a scheduler)
     device: str | None = None  # training tasks: cpu, cuda, cuda:N (default: cuda when present)
     eval_timeout: float | None = None  # training tasks, command: seconds per evaluation before it counts as failed
     latency_limit_ms: float | None = None  # hat_mt: slower sub-transformers are infeasible (default 500)
@@ -36,6 +38,8 @@ class TaskOptions:
     gpus: str | None = None  # command: GPU ids shared out to the workers, comma-separated ("0,1")
     objective: str | Callable[[dict[str, Any]], Any] | None = None  # objective: module:function, or the function
     fidelity: float | None = None  # command ({fidelity}), objective (trial.fidelity): how long to train (epochs)
+    objectives: list[str] = field(default_factory=list)  # objectives after the metric: NAME[:min|max]
+    constraint: list[str] = field(default_factory=list)  # NAME<=NUMBER (or >=, <, >): others are infeasible
 
 
 def _nas_bench_graph(options: TaskOptions) -> Evaluator:
@@ -61,7 +65,7 @@ def _diffusion_lora(options: TaskOptions) -> Evaluator:
 
     return DiffusionLoraEvaluator(
         options.model_path, options.clip_path, options.concept_dir, options.prompts, options.steps,
-        options.device, options.eval_timeout, options.seed,
+        options.device, options.eval_timeout, options.seed, options.report_every,
     )  # fmt: skip
 
 
@@ -69,8 +73,9 @@ def _sam_lora(options: TaskOptions) -> Evaluator:
     from evaluators.sam_lora import SamLoraEvaluator
 
     return SamLoraEvaluator(
-        options.model_path, options.data, options.steps, options.device, options.eval_timeout, options.seed
-    )
+        options.model_path, options.data, options.steps, options.device, options.eval_timeout, options.seed,
+        options.report_every,
+    )  # fmt: skip
 
 
 def _nb_asr(options: TaskOptions) -> Evaluator:
@@ -94,8 +99,18 @@ def _command(options: TaskOptions) -> Evaluator:
     gpus = options.gpus.split(",") if options.gpus is not None else None
     return CommandEvaluator(
         options.space, options.command, options.metric, not options.minimize, options.eval_timeout,
-        options.workdir, gpus, options.fidelity, options.seed,
+        options.workdir, gpus, options.fidelity, options.seed, _names(options),
     )  # fmt: skip
+
+
+def _names(options: TaskOptions) -> list[str]:
+    """The metric names a run's other objectives and constraints read, which a command's lines must give."""
+    try:
+        return [parse_objective(t).name for t in options.objectives] + [
+            parse_constraint(t).name for t in options.constraint
+        ]
+    except ObjectiveError as error:
+        raise EvaluatorSetupError(str(error)) from None
 
 
 def _objective(options: TaskOptions) -> Evaluator:
@@ -122,10 +137,27 @@ PLUGIN_GROUP = "lmsearcher.tasks"  # entry points naming Evaluator classes or fa
 
 
 def make_evaluator(task: str, options: TaskOptions) -> Evaluator:
-    """A built-in task, an installed plugin (entry point group ``lmsearcher.tasks``) or ``module:Class``."""
-    if task in TASKS:
-        return TASKS[task](options)
-    return _build_plugin(task, _plugin_factory(task), options)
+    """A built-in task, an installed plugin (entry point group ``lmsearcher.tasks``) or ``module:Class``; judged
+    against the run's other objectives and constraints when it has any (evaluators.judged)."""
+    evaluator = TASKS[task](options) if task in TASKS else _build_plugin(task, _plugin_factory(task), options)
+    if not options.objectives and not options.constraint:
+        return evaluator
+    return judged(evaluator, options.objectives, options.constraint)
+
+
+def judged(evaluator: Evaluator, objective_specs: list[str], constraint_specs: list[str]) -> Evaluator:
+    """``evaluator`` judged against further objectives (``NAME:min``) and constraints (``NAME<=NUMBER``)."""
+    from evaluators.judged import JudgedEvaluator
+
+    try:
+        objectives = [parse_objective(text) for text in objective_specs]
+        constraints = [parse_constraint(text) for text in constraint_specs]
+    except ObjectiveError as error:
+        raise EvaluatorSetupError(str(error)) from None
+    names = [evaluator.metric.name, *(o.name for o in objectives)]
+    if len(set(names)) < len(names):
+        raise EvaluatorSetupError(f"objectives {names} name one metric twice; give each objective once")
+    return JudgedEvaluator(evaluator, objectives, constraints)
 
 
 def _plugin_factory(task: str) -> Any:

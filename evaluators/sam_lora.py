@@ -44,6 +44,7 @@ import json
 import random
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ from evaluators.lora_common import (
 )
 from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import decode
+from tools.reporting import Reporter
 from tools.spaces import sam_lora_space
 
 GROUPS = 32
@@ -263,8 +265,10 @@ class SamLoraEvaluator(Evaluator):
         device: str | None = None,
         eval_timeout: float | None = None,
         seed: int = 0,
+        report_every: int | None = None,
     ) -> None:
         check_budget(steps, eval_timeout, "batches")
+        self.report_every = report_every
         self.space = sam_lora_space()
         self.metric = Metric(
             "seg_score", True, "0.25 S-alpha + 0.25 E-phi + 0.25 weighted F-beta + 0.125 IoU + 0.125 Dice"
@@ -298,6 +302,8 @@ class SamLoraEvaluator(Evaluator):
         else:
             self._load_data(*splits, cache=None)
             self.dataset = Path(data).name
+        per_epoch = -(-len(self.train_pairs) // self.proxy.batch_size)
+        self.max_fidelity = float(self.proxy.max_batches or per_epoch)  # batches of one evaluation
         if self.embedded or data is None:
             what = "model and data" if self.embedded and data is None else "model" if self.embedded else "data"
             Console(stderr=True).print(
@@ -386,20 +392,38 @@ class SamLoraEvaluator(Evaluator):
         return F.interpolate(low[:, None], (self.size, self.size), mode="bilinear", align_corners=False)[:, 0]
 
     def evaluate(self, ncode: str) -> Outcome:
+        return self.evaluate_reporting(ncode, Reporter())
+
+    def evaluate_reporting(self, ncode: str, reporter: Reporter) -> Outcome:
+        """With ``--report-every N`` the model is validated every N batches and the score reported; a stopped
+        training ends there (recorded as stopped with that score)."""
         deadline = Deadline(self.eval_timeout)
+
+        def checkpoint(model: torch.nn.Module, batches: int) -> bool:
+            score = seg_score(self._validate(model, deadline))
+            model.train()
+            return reporter.report(score, batches)
+
         with torch_threads(self._threads), failures_as_errors(self.device):
             generator = seed_everything(self.seed)
             model = self.build_lora(ncode)
             try:
                 lora_params = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
-                loss = self._train(model, generator, deadline)
+                loss = self._train(model, generator, deadline, checkpoint if self.report_every else None)
+                if reporter.should_stop():
+                    return Outcome(None, status="failed", error="stopped")  # recorded as stopped, its last report
                 metrics = self._validate(model, deadline)
             finally:
                 del model
-        score = sum(weight * metrics[name] for name, weight in WEIGHTS.items())
-        return Outcome(score=score, metrics={**metrics, "train_loss": loss, "lora_params": lora_params})
+        metrics = {**metrics, "train_loss": loss, "lora_params": lora_params}
+        return Outcome(score=seg_score(metrics), metrics=metrics, fidelity=self.max_fidelity)
 
-    def _train(self, model: torch.nn.Module, generator: torch.Generator, deadline: Deadline) -> float:
+    def _train(
+        self, model: torch.nn.Module, generator: torch.Generator, deadline: Deadline,
+        checkpoint: Callable[[torch.nn.Module, int], bool] | None = None,
+    ) -> float:  # fmt: skip
+        """Train on the proxy's batches; ``checkpoint(model, batches done)`` every --report-every batches before the
+        last, and training ends when it returns True."""
         proxy = self.proxy
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=proxy.lr)
         scaler = grad_scaler(self.device, self.amp)
@@ -420,6 +444,9 @@ class SamLoraEvaluator(Evaluator):
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            done = number + 1
+            if checkpoint and done < len(batches) and done % self.report_every == 0 and checkpoint(model, done):
+                break
         return float(np.mean(losses))
 
     @torch.no_grad()
@@ -453,6 +480,11 @@ class SamLoraEvaluator(Evaluator):
             "iou": float(np.mean(ious)),
             "dice": float(np.mean(dices)),
         }
+
+
+def seg_score(metrics: dict[str, float]) -> float:
+    """The searched score: the weighted sum of the segmentation metrics (WEIGHTS)."""
+    return sum(weight * metrics[name] for name, weight in WEIGHTS.items())
 
 
 __all__ = ["GROUPS", "SamLoraEvaluator", "sam_lora_groups", "write_tiny_dataset"]

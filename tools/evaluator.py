@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from tools.ncode import SearchSpace
+from tools.objectives import Objective
 from tools.reporting import Reporter
 
 
@@ -38,6 +39,7 @@ class Outcome:
     status: str = "ok"  # ok | failed | infeasible | stopped (a scheduler ended it early: score is its last report)
     error: str | None = None
     fidelity: float | None = None  # the step (epoch, ...) the score was measured at; None: the task has no steps
+    values: tuple[float, ...] | None = None  # a run of several objectives: each one's value, the score first
 
 
 class Evaluator(ABC):
@@ -73,13 +75,21 @@ class Evaluator(ABC):
     def final_metrics(self, ncode: str) -> dict[str, Any]:
         return {}
 
+    @property
+    def objectives(self) -> list[Objective]:
+        """What a run scores: its metric, then, in a run of several objectives, the others (evaluators.judged)."""
+        return [Objective(self.metric.name, self.metric.maximize)]
+
     def describe(self) -> str:
         """One line for the CLI: what this evaluator scores and how."""
         return f"{self.space.name}: {self.metric.name} ({'max' if self.metric.maximize else 'min'}imised)"
 
 
 def scored_or_failed(outcome: Outcome) -> Outcome:
-    """A successful outcome without a finite score becomes a failure: no ranker can learn from NaN or inf."""
+    """A successful outcome without a finite score becomes a failure: no ranker can learn from NaN or inf. One
+    that reported ``feasible: false`` among its metrics is infeasible, its values kept."""
     if outcome.status == "ok" and (outcome.score is None or not math.isfinite(outcome.score)):
         return Outcome(None, outcome.metrics, status="failed", error=f"score is {outcome.score} (NaN, inf or missing)")
+    if outcome.status == "ok" and outcome.metrics.get("feasible") is False:
+        outcome.status, outcome.error = "infeasible", "the evaluation reported feasible: false"
     return outcome

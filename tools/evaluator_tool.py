@@ -54,7 +54,7 @@ def with_reports(outcome: Outcome, reporter: Reporter) -> Outcome:
     returned (a command ended by SIGTERM exits non-zero); a finished one is at its last reported step."""
     if reporter.stopped and reporter.last is not None:
         step, value = reporter.last
-        return Outcome(value, outcome.metrics, outcome.cost_s, "stopped", None, step)
+        return Outcome(value, outcome.metrics, outcome.cost_s, "stopped", None, step, outcome.values)
     if outcome.fidelity is None and reporter.last is not None and outcome.status == "ok":
         outcome.fidelity = reporter.last[0]
     return outcome
@@ -75,6 +75,7 @@ def make_evaluator_tool(
             "status": outcome.status,
             "error": outcome.error,
             "fidelity": outcome.fidelity,
+            "values": outcome.values,
         }
 
     return StructuredTool.from_function(

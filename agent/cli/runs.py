@@ -25,16 +25,20 @@ from agent.runs.report import (
     decision_rows,
     decision_summary,
     export_run,
+    front_flags,
     llm_call_summary,
     plot_comparison,
     plot_curves,
+    plot_pareto,
     plot_trajectory,
     regret,
+    run_objectives,
     search_method,
     table_optimum,
 )
 from agent.runs.store import RunStore, open_store, unusable
 from tools.evaluator import EvaluatorSetupError, Metric
+from tools.objectives import Objective
 
 
 def stored_run_file(run: dict[str, Any]) -> str:
@@ -174,20 +178,26 @@ def run_show(argv: list[str]) -> int:
             cost = f"{row['cost_s']:.2f}"
             history.add_row(str(place), str(row["iteration"]), row["ncode"], number(row["score"]), *fidelity, cost)
         out.print(history)
-        failed = [r for r in evaluations if r["status"] in ("failed", "infeasible")]
-        if failed:
-            first = f"{failed[0]['ncode']}: {failed[0]['error']}"
-            out.print(f"{len(failed)} failed evaluation(s); first: {first}", markup=False, highlight=False)
+        for status in ("failed", "infeasible"):
+            rows = [r for r in evaluations if r["status"] == status]
+            if rows:
+                first = f"{rows[0]['ncode']}: {rows[0]['error']}"
+                out.print(f"{len(rows)} {status} evaluation(s); first: {first}", markup=False, highlight=False)
         stopped = stopped_summary(evaluations)
         if stopped:
             out.print(stopped, markup=False, highlight=False)
+        objectives = run_objectives(run)
+        if len(objectives) > 1:
+            out.print(front_table(evaluations, objectives))
+            pareto = write_plot(store, args.run_id, plot, args.db, kind="pareto")
+            out.print(f"Pareto plot: {pareto}", markup=False, highlight=False)
         for fidelity in store.final_fidelities(args.run_id):
             metric = Metric(run["metric"], bool(run["maximize"]))
             out.print(final_table(final_scores(store, args.run_id, fidelity, metric), run["metric"], fidelity))
         if args.decisions:
             out.print(decisions_table(store.decisions(args.run_id), args.decisions, bool(collm)))
         out.print(f"trajectory plot: {write_plot(store, args.run_id, plot, args.db)}", markup=False, highlight=False)
-        curves = write_plot(store, args.run_id, plot, args.db, curves=True)
+        curves = write_plot(store, args.run_id, plot, args.db, kind="curves")
         if curves is not None:
             out.print(f"learning curves: {curves}", markup=False, highlight=False)
     if saved is not None:
@@ -264,18 +274,33 @@ def stopped_summary(evaluations: list[dict[str, Any]]) -> str:
     return f"{sum(at.values())} evaluation(s) stopped early by the scheduler: {where}"
 
 
-def write_plot(store: RunStore, run_id: str, path: Path | None, db: str, curves: bool = False) -> str | None:
-    """The trajectory PNG (or with ``curves`` the learning curves' PNG, None when the run reported no steps):
-    a path the user gave must be written; the default one, next to the database, may not be writable (a
-    database on a read-only disk), which leaves the rest of ``show`` standing."""
+def front_table(evaluations: list[dict[str, Any]], objectives: list[Objective]) -> Table:
+    """The Pareto front of a run of several objectives: each configuration decoded, with its objectives."""
+    flags = front_flags(evaluations, objectives)
+    front = [row for row, flag in zip(evaluations, flags, strict=True) if flag]
+    infeasible = sum(row["status"] == "infeasible" for row in evaluations)
+    title = f"Pareto front: {len(front)} of {len(evaluations)} evaluations ({infeasible} infeasible, never on it)"
+    table = Table("#", "NCode", *(o.spec() for o in objectives), "configuration", title=title)
+    for place, row in enumerate(sorted(front, key=lambda r: -objectives[0].utility(r["objective_values"][0])), 1):
+        decoded = ", ".join(f"{slot}={number(value)}" for slot, value in row["config"].items())
+        table.add_row(str(place), row["ncode"], *map(number, row["objective_values"]), escape(decoded))
+    return table
+
+
+PLOTS = {"trajectory": ("", plot_trajectory), "curves": ("_curves", plot_curves), "pareto": ("_pareto", plot_pareto)}
+
+
+def write_plot(store: RunStore, run_id: str, path: Path | None, db: str, kind: str = "trajectory") -> str | None:
+    """A PNG of the run: its trajectory, its learning curves or its Pareto front (None when the run has none
+    of those). A path the user gave must be written; the default one, next to the database, may not be
+    writable (a database on a read-only disk), which leaves the rest of ``show`` standing."""
+    suffix, plot = PLOTS[kind]
     target = path or Path(db).with_name(f"{safe_name(run_id)}.png")
-    if curves:
-        target = target.with_name(f"{target.stem}_curves.png")
+    if suffix:
+        target = target.with_name(f"{target.stem}{suffix}.png")
     try:
-        if curves:
-            written = plot_curves(store, run_id, target)
-            return None if written is None else str(written)
-        return str(plot_trajectory(store, run_id, target))
+        written = plot(store, run_id, target)
+        return None if written is None else str(written)
     except OSError as error:
         reason = error.strerror or str(error)
         if path is not None:

@@ -67,7 +67,7 @@ def add_config_flags(
     hints = typing.get_type_hints(SearchConfig)
     sections: dict[str, argparse._ArgumentGroup] = {}
     for f in fields(SearchConfig):
-        if groups is not None and f.metadata["group"] not in groups:
+        if (groups is not None and f.metadata["group"] not in groups) or not f.metadata["cli"]:
             continue
         section = sections.get(f.metadata["group"]) or sections.setdefault(
             f.metadata["group"], parser.add_argument_group(GROUPS[f.metadata["group"]])
@@ -80,6 +80,12 @@ def add_config_flags(
             section.add_argument(
                 flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=given_default, help=help_text
             )
+            continue
+        if list in kinds or f.name == "metric":  # repeatable: each use adds one (a second --metric: an objective)
+            section.add_argument(
+                flag(f.name), dest=f.name, action="append", default=given_default, help=help_text,
+                metavar=flag(f.name)[2:].replace("-", "_").upper(),
+            )  # fmt: skip
             continue
         kind = next((k for k in (int, float) if k in kinds), str)
         section.add_argument(

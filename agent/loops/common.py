@@ -22,6 +22,7 @@ from agent.strategies.proposers import ProposalContext, Proposer
 from agent.strategies.rankers import Decision, Ranker, RankRequest
 from tools.evaluator import Evaluator, Metric, Outcome
 from tools.ncode import SearchSpace, decode
+from tools.objectives import Objective, chebyshev_weights, pareto_indices, scalarised
 
 
 @dataclass
@@ -63,6 +64,13 @@ def best_of(history: Sequence[Observation], metric: Metric) -> Observation | Non
     return max(ok, key=lambda o: metric.utility(o.score)) if ok else None
 
 
+def pareto_front(history: Sequence[Observation], objectives: Sequence[Objective]) -> list[Observation]:
+    """The finished, feasible evaluations no other one dominates, in the order recorded."""
+    finished = [o for o in history if o.status == "ok" and o.values is not None]
+    points = [[objective.utility(v) for objective, v in zip(objectives, o.values, strict=True)] for o in finished]
+    return [finished[i] for i in sorted(pareto_indices(points))]
+
+
 def searcher_view(history: Sequence[Observation], metric: Metric, stopped_as: str) -> list[Observation]:
     """The history as proposers and rankers read it. A stopped evaluation's score is a value at a low
     fidelity: ``last`` shows it as it is, ``worst`` as the worst finished score (or its own when lower),
@@ -80,6 +88,26 @@ def searcher_view(history: Sequence[Observation], metric: Metric, stopped_as: st
                 o = replace(o, score=worst)
         view.append(o)
     return view
+
+
+def scalarised_view(
+    history: Sequence[Observation], objectives: Sequence[Objective], rng: random.Random
+) -> tuple[list[Observation], Metric]:
+    """A run of several objectives as one number per evaluation, which every ranker and proposer can read:
+    ParEGO's augmented Chebyshev scalarisation with weights drawn for this step. An infeasible result, or a
+    stopped one (it has no objective values), reads as the worst scalarised score, so rankers learn to avoid
+    its neighbourhood."""
+    weights = chebyshev_weights(len(objectives), rng)
+    scored = [o for o in history if o.values is not None and o.status == "ok"]
+    points = [[objective.utility(v) for objective, v in zip(objectives, o.values, strict=True)] for o in scored]
+    scalar = dict(zip((o.ncode for o in scored), scalarised(points, weights), strict=True)) if points else {}
+    worst = min(scalar.values()) if scalar else None
+    view = []
+    for o in history:
+        score = scalar.get(o.ncode, worst if (o.status in ("infeasible", "stopped") and worst is not None) else None)
+        view.append(replace(o, score=None if score is None else round(score, 6)))
+    names = ", ".join(objective.spec() for objective in objectives)
+    return view, Metric(f"chebyshev({names})", True, f"ParEGO scalarisation, weights {[round(w, 3) for w in weights]}")
 
 
 @dataclass
@@ -213,11 +241,22 @@ class RankingScaffold(LoopScaffold):
     ranker: Ranker
     stopped_as: str  # what proposers and rankers read of a stopped evaluation (searcher_view)
 
-    def propose(self, history: list[Observation], seen: set[str], rng: random.Random, n: int) -> list[str]:
+    def view(self, history: list[Observation], iteration: int) -> tuple[list[Observation], Metric]:
+        """The history and metric that proposers and rankers read at a step: stopped evaluations as
+        ``stopped_as`` says, and in a run of several objectives, one number per evaluation (a scalarisation
+        whose weights change per step)."""
+        view = searcher_view(history, self.evaluator.metric, self.stopped_as)
+        objectives = self.evaluator.objectives
+        if len(objectives) == 1:
+            return view, self.evaluator.metric
+        return scalarised_view(view, objectives, self.rng(iteration, "weights"))
+
+    def propose(
+        self, history: list[Observation], seen: set[str], rng: random.Random, n: int, iteration: int
+    ) -> list[str]:
         """Up to ``n`` candidates outside ``seen``."""
-        space, metric = self.evaluator.space, self.evaluator.metric
-        view = searcher_view(history, metric, self.stopped_as)
-        return self.proposer.propose(ProposalContext(space, metric, view, seen, rng), n)
+        view, metric = self.view(history, iteration)
+        return self.proposer.propose(ProposalContext(self.evaluator.space, metric, view, seen, rng), n)
 
     def decide(
         self, run_id: str, iteration: int, history: list[Observation], seen: set[str], pool: list[str], k: int
@@ -225,10 +264,12 @@ class RankingScaffold(LoopScaffold):
         """Rank ``pool`` for ``k`` picks and record the decision. A ranker that re-asks gets fresh pools,
         each drawn with the next ``repool<n>`` generator of the step."""
         repools = itertools.count(1)
-        view = searcher_view(history, self.evaluator.metric, self.stopped_as)
+        view, metric = self.view(history, iteration)
         request = RankRequest(
-            self.evaluator.space, self.evaluator.metric, view, pool, k, self.rng(iteration, "rank"),
-            repool=lambda: self.propose(history, seen, self.rng(iteration, f"repool{next(repools)}"), len(pool)),
+            self.evaluator.space, metric, view, pool, k, self.rng(iteration, "rank"),
+            repool=lambda: self.propose(
+                history, seen, self.rng(iteration, f"repool{next(repools)}"), len(pool), iteration
+            ),
         )  # fmt: skip
         decision = self.ranker.rank(request)
         self.store.record_decision(run_id, iteration, self.ranker.name, decision.pool or pool, decision)
@@ -241,7 +282,7 @@ class RankingScaffold(LoopScaffold):
         pending, ranked for one pick, which is marked pending in the store before anyone evaluates it.
         None when no code is left to propose."""
         seen = {o.ncode for o in history} | set(pending)
-        pool = self.propose(history, seen, self.rng(iteration, "encode"), n)
+        pool = self.propose(history, seen, self.rng(iteration, "encode"), n, iteration)
         if not pool:
             return None
         code = (self.decide(run_id, iteration, history, seen, pool, 1).chosen or pool)[0]

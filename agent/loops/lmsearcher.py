@@ -55,8 +55,10 @@ def build_graph(parts: LoopParts) -> StateGraph:
     def encode(state: SearchState) -> dict:
         history = observations(state["run_id"])
         k = steps_left(history)
-        rng = parts.rng(state["iteration"], "encode")
-        pool = parts.propose(history, {o.ncode for o in history}, rng, max(parts.pool_size, k)) if k > 0 else []
+        iteration = state["iteration"]
+        rng = parts.rng(iteration, "encode")
+        seen = {o.ncode for o in history}
+        pool = parts.propose(history, seen, rng, max(parts.pool_size, k), iteration) if k > 0 else []
         return {"pool": pool, "chosen": [], "done": not pool}
 
     def rank(state: SearchState) -> dict:

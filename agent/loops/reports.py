@@ -8,10 +8,17 @@ scheduler is asked, so a report is never lost to a crash that follows it.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
+from agent.loops.common import Progress
 from agent.runs.store import RunStore
 from agent.strategies.schedulers import Board, Scheduler
 from tools.evaluator import Metric
 from tools.reporting import Decide
+
+UNJUDGED_AFTER = 3  # finished evaluations without a single report after which a scheduler is said to be idle
+log = logging.getLogger(__name__)
 
 
 class ReportDesk:
@@ -23,6 +30,7 @@ class ReportDesk:
         for _, ncode, step, value in store.reports(run_id):
             self.board.add(ncode, step, metric.utility(value))
         self._started: set[str] = set()  # codes that reported since this desk opened
+        self._said_idle = False
 
     def __call__(self, ncode: str, step: float, value: float) -> bool:
         curve = self.board.curves.get(ncode, [])
@@ -36,6 +44,25 @@ class ReportDesk:
         if self.scheduler is None:
             return False
         return self.scheduler.should_stop(ncode, step, self.metric.utility(value), self.board)
+
+    def watching(self, on_progress: Callable[[Progress], None] | None) -> Callable[[Progress], None]:
+        """``on_progress``, after saying (once) that the scheduler has nothing to judge: a task that never
+        reports would otherwise look scheduled while every evaluation runs to its end."""
+
+        def progress(update: Progress) -> None:
+            finished = update.evaluations - update.failed
+            if self.scheduler and not self._said_idle and finished >= UNJUDGED_AFTER and not self.board.curves:
+                self._said_idle = True
+                log.warning(
+                    "--scheduler %s has nothing to judge: %d evaluations finished without reporting an intermediate "
+                    "value, so every evaluation runs to its end. A command prints lines such as 'epoch 3 val_acc: "
+                    "0.71', an objective calls trial.report(value, epoch) (README: Stop poor trainings early)",
+                    self.scheduler.name, finished,
+                )  # fmt: skip
+            if on_progress is not None:
+                on_progress(update)
+
+        return progress
 
     def decide_for(self, ncode: str) -> Decide:
         """The answerer of one evaluation run in this process."""

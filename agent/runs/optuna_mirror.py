@@ -28,15 +28,19 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from agent.config import SearchConfig
+from agent.runs.report import run_objectives
 from agent.runs.store import RunStore, open_connection
 from evaluators.objective import load_space
 from tools.evaluator import EvaluatorSetupError
 from tools.ncode import SearchSpace
+from tools.objectives import Constraint, Objective, parse_constraint
 from tools.spaces import BUILTIN_SPACES, nas_bench_graph_space
 
 CHOICES_KEY, RUN_KEY = "lmsearcher:choices", "lmsearcher:run_created_at"  # study system attributes
 FROM_SPACE, FROM_VALUES = "the task's space", "values seen so far (the study is rebuilt when a new one appears)"
-EVALUATION_COLUMNS = "iteration, ncode, config, score, cost_s, status, error, created_at, fidelity"
+EVALUATION_COLUMNS = (
+    "iteration, ncode, config, score, cost_s, status, error, created_at, fidelity, metrics, objective_values"
+)
 
 
 def mirror_path(db: str | Path) -> Path:
@@ -120,11 +124,12 @@ class OptunaMirror:
             rows = self._evaluations(run_id, 0)
         decisions = self._decisions(run_id, min(row["iteration"] for row in rows))
         curves = self.store.curves(run_id)
+        goal = Goal.of(run)
         added = 0
         for row in rows:
             if stop.is_set():
                 break
-            trial = trial_of(row, decisions, study.choices, curves.get(row["ncode"], []))
+            trial = trial_of(row, decisions, study.choices, curves.get(row["ncode"], []), goal)
             self.storage.create_new_trial(study.study_id, template_trial=trial)
             study.trials, added = study.trials + 1, added + 1
         return added
@@ -161,8 +166,9 @@ class OptunaMirror:
     def _create_study(
         self, run: dict[str, Any], choices: dict[str, list[CategoricalChoiceType]], source: str
     ) -> MirroredStudy:
-        direction = StudyDirection.MAXIMIZE if run["maximize"] else StudyDirection.MINIMIZE
-        study_id = self.storage.create_new_study([direction], study_name=run["run_id"])
+        up, down = StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE
+        directions = [up if objective.maximize else down for objective in Goal.of(run).objectives]
+        study_id = self.storage.create_new_study(directions, study_name=run["run_id"])
         attrs = {
             "task": run["task"], "dataset": run["dataset"], "metric": run["metric"],
             "ranker": run["config"].get("ranker"), "choices": source,
@@ -180,6 +186,8 @@ class OptunaMirror:
         rows = [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
         for row in rows:
             row["config"] = json.loads(row["config"])
+            row["metrics"] = json.loads(row["metrics"] or "{}")
+            row["objective_values"] = json.loads(row["objective_values"] or "null")
         return rows
 
     def _decisions(self, run_id: str, first_iteration: int) -> dict[int, dict[str, Any]]:
@@ -206,31 +214,70 @@ def widened(
     return result
 
 
+@dataclass(frozen=True)
+class Goal:
+    """What a run's study optimises: its objectives (their directions), and its constraints, which Optuna keeps
+    per trial as ``constraints`` (positive: broken), as ``constraints_func`` does, so that optuna-dashboard's
+    Pareto-front view tells feasible from infeasible trials."""
+
+    objectives: tuple[Objective, ...]
+    constraints: tuple[Constraint, ...] = ()
+
+    @classmethod
+    def of(cls, run: dict[str, Any]) -> Goal:
+        config = run["config"] if isinstance(run["config"], dict) else json.loads(run["config"])
+        return cls(tuple(run_objectives(run)), tuple(map(parse_constraint, config.get("constraint") or [])))
+
+    def violations(self, row: dict[str, Any]) -> list[float]:
+        """Per constraint, how far the evaluation is past its bound (0 or less: kept)."""
+        values = {**row["metrics"], "score": row["score"]}
+        found = []
+        for constraint in self.constraints:
+            value = values.get(constraint.name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+                found.append(1.0)  # missing: broken
+                continue
+            past = value - constraint.bound if constraint.op in ("<=", "<") else constraint.bound - value
+            found.append(past if constraint.holds(value) else max(past, 1e-12))
+        return found
+
+
 def trial_of(
     row: dict[str, Any],
     decisions: dict[int, dict[str, Any]],
     choices: dict[str, list[CategoricalChoiceType]],
     curve: Sequence[tuple[float, float]] = (),
+    goal: Goal | None = None,
 ) -> FrozenTrial:
-    """One evaluation as an Optuna trial: COMPLETE with its score, PRUNED with its last intermediate value
-    (stopped by the run's scheduler), or FAIL (failed, infeasible, no score). Its reports are the trial's
-    intermediate values, which Optuna keys by whole steps."""
-    scored = row["score"] is not None and math.isfinite(row["score"])
-    state = {"ok": TrialState.COMPLETE, "stopped": TrialState.PRUNED}.get(row["status"]) if scored else None
+    """One evaluation as an Optuna trial: COMPLETE with its score (each objective's value in a run of several),
+    PRUNED with its last intermediate value (stopped by the run's scheduler), or FAIL (failed, no score). An
+    infeasible result is COMPLETE with its constraint violations in a run of constraints, else FAIL. Its reports
+    are the trial's intermediate values, which Optuna keys by whole steps."""
+    goal = goal or Goal((Objective("score"),))
+    several = len(goal.objectives) > 1
+    values = row["objective_values"] if several else [row["score"]]
+    scored = values is not None and all(v is not None and math.isfinite(v) for v in values)
+    states = {"ok": TrialState.COMPLETE, "stopped": TrialState.PRUNED}
+    if goal.constraints:
+        states["infeasible"] = TrialState.COMPLETE
+    state = states.get(row["status"]) if scored else None
+    if state == TrialState.PRUNED and several:
+        values = None  # a multi-objective study keeps no values for a pruned trial
     attrs = {"ncode": row["ncode"], "cost_s": row["cost_s"], "fidelity": row["fidelity"]}
     attrs.update(decisions.get(row["iteration"], {}))
-    if state is None:
+    if state is None or row["status"] == "infeasible":
         attrs.update(status=row["status"], error=row["error"])
     trial = FrozenTrial(
         number=-1,
         state=state or TrialState.FAIL,
-        value=row["score"] if state else None,
+        value=None,
+        values=values if state else None,
         datetime_start=datetime.fromtimestamp(row["created_at"] - (row["cost_s"] or 0.0)),
         datetime_complete=datetime.fromtimestamp(row["created_at"]),
         params={slot: categorical(value) for slot, value in row["config"].items()},
         distributions={slot: CategoricalDistribution(choices[slot]) for slot in row["config"]},
         user_attrs={key: value for key, value in attrs.items() if value is not None},
-        system_attrs={},
+        system_attrs={"constraints": goal.violations(row)} if goal.constraints and state else {},
         intermediate_values={round(step): value for step, value in curve if math.isfinite(value)},
         trial_id=-1,
     )

@@ -14,8 +14,10 @@ from typing import Any
 from agent.config import SearchConfig
 from agent.runs.store import RunStore
 from prompts.grade import parse_grade
+from tools.objectives import Objective, pareto_indices, parse_objective
 
 LOOKUP_TASKS = ("nb201", "nas_bench_graph", "table", "nb_asr")  # a finite results table: every score is known
+STATUS_STYLES = {"ok": {"s": 10, "color": "0.6"}, "infeasible": {"s": 14, "color": "C3", "marker": "x"}}
 CODE_PREFIX = "c:"  # the CSV's ``code`` column: an NCode no CSV reader takes for a number (00667, 1e5, nan)
 
 
@@ -137,6 +139,59 @@ def plot_trajectory(store: RunStore, run_id: str, path: Path) -> Path:
         plt.close(figure)
 
 
+def run_objectives(run: dict[str, Any]) -> list[Objective]:
+    """A run's objectives: its metric, then those given after it (one for a single-objective run)."""
+    config = run["config"] if isinstance(run["config"], dict) else json.loads(run["config"])
+    return [Objective(run["metric"], bool(run["maximize"])), *map(parse_objective, config.get("objectives") or [])]
+
+
+def front_flags(rows: list[dict[str, Any]], objectives: list[Objective]) -> list[bool]:
+    """For each evaluation row, whether it is on the run's Pareto front (finished, feasible, not dominated)."""
+    candidates = [
+        i for i, row in enumerate(rows) if row["status"] == "ok" and row.get("objective_values") is not None
+    ]  # fmt: skip
+    points = [[o.utility(v) for o, v in zip(objectives, rows[i]["objective_values"], strict=True)] for i in candidates]
+    on_front = {candidates[j] for j in pareto_indices(points)}
+    return [i in on_front for i in range(len(rows))]
+
+
+def plot_pareto(store: RunStore, run_id: str, path: Path) -> Path | None:
+    """Every evaluation in objective space, the Pareto front drawn over them (2 objectives: one plot; more: each
+    pair); infeasible results as red crosses. None for a run of one objective."""
+    run = store.get_run(run_id)
+    objectives = run_objectives(run)
+    if len(objectives) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [row for row in store.evaluations(run_id) if row["objective_values"] is not None]
+    flags = front_flags(rows, objectives)
+    pairs = [(i, j) for i in range(len(objectives)) for j in range(i + 1, len(objectives))]
+    figure, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4), dpi=120, squeeze=False)
+    for axis, (i, j) in zip(axes[0], pairs, strict=True):
+        for status, style in STATUS_STYLES.items():
+            points = [(r["objective_values"][i], r["objective_values"][j]) for r in rows if r["status"] == status]
+            if points:
+                axis.scatter(*zip(*points, strict=True), label="evaluated" if status == "ok" else status, **style)
+        on_front = [row for row, flag in zip(rows, flags, strict=True) if flag]
+        front = sorted((row["objective_values"][i], row["objective_values"][j]) for row in on_front)
+        if front:  # a line only where the front is a curve: with more objectives a pair shows its projection
+            axis.plot(*zip(*front, strict=True), "o-" if len(objectives) == 2 else "o", color="C0", markersize=4,
+                      label="Pareto front")  # fmt: skip
+        axis.set_xlabel(objectives[i].spec())
+        axis.set_ylabel(objectives[j].spec())
+        axis.legend(fontsize=7)
+    figure.suptitle(f"{run_id}: {sum(flags)} on the Pareto front of {len(rows)}", fontsize=9)
+    figure.tight_layout()
+    try:
+        return save_figure(figure, path)
+    finally:
+        plt.close(figure)
+
+
 def plot_curves(store: RunStore, run_id: str, path: Path) -> Path | None:
     """Every evaluation's reports against its steps: finished ones in colour, those the scheduler stopped in
     grey, ending in a cross at the step they were stopped at. None when the run reported no steps."""
@@ -170,7 +225,13 @@ def plot_curves(store: RunStore, run_id: str, path: Path) -> Path | None:
 
 
 def export_rows(store: RunStore, run_id: str) -> list[dict[str, Any]]:
-    return [
+    """One dict per evaluation; a run of several objectives adds each objective's value under its name and
+    ``pareto`` (on the front or not)."""
+    evaluations = list(store.evaluations(run_id))
+    objectives = run_objectives(store.get_run(run_id))
+    several = len(objectives) > 1
+    flags = front_flags(evaluations, objectives) if several else [False] * len(evaluations)
+    rows = [
         {
             "iteration": row["iteration"],
             "position": row["position"],
@@ -183,8 +244,13 @@ def export_rows(store: RunStore, run_id: str) -> list[dict[str, Any]]:
             "config": row["config"],
             "metrics": row["metrics"],
         }
-        for row in store.evaluations(run_id)
+        for row in evaluations
     ]
+    if several:
+        for out, row, flag in zip(rows, evaluations, flags, strict=True):
+            values = row["objective_values"] or [None] * len(objectives)
+            out.update({o.name: value for o, value in zip(objectives, values, strict=True)}, pareto=flag)
+    return rows
 
 
 def _decoded(rows: list[dict[str, Any]], *columns: str) -> list[dict[str, Any]]:
@@ -221,6 +287,9 @@ def export_run(store: RunStore, run_id: str, fmt: str) -> str:
     columns = [
         "iteration", "position", "ncode", "code", "score", "status", "fidelity", "cost_s", "error", "config", "metrics"
     ]  # fmt: skip
+    objectives = run_objectives(run)
+    if len(objectives) > 1:  # each objective's value, and whether the evaluation is on the Pareto front
+        columns[5:5] = [*(o.name for o in objectives if o.name != "score"), "pareto"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[*labels, *columns])
     writer.writeheader()

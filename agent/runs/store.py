@@ -5,14 +5,16 @@ LangGraph's checkpointer lives in the same file (tables ``checkpoints`` and
 file, told apart by run id. Nothing secret is ever written here: run configs hold
 no API keys (rankers read keys from the environment only).
 
-The evaluation record (schema 2), one row of ``evaluations`` per started configuration:
-``score`` is the run's metric, ``status`` says what the score is (``ok``: a finished evaluation,
-the only kind that can be the best; ``stopped``: ended early by the run's scheduler, ``score``
-being its last intermediate value; ``failed``; ``infeasible``: values kept, never the best),
-``fidelity`` the step the score was measured at (an epoch; None where a task has no steps), and
-``metrics`` every other number it reported. What an evaluation reported while it ran is in
-``reports`` (one row per step), which schedulers decide from and the Optuna mirror shows as
-intermediate values. Schema 1 files gain the new columns and table when opened.
+The evaluation record (schema 2), one row of ``evaluations`` per started configuration, the same
+for multi-fidelity and multi-objective runs: ``score`` is the run's metric (its first objective);
+``status`` says what the score is (``ok``: a finished evaluation, the only kind that can be the
+best or on the Pareto front; ``stopped``: ended early by the run's scheduler, ``score`` being its
+last intermediate value; ``failed``; ``infeasible``: it broke a constraint, its values kept);
+``fidelity`` the step the score was measured at (an epoch; None where a task has no steps);
+``objective_values`` each objective's value in a run of several (the score first); ``metrics``
+every other number it reported. What an evaluation reported while it ran is in ``reports`` (one
+row per step), which schedulers decide from and the Optuna mirror shows as intermediate values.
+Schema 1 files gain the new columns and tables when opened.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Observation:
     status: str
     cost_s: float = 0.0
     fidelity: float | None = None
+    values: tuple[float, ...] | None = None  # a run of several objectives: each one's value, the score first
 
 
 def open_connection(path: str | Path, verify: bool = True) -> sqlite3.Connection:
@@ -155,13 +158,14 @@ class RunStore:
             {
                 "id": int, "run_id": str, "iteration": int, "position": int, "ncode": str, "config": str,
                 "score": float, "metrics": str, "cost_s": float, "status": str, "error": str, "created_at": float,
-                "fidelity": float,
+                "fidelity": float, "objective_values": str,
             },
             pk="id", if_not_exists=True, foreign_keys=[("run_id", "runs", "run_id")],
         )  # fmt: skip
-        for table, column in (("runs", "wall_s"), ("evaluations", "fidelity")):  # a schema 1 file
+        added = [("runs", "wall_s", float), ("evaluations", "fidelity", float)]
+        for table, column, kind in [*added, ("evaluations", "objective_values", str)]:  # a schema 1 file
             if column not in self.db[table].columns_dict:
-                self.db[table].add_column(column, float)
+                self.db[table].add_column(column, kind)
                 meta.update("schema_version", {"value": str(SCHEMA_VERSION)})
         self.db["evaluations"].create_index(["run_id", "ncode"], unique=True, if_not_exists=True)
         self.db["reports"].create(
@@ -258,6 +262,7 @@ class RunStore:
                 "metrics": json.dumps(outcome.metrics, default=str), "cost_s": outcome.cost_s,
                 "status": outcome.status, "error": outcome.error, "created_at": time.time(),
                 "fidelity": outcome.fidelity,
+                "objective_values": None if outcome.values is None else json.dumps(list(outcome.values)),
             }
         )  # fmt: skip
 
@@ -270,14 +275,18 @@ class RunStore:
 
     def observations(self, run_id: str, after_id: int = 0) -> list[tuple[int, Observation]]:
         """(row id, observation) of a run's evaluations with id > ``after_id``, in the order made."""
-        columns = "id, iteration, ncode, score, status, cost_s, fidelity"
+        columns = "id, iteration, ncode, score, status, cost_s, fidelity, objective_values"
         query = f"SELECT {columns} FROM evaluations WHERE run_id = ? AND id > ? ORDER BY id"
-        return [(row[0], Observation(*row[1:])) for row in self.db.execute(query, [run_id, after_id])]
+        return [
+            (row[0], Observation(*row[1:-1], None if row[-1] is None else tuple(json.loads(row[-1]))))
+            for row in self.db.execute(query, [run_id, after_id])
+        ]
 
     def evaluations(self, run_id: str) -> Iterator[dict[str, Any]]:
         for row in self.db["evaluations"].rows_where("run_id = ?", [run_id], order_by="id"):
             row["config"] = json.loads(row["config"])
             row["metrics"] = json.loads(row["metrics"])
+            row["objective_values"] = json.loads(row["objective_values"] or "null")
             yield row
 
     def prune_checkpoints(self, thread_id: str, keep: int = 4) -> None:

@@ -149,14 +149,16 @@ class Hyperband(Scheduler):
 @dataclass
 class Median(Scheduler):
     """Optuna's MedianPruner: once ``startup`` evaluations have finished, stop an evaluation whose value at a
-    step (from ``min_fidelity`` on) is worse than the median of the finished ones' values at that step."""
+    step (from ``min_fidelity`` on, before ``max_fidelity`` when known: the last step is the result, not a
+    report to judge) is worse than the median of the finished ones' values at that step."""
 
     min_fidelity: float = 1.0
     startup: int = 5
+    max_fidelity: float | None = None
     name: str = "median"
 
     def should_stop(self, ncode: str, step: float, utility: float, board: Board) -> bool:
-        if step < self.min_fidelity:
+        if step < self.min_fidelity or (self.max_fidelity is not None and step >= self.max_fidelity):
             return False
         finished = board.finished() - {ncode}
         if len(finished) < self.startup:
@@ -172,7 +174,7 @@ def make_scheduler(
     if name == "none":
         return None
     if name == "median":
-        return Median(min_fidelity)
+        return Median(min_fidelity, max_fidelity=max_fidelity)
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; valid: {', '.join(SCHEDULERS)}")
     if max_fidelity is None:

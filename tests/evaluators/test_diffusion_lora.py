@@ -152,3 +152,13 @@ def test_a_model_folder_in_diffusers_layout_loads(tmp_path):
 
 def test_search_runs_through_the_real_loop(tmp_path):
     assert_short_search_finishes(tmp_path, "diffusion_lora")
+
+
+def test_report_every_scores_during_training_and_a_stop_ends_it():
+    evaluator = DiffusionLoraEvaluator(device="cpu", seed=0, steps=4, report_every=2)
+    assert evaluator.max_fidelity == 4.0
+    asked: list[float] = []
+    outcome = run_evaluation(evaluator, "0" * 48, decide=lambda step, value: asked.append(step) or False)
+    assert (outcome.status, outcome.fidelity, asked) == ("ok", 4.0, [2.0])
+    stopped = run_evaluation(evaluator, "0" * 48, decide=lambda step, value: True)
+    assert (stopped.status, stopped.fidelity) == ("stopped", 2.0) and math.isfinite(stopped.score)

@@ -125,3 +125,14 @@ def test_a_saved_model_and_a_train_val_dataset_load(tmp_path):
 
 def test_search_runs_through_the_real_loop(tmp_path):
     assert_short_search_finishes(tmp_path, "sam_lora")
+
+
+def test_report_every_validates_during_training_and_a_stop_ends_it():
+    evaluator = SamLoraEvaluator(device="cpu", seed=0, steps=6, report_every=2)
+    assert evaluator.max_fidelity == 6.0
+    asked: list[float] = []
+    outcome = run_evaluation(evaluator, "0123" * 8, decide=lambda step, value: asked.append(step) or False)
+    assert (outcome.status, outcome.fidelity, asked) == ("ok", 6.0, [2.0, 4.0]), "validated at batches 2 and 4"
+    stopped = run_evaluation(evaluator, "0123" * 8, decide=lambda step, value: True)
+    assert (stopped.status, stopped.fidelity) == ("stopped", 2.0)
+    assert 0 <= stopped.score <= 1 and stopped.cost_s < outcome.cost_s

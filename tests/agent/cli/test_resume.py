@@ -160,3 +160,50 @@ def test_ctrl_c_after_the_run_finished_says_so_instead_of_asking_for_a_resume(tm
     assert cli.main(["--ranker", "evolution", "--budget", "3", "--db", str(db), "--run-id", "done", "--quiet"]) == 130
     said = capsys.readouterr().err
     assert "interrupted after the run finished" in said and "main.py show done" in said and "--resume" not in said
+
+
+CURVE_COMMAND = """
+import sys, time
+depth, width, epochs = int(sys.argv[1]), int(sys.argv[2]), 9
+final = 0.5 + 0.1 * depth - 0.001 * abs(width - 64)
+for epoch in range(1, epochs + 1):
+    time.sleep(0.08)
+    print(f"epoch {epoch} val_acc: {final * (1 - 0.7 ** epoch * (1 + depth % 2)):.5f}", flush=True)
+"""
+
+
+def test_sigkill_twice_mid_training_under_asha_resumes_exactly(tmp_path: Path) -> None:
+    """A training command under ASHA, one worker, killed with SIGKILL twice while a training is in flight
+    (its reports half written): the resumed run is the uninterrupted one, evaluation for evaluation, with
+    the same statuses, steps and scores, and the same reports."""
+    script, space = tmp_path / "train.py", tmp_path / "space.yaml"
+    script.write_text(CURVE_COMMAND)
+    space.write_text("name: curve\nslots:\n  - {name: depth, options: [1, 2, 3, 4]}\n"
+                     "  - {name: width, options: [16, 32, 64, 128]}\n")  # fmt: skip
+    flags = (
+        "--task", "command", "--space", str(space), "--metric", "val_acc", "--scheduler", "asha", "--max-fidelity", "9",
+        "--ranker", "nearest-mean", "--budget", "12", "--seed", "3", "--workdir", str(tmp_path / "work"),
+        "--command", f"{sys.executable} {script} {{depth}} {{width}}",
+    )  # fmt: skip
+
+    def record(db: Path, run_id: str) -> tuple[list, list]:
+        with sqlite3.connect(db) as connection:
+            rows = connection.execute(
+                "SELECT ncode, status, fidelity, score FROM evaluations WHERE run_id = ? ORDER BY id", [run_id]
+            ).fetchall()
+            reports = connection.execute("SELECT ncode, step, value FROM reports ORDER BY ncode, step").fetchall()
+        return rows, reports
+
+    assert run(*flags, "--db", str(tmp_path / "ref.db"), "--run-id", "ref").returncode == 0
+    db, command = tmp_path / "runs.db", main_py(*flags, "--db", str(tmp_path / "runs.db"), "--run-id", "k")
+    for kill_after in (3, 7):
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_evaluations(db, "k", kill_after, process)
+        time.sleep(0.25)  # inside the next training: epochs 1 to 3 reported
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        command = main_py("--resume", "k", "--db", str(db))
+    assert run("--resume", "k", "--db", str(db)).returncode == 0
+    assert record(db, "k") == record(tmp_path / "ref.db", "ref")
+    statuses = {status for _, status, _, _ in record(db, "k")[0]}
+    assert statuses == {"ok", "stopped"}, "ASHA stopped some and let others finish"

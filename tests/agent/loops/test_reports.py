@@ -96,3 +96,11 @@ def test_a_scheduler_the_task_cannot_serve_is_refused_before_the_search(tmp_path
         search(tmp_path / "s.db", "s", max_fidelity=None)
     with pytest.raises(ConfigError, match=r"--reduction-factor 2\.0 applies to --scheduler asha or hyperband"):
         search(tmp_path / "u.db", "u", scheduler="median", reduction_factor=2.0)
+
+
+def test_a_scheduler_with_nothing_to_judge_says_so(tmp_path, caplog):
+    options = {"ranker": "random", "budget": 5, "scheduler": "asha", "max_fidelity": 9, "run_id": "s"}
+    with Study.create(tmp_path / "s.db", space_definition(), "tests.agent.objectives:accuracy", **options) as study:
+        study.optimize()
+    idle = [record.message for record in caplog.records if "has nothing to judge" in record.message]
+    assert len(idle) == 1 and "3 evaluations finished without reporting" in idle[0]

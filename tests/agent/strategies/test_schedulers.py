@@ -112,6 +112,8 @@ def test_median_waits_for_its_startup_evaluations() -> None:
     finish(board, median, "d", [0.9] * 4, finished)
     assert report(board, median, "e", 1, 0.1)
     assert not report(board, median, "f", 1, 0.85)
+    at_the_end = Median(1, startup=3, max_fidelity=4)
+    assert not report(board, at_the_end, "g", 4, 0.1), "the last step is the result, not a report to judge"
 
 
 @pytest.mark.parametrize(

@@ -193,7 +193,8 @@ class Study:
         if len(history) > store.get_run(self.run_id)["budget"]:
             store.update_run(self.run_id, budget=len(history))
         self._parts().record_step(self.run_id, history, [(code, outcome)])
-        return Trial(code, decode(space, code), outcome.score, outcome.status, outcome.metrics, outcome.error)
+        config = decode(space, code)
+        return Trial(code, config, outcome.score, outcome.status, outcome.metrics, outcome.error, outcome.values)
 
     def final(self, top: int = 3, fidelity: float | None = None, seeds: int = 3) -> list[FinalScore]:
         """The paper's final stage: train the ``top`` best finished configurations again (``trial.fidelity`` =

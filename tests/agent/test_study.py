@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import SearchError, SearchSpace, Slot, Study
+from agent import ConfigError, SearchError, SearchSpace, Slot, Study, Trial
 from agent.cli.main import main
 from tests.agent import objectives
 from tests.agent.objectives import ACTIVATIONS, DEPTHS, WIDTHS
@@ -184,3 +184,64 @@ def test_sigkill_mid_run_then_resume_to_exactly_the_budget(tmp_path):
     with Study.load(db, "k") as study:
         study.optimize()
     assert len(unique_codes(db, "k")) == 14
+
+
+# -- several objectives and constraints ----------------------------------------------------------------------
+
+
+def create_two_objective_study(db: Path, **options) -> Study:
+    return Study.create(
+        db, SPACE, "tests.agent.objectives:accuracy_and_size", metric=["acc", "params"], maximize=[True, False],
+        constraints=["params<=20000"], run_id="mo", **{"ranker": "nearest-mean", "budget": 20, **options},
+    )  # fmt: skip
+
+
+def test_two_objectives_keep_a_pareto_front_of_feasible_trials(tmp_path):
+    with create_two_objective_study(tmp_path / "s.db") as study:
+        study.optimize()
+        history = study.history
+        front = study.pareto_front
+        with pytest.raises(SearchError, match=r"2 objectives .* read study\.pareto_front"):
+            study.best  # noqa: B018 (the property raises)
+    feasible = [t for t in history if t.status == "ok"]
+    assert all(t.values == (t.score, t.metrics["params"]) for t in feasible)
+    infeasible = [t for t in history if t.status == "infeasible"]
+    assert infeasible and all(t.values[1] > 20000 and "breaks params<=20000" in t.error for t in infeasible)
+
+    def beaten(i: int, t: Trial) -> bool:
+        """Dominated, or equal to an earlier trial (the front keeps the first of equal results)."""
+        (acc, params) = t.values
+        better = any(o.values != t.values and o.values[0] >= acc and o.values[1] <= params for o in feasible)
+        return better or any(o.values == t.values for o in feasible[:i])
+
+    expected = {t.ncode for i, t in enumerate(feasible) if not beaten(i, t)}
+    assert {t.ncode for t in front} == expected, "exactly the non-dominated"
+
+
+def test_a_two_objective_run_interrupted_resumes_exactly(tmp_path, monkeypatch):
+    """The ranker reads a scalarisation whose weights change per step, drawn from (seed, step): resumed, the
+    run draws the same weights and makes the same choices."""
+    with create_two_objective_study(tmp_path / "a.db") as study:
+        study.optimize()
+        uninterrupted = [(t.ncode, t.status, t.values) for t in study.history]
+    monkeypatch.setenv("LMSEARCHER_TEST_CRASH", str(tmp_path / "crashed"))
+    with create_two_objective_study(tmp_path / "b.db") as study, pytest.raises(KeyboardInterrupt):
+        study.optimize()
+    with Study.load(tmp_path / "b.db", "mo") as study:
+        assert len(study.history) == 6
+        study.optimize()
+        assert [(t.ncode, t.status, t.values) for t in study.history] == uninterrupted
+
+
+def test_ask_and_tell_of_two_objectives_is_judged(tmp_path):
+    with Study.create(tmp_path / "s.db", SPACE, metric=["acc", "params"], maximize=[True, False],
+                      constraints=["params<=100"], run_id="at") as study:  # fmt: skip
+        told = study.tell(study.ask(), {"acc": 0.9, "params": 500})
+        assert (told.status, told.values) == ("infeasible", (0.9, 500.0))
+        kept = study.tell(study.ask(), {"acc": 0.5, "params": 50})
+        assert [t.ncode for t in study.pareto_front] == [kept.ncode]
+
+
+def test_directions_must_match_the_objectives(tmp_path):
+    with pytest.raises(ConfigError, match="names 2 objectives but maximize= gives 3 directions"):
+        Study.create(tmp_path / "s.db", SPACE, metric=["acc", "params"], maximize=[True, False, True])

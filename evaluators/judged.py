@@ -52,7 +52,7 @@ class JudgedEvaluator(Evaluator):
         lacking = [name for name in needed if number_of(values, name) is None]
         if lacking:  # a table keeps such columns for the final report: known without training, so shown
             hidden = self.inner.final_metrics(ncode)
-            found = {name: hidden[name] for name in lacking if number_of(hidden, name) is not None}
+            found = {name: number_of(hidden, name) for name in lacking if number_of(hidden, name) is not None}
             outcome.metrics = {**outcome.metrics, **found}
             values.update(found)
         missing = [o.name for o in self._objectives if number_of(values, o.name) is None]

@@ -75,7 +75,13 @@ def parse_constraint(text: str) -> Constraint:
 
 
 def number_of(metrics: Mapping[str, Any], name: str) -> float | None:
+    """A finite number under ``name``, also written as text (a CSV table's cell); None otherwise."""
     value = metrics.get(name)
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return float(value)

@@ -188,7 +188,9 @@ def run_show(argv: list[str]) -> int:
             out.print(stopped, markup=False, highlight=False)
         objectives = run_objectives(run)
         if len(objectives) > 1:
-            out.print(front_table(evaluations, objectives))
+            caption, front = front_table(evaluations, objectives)
+            out.print(caption, markup=False, highlight=False)
+            out.print(front)
             pareto = write_plot(store, args.run_id, plot, args.db, kind="pareto")
             out.print(f"Pareto plot: {pareto}", markup=False, highlight=False)
         for fidelity in store.final_fidelities(args.run_id):
@@ -274,17 +276,18 @@ def stopped_summary(evaluations: list[dict[str, Any]]) -> str:
     return f"{sum(at.values())} evaluation(s) stopped early by the scheduler: {where}"
 
 
-def front_table(evaluations: list[dict[str, Any]], objectives: list[Objective]) -> Table:
-    """The Pareto front of a run of several objectives: each configuration decoded, with its objectives."""
+def front_table(evaluations: list[dict[str, Any]], objectives: list[Objective]) -> tuple[str, Table]:
+    """The Pareto front of a run of several objectives, in a line and a table: each configuration decoded, with
+    its objectives."""
     flags = front_flags(evaluations, objectives)
     front = [row for row, flag in zip(evaluations, flags, strict=True) if flag]
     infeasible = sum(row["status"] == "infeasible" for row in evaluations)
-    title = f"Pareto front: {len(front)} of {len(evaluations)} evaluations ({infeasible} infeasible, never on it)"
-    table = Table("#", "NCode", *(o.spec() for o in objectives), "configuration", title=title)
+    caption = f"Pareto front: {len(front)} of {len(evaluations)} evaluations ({infeasible} infeasible, never on it)"
+    table = Table("#", "NCode", *(o.spec() for o in objectives), "configuration")
     for place, row in enumerate(sorted(front, key=lambda r: -objectives[0].utility(r["objective_values"][0])), 1):
         decoded = ", ".join(f"{slot}={number(value)}" for slot, value in row["config"].items())
         table.add_row(str(place), row["ncode"], *map(number, row["objective_values"]), escape(decoded))
-    return table
+    return caption, table
 
 
 PLOTS = {"trajectory": ("", plot_trajectory), "curves": ("_curves", plot_curves), "pareto": ("_pareto", plot_pareto)}

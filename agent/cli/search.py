@@ -81,7 +81,8 @@ def add_config_flags(
                 flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=given_default, help=help_text
             )
             continue
-        if list in kinds or f.name == "metric":  # repeatable: each use adds one (a second --metric: an objective)
+        repeatable = typing.get_origin(hints[f.name]) is list or f.name == "metric"  # a second --metric: an objective
+        if repeatable:
             section.add_argument(
                 flag(f.name), dest=f.name, action="append", default=given_default, help=help_text,
                 metavar=flag(f.name)[2:].replace("-", "_").upper(),

@@ -183,7 +183,8 @@ def plot_pareto(store: RunStore, run_id: str, path: Path) -> Path | None:
                       label="Pareto front")  # fmt: skip
         axis.set_xlabel(objectives[i].spec())
         axis.set_ylabel(objectives[j].spec())
-        axis.legend(fontsize=7)
+        if rows:
+            axis.legend(fontsize=7)
     figure.suptitle(f"{run_id}: {sum(flags)} on the Pareto front of {len(rows)}", fontsize=9)
     figure.tight_layout()
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pandas
 import pytest
 import yaml
 
@@ -122,3 +123,37 @@ def test_target_stops_any_strategy_once_reached(tmp_path, workers):
     assert max(early) >= target and len(early) < 40
     if workers == "1":  # synchronous: it stops right after the evaluation that reached the target
         assert early == whole[: reached_at + 1]
+
+
+def test_metric_given_again_is_a_further_objective_and_constraints_repeat():
+    command = parse_search(["--metric", "acc", "--metric", "latency_ms:min", "--metric", "params:min",
+                            "--constraint", "params<=5e6", "--constraint", "flops<1e9"])  # fmt: skip
+    config = command.config
+    assert (config.metric, config.minimize, config.objectives) == ("acc", False, ["latency_ms:min", "params:min"])
+    assert config.constraint == ["params<=5e6", "flops<1e9"]
+    assert parse_search(["--metric", "loss:min"]).config.minimize is True
+    with pytest.raises(ConfigError, match="--metric acc:max and --minimize disagree"):
+        parse_search(["--metric", "acc:max", "--minimize"])
+
+
+def test_a_two_objective_table_search_shows_and_exports_its_front(tmp_path, capsys):
+    space, table = tmp_path / "space.yaml", tmp_path / "t.csv"
+    space.write_text("name: t\nslots:\n  - {name: a, options: [1, 2, 3, 4]}\n  - {name: b, options: [1, 2, 3]}\n")
+    table.write_text("a,b,acc,params\n" + "".join(
+        f"{a},{b},{0.5 + 0.1 * a - 0.01 * b},{a * a * 10 + b}\n" for a in range(1, 5) for b in range(1, 4)
+    ))  # fmt: skip
+    db = tmp_path / "s.db"
+    flags = ["--task", "table", "--space", str(space), "--data", str(table), "--metric", "acc", "--metric",
+             "params:min", "--constraint", "params<=100", "--ranker", "random", "--budget", "12", "--db", str(db)]
+    assert main([*flags, "--run-id", "mo", "--quiet"]) == 0  # fmt: skip
+    assert main(["show", "mo", "--db", str(db)]) == 0
+    shown = capsys.readouterr().out
+    assert "Pareto front: 3 of 12 evaluations (3 infeasible, never on it)" in shown  # b = 1 for a = 1, 2, 3
+    assert (tmp_path / "mo_pareto.png").stat().st_size > 0
+    out = tmp_path / "mo.csv"
+    assert main(["export", "mo", "--db", str(db), "--out", str(out)]) == 0
+    frame = pandas.read_csv(out)  # as a user reads an export
+    assert {"acc", "params", "pareto"} <= set(frame.columns)
+    assert sorted(frame[frame.pareto].params) == [11, 41, 91]
+    infeasible = frame[frame.status == "infeasible"]
+    assert (infeasible.params > 100).all() and len(infeasible) == 3 and not infeasible.pareto.any()

@@ -121,3 +121,25 @@ def test_reports_are_intermediate_values_and_stopped_evaluations_are_pruned_tria
         assert trial.intermediate_values == {int(step): value for step, value in curves[evaluation.ncode]}
         assert trial.value == evaluation.score  # a pruned trial keeps its last intermediate value, as Optuna's
         assert trial.last_step == max(trial.intermediate_values)
+
+
+def test_a_run_of_two_objectives_is_a_multi_objective_study_with_its_constraints(tmp_path):
+    db = tmp_path / "s.db"
+    with Study.create(
+        db, objectives.space_definition(), "tests.agent.objectives:accuracy_and_size", metric=["acc", "params"],
+        maximize=[True, False], constraints=["params<=20000"], ranker="random", budget=16, run_id="mo",
+    ) as study:  # fmt: skip
+        study.optimize()
+        front = {trial.values for trial in study.pareto_front}
+        history = study.history
+    assert sync(db) == 16
+    mirrored_study = mirrored(db, "mo")
+    assert mirrored_study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    trials = mirrored_study.trials
+    assert [t.values for t in trials] == [list(t.values) for t in history]
+    infeasible = [t for t in trials if t.user_attrs.get("status") == "infeasible"]
+    assert infeasible and all(max(t.system_attrs["constraints"]) > 0 for t in infeasible)
+    assert all(max(t.system_attrs["constraints"]) <= 0 for t in trials if t not in infeasible)
+    # Optuna's own Pareto front, which optuna-dashboard draws, is ours (Optuna keeps every one of equal results,
+    # the run the first): constraints keep the infeasible out of it
+    assert {tuple(t.values) for t in mirrored_study.best_trials} == front

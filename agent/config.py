@@ -24,10 +24,11 @@ from agent.strategies.schedulers import SCHEDULERS
 from evaluators.registry import TaskOptions
 
 # baselines whose proposer does the searching; the ranker keeps its order
-PROPOSER_DRIVEN = ("evolution", "tpe", "gp", "local-search")
+PROPOSER_DRIVEN = ("evolution", "tpe", "gp", "local-search", "nsga2", "motpe")
 BASELINE_RANKERS = ("random", "additive", "nearest", "nearest-mean", *PROPOSER_DRIVEN)
 PROPOSERS = (
-    "random", "mutation", "mixed", "mixed-gp", "portfolio", "evolution", "tpe", "gp", "local-search", "generate"
+    "random", "mutation", "mixed", "mixed-gp", "portfolio", "evolution", "tpe", "gp", "local-search", "nsga2", "motpe",
+    "generate",
 )  # fmt: skip
 DEFAULT_PROPOSER = "mixed"  # of the rankers that pick from a pool, but random search (BENCHMARKS.md §4, §8)
 LEGACY_DEFAULT_PROPOSER = "mixed"  # what runs stored without a proposer used (they stored None until 2026-12)
@@ -107,7 +108,8 @@ class SearchConfig:
         None,
         "candidate pool: mixed (the default but for --ranker random: random codes and mutations of the best), "
         "random, mutation, mixed-gp (mixed plus a GP suggestion), portfolio (mixed, but every --gp-every-th step "
-        "Bayesian optimisation's suggestion alone), evolution, tpe, gp, local-search, generate",
+        "Bayesian optimisation's suggestion alone), evolution, tpe, gp, local-search, nsga2, motpe (several "
+        "objectives), generate",
     )
     strategy: str = option(
         "lmsearcher", "lmsearcher (a ranker picks from a pool) or collm (CoLLM-NAS)", choices=STRATEGIES
@@ -249,8 +251,15 @@ class SearchConfig:
         keys = ("navigator_model", "navigator_base_url", "generator_model", "generator_base_url")
         return {**{key: getattr(self, key) for key in keys}, "batch": self.collm_batch,
                 "temperature": self.collm_temperature, "max_tokens": self.collm_max_tokens,
-                "target": self.target, "constraints": self.constraints,
+                "target": self.target, "constraints": self.collm_constraints(),
                 "navigator_rounds": self.navigator_rounds}  # fmt: skip
+
+    def collm_constraints(self) -> str | None:
+        """What CoLLM-NAS's two models are told of the limits: the words of --constraints and, as numbers, each
+        --constraint that makes a result infeasible."""
+        hard = [f"{spec} (a hard limit: a result that breaks it is infeasible)" for spec in self.constraint]
+        told = [text for text in (self.constraints, *hard) if text]
+        return "; ".join(told) if told else None
 
     def worker_resources(self) -> dict[str, float]:
         """Ray actor options given on the command line; {} means what the evaluator declares."""

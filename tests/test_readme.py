@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -143,3 +144,21 @@ def test_asha_command_example_killed_twice_and_resumed(tmp_path):
         [sys.executable, "main.py", "show", run_id, "--db", str(db)], cwd=folder, capture_output=True, text=True
     )
     assert stopped > 0 and f"{stopped} evaluation(s) stopped early by the scheduler" in shown.stdout
+
+
+def test_pareto_command_example_keeps_a_front_of_feasible_results(tmp_path):
+    folder = user_folder(tmp_path)
+    (folder / "train.py").write_text(example("train"))
+    subprocess.run(["bash", "-c", example("command").rsplit("YAML\n", 1)[0] + "YAML\n"], cwd=folder, check=True)
+    search = example("pareto-command").replace("\\\n", " ").strip()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", search], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with sqlite3.connect(folder / "runs" / "mlp-pareto.db") as connection:
+        rows = connection.execute("SELECT status, objective_values FROM evaluations").fetchall()
+        (run_id,) = connection.execute("SELECT run_id FROM runs").fetchone()
+    assert len(rows) == 12 and {status for status, _ in rows} <= {"ok", "infeasible"}
+    assert all((status == "infeasible") == (json.loads(values)[1] > 20000) for status, values in rows)
+    shown = subprocess.run([sys.executable, "main.py", "show", run_id, "--db", "runs/mlp-pareto.db"], cwd=folder,
+                           capture_output=True, text=True)  # fmt: skip
+    assert "Pareto front:" in shown.stdout and "params:min" in shown.stdout

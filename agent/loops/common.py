@@ -256,7 +256,8 @@ class RankingScaffold(LoopScaffold):
     ) -> list[str]:
         """Up to ``n`` candidates outside ``seen``."""
         view, metric = self.view(history, iteration)
-        return self.proposer.propose(ProposalContext(self.evaluator.space, metric, view, seen, rng), n)
+        context = ProposalContext(self.evaluator.space, metric, view, seen, rng, self.evaluator.objectives)
+        return self.proposer.propose(context, n)
 
     def decide(
         self, run_id: str, iteration: int, history: list[Observation], seen: set[str], pool: list[str], k: int

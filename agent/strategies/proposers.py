@@ -23,6 +23,7 @@ from agent.config import SearchConfig
 from agent.runs.store import Observation
 from tools.evaluator import Metric
 from tools.ncode import SearchSpace, from_indices, is_valid, mutate, neighbours, normalize, sample, to_indices
+from tools.objectives import Objective
 
 if TYPE_CHECKING:
     import optuna
@@ -35,6 +36,7 @@ class ProposalContext:
     history: Sequence[Observation]
     seen: set[str]
     rng: random.Random
+    objectives: Sequence[Objective] = ()  # a run of several: each one, for proposers that read them all
 
 
 def scored(history: Sequence[Observation], metric: Metric) -> list[tuple[float, str]]:
@@ -342,6 +344,76 @@ class GPProposer(OptunaProposer):
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=self.startup_trials)
 
 
+class MultiObjectiveOptunaProposer(OptunaProposer):
+    """An Optuna multi-objective sampler, the baselines users of multi-objective search know: it reads every
+    objective of the history (``Observation.values``, as utilities), not the scalarisation rankers read, and
+    infeasible results as a positive constraint (``Trial.set_constraint``), which Optuna 5's samplers read. A
+    run of one objective is its special case."""
+
+    def _study(self, context: ProposalContext) -> tuple[optuna.Study, dict[str, optuna.distributions.BaseDistribution]]:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        space, objectives = context.space, list(context.objectives) or [Objective(context.metric.name, True)]
+        distributions = {
+            f"s{i}": optuna.distributions.CategoricalDistribution(space.choices(i)) for i in range(space.length)
+        }
+        study = optuna.create_study(
+            directions=["maximize"] * len(objectives), sampler=self.sampler(context.rng.randrange(2**31))
+        )
+        judged = [o for o in context.history if o.status in ("ok", "infeasible") and o.score is not None]
+        trials = []
+        for number, o in enumerate(judged):
+            values = o.values if o.values is not None and len(objectives) > 1 else (o.score,)
+            utilities = [float(objective.utility(v)) for objective, v in zip(objectives, values, strict=True)]
+            if len(objectives) == 1:
+                utilities = [float(context.metric.utility(o.score))]  # a run of one objective: its own direction
+            attrs = {"constraints:infeasible": 1.0 if o.status == "infeasible" else 0.0, **self.trial_attrs(number)}
+            params = {f"s{i}": index for i, index in enumerate(to_indices(space, o.ncode))}
+            trials.append(optuna.trial.create_trial(params=params, distributions=distributions, values=utilities,
+                                                    system_attrs=attrs))  # fmt: skip
+        study.add_trials(trials)
+        return study, distributions
+
+    def fitted(self, history: Sequence[Observation]) -> bool:
+        return sum(o.status in ("ok", "infeasible") for o in history) >= self.startup_trials
+
+    def trial_attrs(self, number: int) -> dict[str, object]:
+        """System attributes the sampler keeps on the trial it asked for ``number``-th."""
+        return {}
+
+
+class NSGA2Proposer(MultiObjectiveOptunaProposer):
+    """NSGA-II (Deb et al. 2002), Optuna's NSGAIISampler: the evolutionary baseline of multi-objective search.
+    Each history trial carries the generation a sequential NSGA-II would have given it, so the fresh study of
+    each call breeds from the population it would have bred from."""
+
+    name = "nsga2"
+    population = 20
+
+    def __init__(self) -> None:
+        super().__init__(startup_trials=self.population)
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        return optuna.samplers.NSGAIISampler(population_size=self.population, seed=seed)
+
+    def trial_attrs(self, number: int) -> dict[str, object]:
+        return {"NSGAIISampler:generation": number // self.population}
+
+
+class MOTPEProposer(MultiObjectiveOptunaProposer):
+    """Multi-objective TPE (Ozaki et al. 2020), Optuna's TPESampler over several objectives."""
+
+    name = "motpe"
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup_trials)
+
+
 class GuidedMixedProposer(Proposer):
     """A mixed pool with Bayesian optimisation's suggestion in it: one code from the GP (:class:`GPProposer`)
     once it has its ``startup_trials`` scores, the rest a :class:`MixedProposer` pool.
@@ -414,6 +486,8 @@ PROPOSERS: dict[str, Callable[[SearchConfig], Proposer]] = {  # built from the r
     "portfolio": lambda config: PortfolioProposer(config.random_fraction, config.gp_every),
     "evolution": lambda config: EvolutionProposer(config.population, config.sample_size),
     "tpe": lambda config: TPEProposer(),
+    "nsga2": lambda config: NSGA2Proposer(),
+    "motpe": lambda config: MOTPEProposer(),
     "gp": lambda config: GPProposer(),
     "local-search": lambda config: LocalSearchProposer(),
 }

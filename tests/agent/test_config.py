@@ -75,3 +75,12 @@ def test_the_command_line_says_which_option_is_ignored(tmp_path, capsys):
 )  # fmt: skip
 def test_llm_ranker_specs_are_told_from_baselines_and_users_rankers(spec, llm):
     assert is_llm_ranker(spec) is llm
+
+
+def test_collm_is_told_the_numeric_constraints_beside_its_words():
+    config = SearchConfig(strategy="collm", constraints="mobile-sized", constraint=["params<=5e6", "flops<6e8"])
+    assert config.collm_options()["constraints"] == (
+        "mobile-sized; params<=5e6 (a hard limit: a result that breaks it is infeasible); "
+        "flops<6e8 (a hard limit: a result that breaks it is infeasible)"
+    )
+    assert SearchConfig(strategy="collm").collm_options()["constraints"] is None

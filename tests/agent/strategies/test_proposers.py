@@ -442,3 +442,26 @@ def test_optuna_proposers_are_pure_functions_of_the_history_and_the_rng(proposer
     assert proposer().propose(context(space, history, 3), 4) == first
     if history_size < 10:  # random start-up; a fitted GP's acquisition maximum need not depend on the seed
         assert proposer().propose(context(space, history, 4), 4) != first
+
+
+@pytest.mark.parametrize("name", ["nsga2", "motpe"])
+def test_multi_objective_baselines_read_every_objective_and_the_infeasible(name):
+    """The Optuna study they ask holds each objective as a utility (a minimised one negated), infeasible results as
+    a broken constraint, and for NSGA-II the generation a sequential run would have given each trial."""
+    from tools.objectives import Objective
+
+    space = tiny_space()
+    history = [
+        Observation(0, "00", 0.5, "ok", values=(0.5, 10.0)),
+        Observation(1, "01", 0.7, "infeasible", values=(0.7, 99.0)),
+        Observation(2, "10", None, "failed"),
+        Observation(3, "11", 0.6, "ok", values=(0.6, 5.0)),
+    ]
+    objectives = (Objective("acc"), Objective("params", maximize=False))
+    proposer = build(name)
+    study, _ = proposer._study(ProposalContext(space, METRIC, history, set(), random.Random(0), objectives))
+    trials = study.trials
+    assert [t.values for t in trials] == [[0.5, -10.0], [0.7, -99.0], [0.6, -5.0]]
+    assert [t.constraints for t in trials] == [{"infeasible": 0.0}, {"infeasible": 1.0}, {"infeasible": 0.0}]
+    if name == "nsga2":
+        assert {t.system_attrs["NSGAIISampler:generation"] for t in trials} == {0}

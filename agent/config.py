@@ -24,10 +24,10 @@ from agent.strategies.schedulers import SCHEDULERS
 from evaluators.registry import TaskOptions
 
 # baselines whose proposer does the searching; the ranker keeps its order
-PROPOSER_DRIVEN = ("evolution", "tpe", "gp", "local-search", "nsga2", "motpe")
+PROPOSER_DRIVEN = ("evolution", "tpe", "gp", "local-search", "nsga2")
 BASELINE_RANKERS = ("random", "additive", "nearest", "nearest-mean", *PROPOSER_DRIVEN)
 PROPOSERS = (
-    "random", "mutation", "mixed", "mixed-gp", "portfolio", "evolution", "tpe", "gp", "local-search", "nsga2", "motpe",
+    "random", "mutation", "mixed", "mixed-gp", "portfolio", "evolution", "tpe", "gp", "local-search", "nsga2",
     "generate",
 )  # fmt: skip
 DEFAULT_PROPOSER = "mixed"  # of the rankers that pick from a pool, but random search (BENCHMARKS.md §4, §8)
@@ -108,8 +108,8 @@ class SearchConfig:
         None,
         "candidate pool: mixed (the default but for --ranker random: random codes and mutations of the best), "
         "random, mutation, mixed-gp (mixed plus a GP suggestion), portfolio (mixed, but every --gp-every-th step "
-        "Bayesian optimisation's suggestion alone), evolution, tpe, gp, local-search, nsga2, motpe (several "
-        "objectives), generate",
+        "Bayesian optimisation's suggestion alone), evolution, tpe, gp, local-search, nsga2 (tpe and gp are "
+        "multi-objective in a run of several objectives), generate",
     )
     strategy: str = option(
         "lmsearcher", "lmsearcher (a ranker picks from a pool) or collm (CoLLM-NAS)", choices=STRATEGIES

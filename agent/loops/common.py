@@ -74,14 +74,19 @@ def pareto_front(history: Sequence[Observation], objectives: Sequence[Objective]
 def searcher_view(history: Sequence[Observation], metric: Metric, stopped_as: str) -> list[Observation]:
     """The history as proposers and rankers read it. A stopped evaluation's score is a value at a low
     fidelity: ``last`` shows it as it is, ``worst`` as the worst finished score (or its own when lower),
-    ``omit`` without a score (still never proposed again). BENCHMARKS.md compares the three."""
-    if stopped_as == "last" or not any(o.status == "stopped" for o in history):
+    ``omit`` without a score (still never proposed again); BENCHMARKS.md compares the three. An infeasible
+    result reads as the worst finished score, however good its own (Optuna's samplers read its true values
+    and a broken constraint instead: ``Observation.values``)."""
+    infeasible = any(o.status == "infeasible" and o.score is not None for o in history)
+    if not infeasible and (stopped_as == "last" or not any(o.status == "stopped" for o in history)):
         return list(history)
     finished = [o.score for o in history if o.status == "ok" and o.score is not None]
     worst = min(finished, key=metric.utility) if finished else None
     view = []
     for o in history:
-        if o.status == "stopped":
+        if o.status == "infeasible" and o.score is not None:  # its values are kept, but it must not look good
+            o = replace(o, score=worst)
+        elif o.status == "stopped" and stopped_as != "last":
             if stopped_as == "omit" or worst is None:
                 o = replace(o, score=None)
             elif o.score is None or metric.utility(worst) < metric.utility(o.score):

@@ -266,7 +266,10 @@ class OptunaProposer(Proposer):
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler: ...
 
     def _study(self, context: ProposalContext) -> tuple[optuna.Study, dict[str, optuna.distributions.BaseDistribution]]:
-        """A new study holding the history as completed trials, and the per-slot distributions."""
+        """A new study holding the history as completed trials, and the per-slot distributions. In a run of several
+        objectives the study has them all (so TPE is multi-objective TPE), read from ``Observation.values``, not
+        from the scalarisation rankers read; a result that broke a constraint keeps its true values and is marked
+        with a positive constraint (``Trial.set_constraint``), which Optuna 5's samplers read."""
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -274,19 +277,31 @@ class OptunaProposer(Proposer):
         distributions = {
             f"s{i}": optuna.distributions.CategoricalDistribution(space.choices(i)) for i in range(space.length)
         }
-        study = optuna.create_study(direction="maximize", sampler=self.sampler(context.rng.randrange(2**31)))
-        study.add_trials(
-            [
-                optuna.trial.create_trial(
-                    params={f"s{i}": index for i, index in enumerate(to_indices(space, o.ncode))},
-                    distributions=distributions,
-                    value=context.metric.utility(o.score),
-                )
-                for o in context.history
-                if o.score is not None
-            ]
-        )
+        objectives = list(context.objectives)
+        several = len(objectives) > 1
+        directions = ["maximize"] * (len(objectives) if several else 1)
+        study = optuna.create_study(directions=directions, sampler=self.sampler(context.rng.randrange(2**31)))
+        constrained = any(o.status == "infeasible" for o in context.history)
+        usable = [o for o in context.history if o.score is not None and (o.values is not None or not several)]
+        trials = []
+        for number, o in enumerate(usable):
+            if o.values is not None:  # the true values (an infeasible result's too), not what the view shows
+                pairs = zip(objectives, o.values, strict=True) if several else [(context.metric, o.values[0])]
+                utilities = [float(objective.utility(value)) for objective, value in pairs]
+            else:
+                utilities = [float(context.metric.utility(o.score))]
+            attrs = dict(self.trial_attrs(number))
+            if constrained:
+                attrs["constraints:infeasible"] = 1.0 if o.status == "infeasible" else 0.0
+            params = {f"s{i}": index for i, index in enumerate(to_indices(space, o.ncode))}
+            trials.append(optuna.trial.create_trial(params=params, distributions=distributions, values=utilities,
+                                                    system_attrs=attrs))  # fmt: skip
+        study.add_trials(trials)
         return study, distributions
+
+    def trial_attrs(self, number: int) -> dict[str, object]:
+        """System attributes the sampler keeps on the trial it asked for ``number``-th (NSGA-II: its generation)."""
+        return {}
 
     def propose(self, context: ProposalContext, n: int) -> list[str]:
         space = context.space
@@ -344,46 +359,7 @@ class GPProposer(OptunaProposer):
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=self.startup_trials)
 
 
-class MultiObjectiveOptunaProposer(OptunaProposer):
-    """An Optuna multi-objective sampler, the baselines users of multi-objective search know: it reads every
-    objective of the history (``Observation.values``, as utilities), not the scalarisation rankers read, and
-    infeasible results as a positive constraint (``Trial.set_constraint``), which Optuna 5's samplers read. A
-    run of one objective is its special case."""
-
-    def _study(self, context: ProposalContext) -> tuple[optuna.Study, dict[str, optuna.distributions.BaseDistribution]]:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        space, objectives = context.space, list(context.objectives) or [Objective(context.metric.name, True)]
-        distributions = {
-            f"s{i}": optuna.distributions.CategoricalDistribution(space.choices(i)) for i in range(space.length)
-        }
-        study = optuna.create_study(
-            directions=["maximize"] * len(objectives), sampler=self.sampler(context.rng.randrange(2**31))
-        )
-        judged = [o for o in context.history if o.status in ("ok", "infeasible") and o.score is not None]
-        trials = []
-        for number, o in enumerate(judged):
-            values = o.values if o.values is not None and len(objectives) > 1 else (o.score,)
-            utilities = [float(objective.utility(v)) for objective, v in zip(objectives, values, strict=True)]
-            if len(objectives) == 1:
-                utilities = [float(context.metric.utility(o.score))]  # a run of one objective: its own direction
-            attrs = {"constraints:infeasible": 1.0 if o.status == "infeasible" else 0.0, **self.trial_attrs(number)}
-            params = {f"s{i}": index for i, index in enumerate(to_indices(space, o.ncode))}
-            trials.append(optuna.trial.create_trial(params=params, distributions=distributions, values=utilities,
-                                                    system_attrs=attrs))  # fmt: skip
-        study.add_trials(trials)
-        return study, distributions
-
-    def fitted(self, history: Sequence[Observation]) -> bool:
-        return sum(o.status in ("ok", "infeasible") for o in history) >= self.startup_trials
-
-    def trial_attrs(self, number: int) -> dict[str, object]:
-        """System attributes the sampler keeps on the trial it asked for ``number``-th."""
-        return {}
-
-
-class NSGA2Proposer(MultiObjectiveOptunaProposer):
+class NSGA2Proposer(OptunaProposer):
     """NSGA-II (Deb et al. 2002), Optuna's NSGAIISampler: the evolutionary baseline of multi-objective search.
     Each history trial carries the generation a sequential NSGA-II would have given it, so the fresh study of
     each call breeds from the population it would have bred from."""
@@ -401,17 +377,6 @@ class NSGA2Proposer(MultiObjectiveOptunaProposer):
 
     def trial_attrs(self, number: int) -> dict[str, object]:
         return {"NSGAIISampler:generation": number // self.population}
-
-
-class MOTPEProposer(MultiObjectiveOptunaProposer):
-    """Multi-objective TPE (Ozaki et al. 2020), Optuna's TPESampler over several objectives."""
-
-    name = "motpe"
-
-    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
-        import optuna
-
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup_trials)
 
 
 class GuidedMixedProposer(Proposer):
@@ -487,7 +452,6 @@ PROPOSERS: dict[str, Callable[[SearchConfig], Proposer]] = {  # built from the r
     "evolution": lambda config: EvolutionProposer(config.population, config.sample_size),
     "tpe": lambda config: TPEProposer(),
     "nsga2": lambda config: NSGA2Proposer(),
-    "motpe": lambda config: MOTPEProposer(),
     "gp": lambda config: GPProposer(),
     "local-search": lambda config: LocalSearchProposer(),
 }

@@ -444,10 +444,11 @@ def test_optuna_proposers_are_pure_functions_of_the_history_and_the_rng(proposer
         assert proposer().propose(context(space, history, 4), 4) != first
 
 
-@pytest.mark.parametrize("name", ["nsga2", "motpe"])
-def test_multi_objective_baselines_read_every_objective_and_the_infeasible(name):
-    """The Optuna study they ask holds each objective as a utility (a minimised one negated), infeasible results as
-    a broken constraint, and for NSGA-II the generation a sequential run would have given each trial."""
+@pytest.mark.parametrize("name", ["nsga2", "tpe", "gp"])
+def test_optuna_baselines_read_every_objective_and_the_infeasible(name):
+    """In a run of several objectives the Optuna study they ask holds each objective as a utility (a minimised one
+    negated; TPE is then multi-objective TPE), infeasible results as a broken constraint with their true values,
+    and for NSGA-II the generation a sequential run would have given each trial."""
     from tools.objectives import Objective
 
     space = tiny_space()

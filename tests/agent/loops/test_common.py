@@ -1,0 +1,51 @@
+"""What proposers and rankers read of the history: stopped and infeasible evaluations, several objectives."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from agent.loops.common import pareto_front, scalarised_view, searcher_view
+from agent.runs.store import Observation
+from tools.evaluator import Metric
+from tools.objectives import Objective
+
+ACC = Metric("acc")
+HISTORY = [
+    Observation(0, "00", 0.8, "ok", fidelity=9),
+    Observation(1, "01", 0.3, "stopped", fidelity=1),
+    Observation(2, "10", 0.6, "ok", fidelity=9),
+    Observation(3, "11", 0.7, "stopped", fidelity=3),  # above the worst finished score: shown as that with worst
+    Observation(4, "20", 0.95, "infeasible", values=(0.95,)),
+    Observation(5, "21", None, "failed"),
+]
+
+
+@pytest.mark.parametrize(
+    ("stopped_as", "scores"),
+    [("last", [0.8, 0.3, 0.6, 0.7, 0.6, None]), ("worst", [0.8, 0.3, 0.6, 0.6, 0.6, None]),
+     ("omit", [0.8, None, 0.6, None, 0.6, None])],
+)  # fmt: skip
+def test_stopped_as_each_rule_says_and_an_infeasible_result_reads_as_the_worst_finished(stopped_as, scores):
+    view = searcher_view(HISTORY, ACC, stopped_as)
+    assert [o.score for o in view] == scores
+    assert [o.status for o in view] == [o.status for o in HISTORY] and view[4].values == (0.95,)
+
+
+def test_several_objectives_read_as_one_number_that_ranks_the_front_first():
+    objectives = [Objective("acc"), Objective("params", maximize=False)]
+    history = [
+        Observation(0, "00", 0.9, "ok", values=(0.9, 100.0)),
+        Observation(1, "01", 0.5, "ok", values=(0.5, 10.0)),
+        Observation(2, "10", 0.4, "ok", values=(0.4, 200.0)),  # dominated by both
+        Observation(3, "11", 0.99, "infeasible", values=(0.99, 1.0)),
+    ]
+    assert [o.ncode for o in pareto_front(history, objectives)] == ["00", "01"]
+    for seed in range(10):
+        view, metric = scalarised_view(history, objectives, random.Random(seed))
+        assert metric.maximize and metric.name == "chebyshev(acc:max, params:min)"
+        scores = [o.score for o in view]
+        assert scores[2] < max(scores[:2]) and scores[3] == min(scores[:3]), "infeasible reads as the worst"
+    again = [o.score for o in scalarised_view(history, objectives, random.Random(3))[0]]
+    assert again == [o.score for o in scalarised_view(history, objectives, random.Random(3))[0]]

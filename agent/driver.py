@@ -16,7 +16,7 @@ from langgraph.graph import StateGraph
 
 from agent.config import BASELINE_RANKERS, PROPOSER_DRIVEN, ConfigError, SearchConfig, is_llm_ranker
 from agent.final import FinalScore, plan_of, run_final
-from agent.loops.common import Limits, Progress
+from agent.loops.common import Limits, Progress, pareto_front
 from agent.loops.lmsearcher import LoopParts, build_graph
 from agent.loops.reports import ReportDesk
 from agent.runs.store import RunStore, StoreError, open_connection, open_store
@@ -107,6 +107,7 @@ class RunResult:
     wall_s: float  # wall seconds of every session of the run
     finals: list[FinalScore]  # the final stage's results, best mean first; [] without one
     final_fidelity: float | None  # the final stage's length (None: the search's own)
+    front_size: int  # a run of several objectives: configurations on its Pareto front
 
 
 class Search:
@@ -233,7 +234,7 @@ class Search:
         return RunResult(
             run_id, "finished", run["n_evaluations"], run["best_ncode"], run["best_score"], final, evaluator,
             [o.cost_s for o in history], statuses, limits.fidelity_spent(history), run["wall_s"] or 0.0, finals,
-            SearchConfig.from_stored(run["config"]).final_fidelity,
+            SearchConfig.from_stored(run["config"]).final_fidelity, len(pareto_front(history, evaluator.objectives)),
         )  # fmt: skip
 
 

@@ -177,8 +177,13 @@ def print_summary(result: RunResult, db: Path, wall_s: float, resumed: bool = Fa
     table.add_row("evaluations", str(result.evaluations) + _status_counts(result.statuses))
     if result.fidelity_spent:
         table.add_row("compute", f"{result.fidelity_spent:g} steps (epochs) summed over all evaluations")
-    table.add_row("best NCode", str(result.best_ncode))
-    table.add_row(f"best {run_metric.name}", "-" if result.best_score is None else f"{result.best_score:.4f}")
+    objectives = result.evaluator.objectives
+    if len(objectives) > 1:  # no one best: the front
+        table.add_row("objectives", ", ".join(objective.spec() for objective in objectives))
+        table.add_row("Pareto front", f"{result.front_size} configurations (python main.py show {result.run_id})")
+    else:
+        table.add_row("best NCode", str(result.best_ncode))
+        table.add_row(f"best {run_metric.name}", "-" if result.best_score is None else f"{result.best_score:.4f}")
     for name, value in result.final_metrics.items():
         table.add_row(f"  {name} of best", f"{value:.4f}" if isinstance(value, float) else str(value))
     if result.costs_s:

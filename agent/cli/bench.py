@@ -101,9 +101,10 @@ def run_one(config: SearchConfig, method: str, metric: Metric, db: Path) -> dict
         search.close()
     best: float | None = None
     trajectory = []
-    for row in rows:
-        if row["score"] is not None and (best is None or metric.utility(row["score"]) > metric.utility(best)):
-            best = row["score"]
+    for row in rows:  # finished, feasible results only: a stopped or infeasible score is never the best
+        score = row["score"] if row["status"] == "ok" else None
+        if score is not None and (best is None or metric.utility(score) > metric.utility(best)):
+            best = score
         trajectory.append(best)
     asked = [d for d in decisions if d["raw_answer"] is not None]
     return {

@@ -215,3 +215,16 @@ def test_db_keeps_every_run_with_its_decisions(tmp_path: Path, nb201_dir: Path) 
         decided = connection.execute("SELECT COUNT(*) FROM decisions WHERE run_id = ?", (runs[-1]["run_id"],))
         assert decided.fetchone()[0] == 12
     assert stored == {run["run_id"]: run["best"] for run in runs} and len(stored) == 4
+
+
+def test_under_a_constraint_the_bench_reports_the_best_feasible(tmp_path: Path) -> None:
+    """test_acc plays a constrained metric: acc - 0.5 <= 57 keeps part of the table; no run's best breaks it."""
+    out = tmp_path / "bench"
+    argv = [*write_table(tmp_path), "--metric", "acc", "--constraint", "test_acc<=57", "--methods", "rs", "tpe"]
+    db = tmp_path / "runs.db"
+    assert bench_main([*argv, "--seeds", "2", "--budget", "40", "--out", str(out), "--db", str(db)]) == 0
+    for run in bench_runs(out):
+        assert run["best"] <= 57.5, "the best is feasible (the table's best acc is 72)"
+    with sqlite3.connect(db) as connection:
+        statuses = {status for (status,) in connection.execute("SELECT status FROM evaluations")}
+    assert statuses == {"ok", "infeasible"}, "the search met infeasible results and kept them out of the best"

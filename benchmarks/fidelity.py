@@ -169,8 +169,8 @@ def compare(folder: Path) -> list[str]:
     lines.append("")
     lines.append("paired by seed at equal compute, better/level/worse of the first against the second (best fully "
                  "trained val_acc within the compute):")  # fmt: skip
-    for ours in ("ours-asha", "ours-hyperband"):
-        for peer in (*PEERS, "random-asha"):
+    for ours in ("ours-asha", "ours-hyperband", "ours-full"):
+        for peer in (*PEERS, "random-asha", *(("ours-asha",) if ours == "ours-full" else ())):
             if ours in results and peer in results:
                 cells = []
                 for compute in COMPUTE_LEVELS:

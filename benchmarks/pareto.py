@@ -142,7 +142,7 @@ def constrained(tasks: list[str], methods: list[str], seeds: list[int], budget: 
         for name in tasks:
             task, rows = table_task(name, Path(folder)) if name in TABLES else nbg_task(name)
             accuracy, size = ("acc", "params") if name in TABLES else ("val_acc", "params_m")
-            limit = statistics.median(row[size] for row in rows)
+            limit = float(statistics.median(float(row[size]) for row in rows))
             best = max(row[accuracy] for row in rows if row[size] <= limit)
             for method in methods:
                 for seed in seeds:

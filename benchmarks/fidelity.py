@@ -85,8 +85,8 @@ def run_seed(table: CurveTable, method: str, seed: int, folder: Path) -> list[Tr
             spent += epochs
             trials.append(
                 {
-                    "ncode": row["ncode"], "config": row["config"], "epochs": epochs, "last": row["score"],
-                    "full": epochs == MAX_EPOCHS, "cum_epochs": spent, "status": row["status"],
+                    "ncode": row["ncode"], "epochs": epochs, "last": row["score"], "full": epochs == MAX_EPOCHS,
+                    "cum_epochs": spent, "status": row["status"],
                 }
             )  # fmt: skip
         return trials
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
         result = run_method(table, method, parse_seeds(args.seeds))
         out = args.results / f"fidelity_{method}.json"
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        out.write_text(json.dumps(result, separators=(",", ":")) + "\n")  # 10 seeds x 243 trials: kept small
         print(f"wrote {out}")
     return 0
 

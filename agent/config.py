@@ -39,6 +39,7 @@ COLLM_READS_LLM = ("model", "base_url", "timeout_s", "llm_retries", "llm_backoff
 STOPPED_AS = ("last", "worst", "omit")  # agent.loops.common.searcher_view
 STRATEGIES = ("lmsearcher", "collm")  # the LM-Searcher loop (loops/lmsearcher.py) or CoLLM-NAS (loops/collm.py)
 BACKENDS = ("local", "ray")
+MAX_COUNT = 10**9  # budgets, batches, pools, workers: far above any search, far below SQLite's integer limit
 MODES = ("auto", "sync", "async")
 
 
@@ -333,8 +334,10 @@ class SearchConfig:
         self._check_types()
         positive = {"budget": self.budget, "batch": self.batch, "pool_size": self.pool_size, "workers": self.workers}
         for name, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"{flag(name)} must be at least 1, got {value}")
+            if not 1 <= value <= MAX_COUNT:
+                raise ConfigError(f"{flag(name)} must be 1 to {MAX_COUNT:,}, got {value}")
+        if self.eval_timeout is not None and not self.eval_timeout > 0:
+            raise ConfigError(f"--eval-timeout must be a positive number of seconds, got {self.eval_timeout}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}")
         if self.ranker in PROPOSER_DRIVEN and self.proposer not in (None, self.ranker):
@@ -503,7 +506,7 @@ def read_run_file(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as error:
         raise ConfigError(f"run file {path} is not valid YAML: {error}") from None
     if data is None:
-        return {}
+        raise ConfigError(f"run file {path} is empty; write options in it (key: value), or leave --config out")
     if not isinstance(data, dict):
         raise ConfigError(f"run file {path} must be a mapping of options (key: value), got {type(data).__name__}")
     return data

@@ -175,7 +175,14 @@ class Search:
     ) -> RunResult:  # fmt: skip
         """Continue an unfinished run; ``overrides`` (a larger ``budget``, say) change its stored config."""
         config = self.stored_config(run_id)
-        if self.store.get_run(run_id)["status"] == "finished" and not overrides.get("budget"):
+        run = self.store.get_run(run_id)
+        budget = overrides.get("budget")
+        if budget is not None and budget < run["n_evaluations"]:
+            raise SearchError(
+                f"--budget {budget} is below the {run['n_evaluations']} evaluations run {run_id!r} already holds; "
+                f"give a budget of at least {run['n_evaluations'] + 1} to continue it"
+            )
+        if run["status"] == "finished" and (budget is None or budget <= run["n_evaluations"]):
             raise SearchError(f"run {run_id!r} already finished; start a new one (without --resume)")
         if overrides:
             config = config.changed(**overrides)

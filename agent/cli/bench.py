@@ -89,6 +89,13 @@ def run_config(
     return SearchConfig.from_mapping({**values, "budget": budget, "seed": seed, **(llm if needs_llm else {})})
 
 
+def at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def run_one(config: SearchConfig, method: str, metric: Metric, db: Path) -> dict:
     """One search; its record keeps what the table, the plot and ``--reuse`` need."""
     search = Search(db)
@@ -232,7 +239,9 @@ def parser() -> argparse.ArgumentParser:
         nargs="+",
         help=f"the task's datasets to run over (default: --dataset; for nb201 {' '.join(NB201_FILES)})",
     )
-    p.add_argument("--seeds", type=int, default=10, help="runs per method and dataset, seeds 0..N-1 (default 10)")
+    p.add_argument(
+        "--seeds", type=at_least_one, default=10, help="runs per method and dataset, seeds 0..N-1 (default 10)"
+    )
     p.add_argument("--budget", type=int, default=100, help="evaluations per run (default 100)")
     p.add_argument("--model", default=None, help="local model folder for LLM methods (default: LM-Searcher-tiny)")
     p.add_argument("--base-url", help="use an already running OpenAI-compatible server instead of --model")

@@ -25,13 +25,21 @@ SYNC_INTERVAL_S = 1.0
 STOP_WAIT_S = 5.0  # how long Ctrl-C waits for a sync in progress
 
 
+def port_number(text: str) -> int:
+    """A TCP port, checked before the mirror file is made."""
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {value}")
+    return value
+
+
 def run_dashboard(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python main.py dashboard",
         description="show the runs of a database in optuna-dashboard, live (mirrored into DB.optuna.db)",
     )
     parser.add_argument("--db", default=DEFAULT_DB)
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", type=port_number, default=8080, help="1 to 65535 (default 8080)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     args = parser.parse_args(argv)
     db = Path(args.db)

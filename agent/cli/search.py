@@ -8,6 +8,7 @@ reads the same options from a file; flags given as well win over the file.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 import typing
 from collections.abc import Collection, Mapping
@@ -40,6 +41,7 @@ GROUPS = {
 CLI_KEYS = ("db", "run_id", "quiet")  # options of the command, not of the run; a run file may set them too
 RESUME_OVERRIDES = ("budget", "workers")  # what --resume may change about a stored run
 LOG_WIDTH = 400  # columns of the progress line in a log: enough for long NCodes and counts
+LOG_EVERY_S = 5.0  # in a log, the progress line at most this often (and after the last evaluation)
 
 
 @dataclass
@@ -128,10 +130,15 @@ def parse_search(argv: list[str]) -> SearchCommand:
 class ProgressDisplay:
     """A rich progress bar with best-so-far and ETA, fed by the record node.
 
-    In a log (stderr not a terminal) the line is printed whole: an 80-column console would cut it with ellipses.
+    In a log (stderr not a terminal) a bar never redraws, so a whole plain line is printed instead, after each
+    evaluation but at most every LOG_EVERY_S seconds, and after the last: an 80-column console would cut it
+    with ellipses, so it is printed at LOG_WIDTH.
     """
 
     def __init__(self, quiet: bool) -> None:
+        self.log = None if quiet or console.is_terminal else Console(stderr=True, width=LOG_WIDTH)
+        self.logged_at = -math.inf
+        self.unlogged: str | None = None  # the latest line, when it was not printed yet
         self.bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -142,8 +149,8 @@ class ProgressDisplay:
             TimeElapsedColumn(),
             TextColumn("remaining"),
             TimeRemainingColumn(),
-            console=console if console.is_terminal else Console(stderr=True, width=LOG_WIDTH),
-            disable=quiet,
+            console=console,
+            disable=quiet or self.log is not None,
         )
         self.task_id = None
 
@@ -153,6 +160,8 @@ class ProgressDisplay:
 
     def __exit__(self, *exc: object) -> None:
         self.bar.__exit__(*exc)
+        if self.log is not None and self.unlogged is not None:  # the run ended between two printed lines
+            self.log.print(self.unlogged, markup=False, highlight=False, soft_wrap=True)
 
     def __call__(self, progress: LoopProgress) -> None:
         best = "-" if progress.best_score is None else f"{progress.best_score:.4g} ({progress.best_ncode})"
@@ -165,6 +174,14 @@ class ProgressDisplay:
             counts += f" | last evaluation {progress.last[-1][1].cost_s:.2f} s"
         if progress.running or progress.queued:
             counts = f"running {progress.running} queued {progress.queued} {counts}"
+        if self.log is not None:
+            now = time.monotonic()
+            self.unlogged = f"searching {progress.evaluations}/{progress.budget} best {best} {counts}"
+            if now - self.logged_at >= LOG_EVERY_S or progress.evaluations >= progress.budget:
+                self.logged_at = now
+                self.log.print(self.unlogged, markup=False, highlight=False, soft_wrap=True)
+                self.unlogged = None
+            return
         if self.task_id is None:
             self.task_id = self.bar.add_task("searching", total=progress.budget, best=best, counts=counts)
         self.bar.update(self.task_id, completed=progress.evaluations, best=best, counts=counts)
@@ -244,6 +261,8 @@ def run_search(argv: list[str]) -> int:
     db = command.db
     overrides = resume_overrides(command) if command.resume else {}
     run_id = command.resume or command.run_id or new_run_id(command.config)
+    if not command.resume:
+        command.config.check()  # before the database is opened: a refused run leaves no file behind
     search = Search(db)
     started = time.perf_counter()
     try:

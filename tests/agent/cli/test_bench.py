@@ -228,3 +228,9 @@ def test_under_a_constraint_the_bench_reports_the_best_feasible(tmp_path: Path) 
     with sqlite3.connect(db) as connection:
         statuses = {status for (status,) in connection.execute("SELECT status FROM evaluations")}
     assert statuses == {"ok", "infeasible"}, "the search met infeasible results and kept them out of the best"
+
+
+def test_no_seeds_is_refused_before_any_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        bench_main([*write_table(tmp_path), "--metric", "acc", "--seeds", "0", "--out", str(tmp_path / "b")])
+    assert exit_.value.code == 2 and "--seeds: must be at least 1, got 0" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from agent.cli.main import main
+from agent.runs.optuna_mirror import mirror_path
 
 ROOT = Path(__file__).resolve().parents[3]
 CHROMIUM = shutil.which("chromium")
@@ -105,6 +106,7 @@ SLOW_DASHBOARD = """
 import sys, time
 import optuna_dashboard
 from agent.cli.main import main
+from agent.runs.optuna_mirror import mirror_path
 
 def slow_app(environ, start_response):
     time.sleep(2)
@@ -267,3 +269,12 @@ def test_a_running_search_appears_live_in_the_browser(tmp_path):
         code = stop(dashboard, signal.SIGINT)  # Ctrl-C: the server and the syncer stop
         logs.close()
     assert code == 0, (tmp_path / "dashboard.log").read_text()
+
+
+def test_a_port_out_of_range_is_refused_before_the_mirror_is_made(tmp_path, capsys):
+    db = tmp_path / "s.db"
+    assert main(["--ranker", "random", "--budget", "2", "--db", str(db), "--quiet"]) == 0
+    with pytest.raises(SystemExit) as exit_:
+        main(["dashboard", "--db", str(db), "--port", "99999"])
+    assert exit_.value.code == 2 and "a port is 1 to 65535, got 99999" in capsys.readouterr().err
+    assert not mirror_path(db).exists()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas
@@ -77,7 +79,7 @@ def test_batch_larger_than_the_pool_is_refused(tmp_path, capsys):
 
 
 def test_config_check_names_the_option():
-    with pytest.raises(ConfigError, match="--workers must be at least 1"):
+    with pytest.raises(ConfigError, match="--workers must be 1 to 1,000,000,000, got 0"):
         SearchConfig(workers=0).check()
 
 
@@ -157,3 +159,42 @@ def test_a_two_objective_table_search_shows_and_exports_its_front(tmp_path, caps
     assert sorted(frame[frame.pareto].params) == [11, 41, 91]
     infeasible = frame[frame.status == "infeasible"]
     assert (infeasible.params > 100).all() and len(infeasible) == 3 and not infeasible.pareto.any()
+
+
+def test_in_a_log_the_progress_line_is_printed_as_the_search_goes(tmp_path):
+    """stderr not a terminal: a bar would only be drawn at exit, so whole lines are printed as evaluations end."""
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, "main.py", "--ranker", "random", "--budget", "10", "--simulated-cost", "0.7",
+         "--db", str(tmp_path / "s.db")], cwd=root, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("searching ")]
+    assert lines[0].startswith("searching 1/10 best ") and lines[-1].startswith("searching 10/10 best ")
+    assert len(lines) >= 3, "printed while it ran (the first at once, then every 5 s), not once at the end"
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [(["--budget", "100000000000000000000"], "--budget must be 1 to 1,000,000,000"),
+     (["--eval-timeout", "-1"], "--eval-timeout must be a positive number of seconds")],
+)  # fmt: skip
+def test_bad_numbers_are_refused_before_a_database_is_made(tmp_path, capsys, argv, said):
+    db = tmp_path / "s.db"
+    assert main([*argv, "--db", str(db), "--quiet"]) == 2
+    assert said in capsys.readouterr().err and not db.exists()
+
+
+def test_an_empty_run_file_is_refused(tmp_path, capsys):
+    (tmp_path / "run.yaml").write_text("# nothing yet\n")
+    assert main(["--config", str(tmp_path / "run.yaml"), "--db", str(tmp_path / "s.db")]) == 2
+    assert "is empty" in capsys.readouterr().err and not (tmp_path / "s.db").exists()
+
+
+def test_resume_with_a_budget_below_the_run_changes_nothing(tmp_path, capsys):
+    db = str(tmp_path / "s.db")
+    assert main(["--ranker", "random", "--budget", "6", "--db", db, "--run-id", "r", "--quiet"]) == 0
+    assert main(["--resume", "r", "--db", db, "--budget", "4"]) == 2
+    assert "--budget 4 is below the 6 evaluations run 'r' already holds" in capsys.readouterr().err
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT budget, n_evaluations FROM runs").fetchone() == (6, 6)

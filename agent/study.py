@@ -76,6 +76,7 @@ class Study:
         metric: str | list[str] = "score",
         maximize: bool | list[bool] = True,
         run_id: str | None = None,
+        load_if_exists: bool = False,
         **options: Any,
     ) -> Study:
         """A new run in ``db``. ``objective`` is a function of the decoded configuration returning a number
@@ -85,7 +86,18 @@ class Study:
         :class:`Ranker` object of yours, which the run names by its class (give it again to :meth:`load`).
 
         Several objectives: ``metric=["val_acc", "latency_ms"], maximize=[True, False]``; the run keeps a Pareto
-        front (:attr:`pareto_front`). ``constraints=["params<=5e6"]`` makes results that break one infeasible."""
+        front (:attr:`pareto_front`). ``constraints=["params<=5e6"]`` makes results that break one infeasible.
+        ``load_if_exists=True`` with a ``run_id`` the database holds loads that run instead (as Optuna's
+        ``create_study``), whatever the other arguments say."""
+        if load_if_exists and run_id is not None and Path(db).is_file():
+            probe = Search(db)
+            try:
+                exists = probe.store.get_run(run_id) is not None
+            finally:
+                probe.close()
+            if exists:
+                ranker_object = options.get("ranker") if isinstance(options.get("ranker"), Ranker) else None
+                return cls.load(db, run_id, objective if callable(objective) else None, ranker_object)
         reference = objective if isinstance(objective, str) or objective is None else reference_of(objective)
         space_definition = space_to_dict(space) if isinstance(space, SearchSpace) else space
         if isinstance(options.get("constraints"), list | tuple):  # numbers; a string is CoLLM-NAS's words
@@ -106,6 +118,11 @@ class Study:
         config = SearchConfig.from_mapping({**options, **fixed, "minimize": minimize}, source="Study.create")
         search = Search(db)
         try:
+            if run_id is not None and search.store.get_run(run_id) is not None:
+                raise SearchError(
+                    f"run {run_id!r} already exists in {db}; continue it with Study.load({str(db)!r}, {run_id!r}), "
+                    "or pass load_if_exists=True"
+                )
             study = cls(search, "", objective, ranker_object)
             study.run_id = search.create(config, study._build_evaluator(config), run_id)
         except BaseException:

@@ -134,6 +134,7 @@ def run_list(argv: list[str]) -> int:
     parser.add_argument("--db", default=DEFAULT_DB)
     args = parser.parse_args(argv)
     table = Table("run", "status", "task", "dataset", "ranker", "proposer", "evals", "best", "best NCode")
+    table.columns[0].overflow = "fold"  # run ids are what users copy: folded onto more lines, never cut
     with reading(args.db) as store:
         for run in store.list_runs():
             method = search_method({**run, "config": json.loads(run["config"])})

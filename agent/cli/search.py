@@ -139,6 +139,7 @@ class ProgressDisplay:
         self.log = None if quiet or console.is_terminal else Console(stderr=True, width=LOG_WIDTH)
         self.logged_at = -math.inf
         self.unlogged: str | None = None  # the latest line, when it was not printed yet
+        self.started: float | None = None  # when the first progress came
         self.bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -176,7 +177,12 @@ class ProgressDisplay:
             counts = f"running {progress.running} queued {progress.queued} {counts}"
         if self.log is not None:
             now = time.monotonic()
-            self.unlogged = f"searching {progress.evaluations}/{progress.budget} best {best} {counts}"
+            self.started = self.started or now
+            elapsed = now - self.started
+            done = max(progress.evaluations, 1)
+            left = elapsed / done * max(progress.budget - progress.evaluations, 0)
+            times = f"| elapsed {clock(elapsed)} remaining {clock(left)}"
+            self.unlogged = f"searching {progress.evaluations}/{progress.budget} best {best} {counts} {times}"
             if now - self.logged_at >= LOG_EVERY_S or progress.evaluations >= progress.budget:
                 self.logged_at = now
                 self.log.print(self.unlogged, markup=False, highlight=False, soft_wrap=True)
@@ -185,6 +191,12 @@ class ProgressDisplay:
         if self.task_id is None:
             self.task_id = self.bar.add_task("searching", total=progress.budget, best=best, counts=counts)
         self.bar.update(self.task_id, completed=progress.evaluations, best=best, counts=counts)
+
+
+def clock(seconds: float) -> str:
+    """0:01:05, as the progress bar writes elapsed and remaining time."""
+    whole = int(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
 def print_summary(result: RunResult, db: Path, wall_s: float, resumed: bool = False) -> None:

@@ -245,3 +245,15 @@ def test_ask_and_tell_of_two_objectives_is_judged(tmp_path):
 def test_directions_must_match_the_objectives(tmp_path):
     with pytest.raises(ConfigError, match="names 2 objectives but maximize= gives 3 directions"):
         Study.create(tmp_path / "s.db", SPACE, metric=["acc", "params"], maximize=[True, False, True])
+
+
+def test_creating_a_study_that_exists_names_study_load_or_loads_it_when_asked(tmp_path):
+    db = tmp_path / "s.db"
+    with Study.create(db, SPACE, objectives.accuracy, ranker="random", budget=3, run_id="s") as study:
+        study.optimize()
+    with pytest.raises(SearchError, match=r"continue it with Study\.load\(.*'s'\), or pass load_if_exists=True"):
+        Study.create(db, SPACE, objectives.accuracy, ranker="random", budget=3, run_id="s")
+    with Study.create(db, SPACE, objectives.accuracy, run_id="s", load_if_exists=True, budget=5) as study:
+        assert len(study.history) == 3, "the run that exists, as it is"
+        study.optimize(budget=5)
+        assert len(study.history) == 5

@@ -44,6 +44,7 @@ def test_a_missing_objective_fails_the_evaluation_naming_how_to_report_it() -> N
 
 def test_an_evaluation_may_say_it_is_infeasible_itself() -> None:
     """``feasible: false`` among its metrics, in any run: judged or not."""
+
     def reported(config: dict) -> dict:
         return {"acc": 0.9, "params": 1, "feasible": config["depth"] != 1}
 

@@ -120,8 +120,8 @@ def test_the_progress_line_in_a_log_is_whole_and_labelled(tmp_path, capsys):
     """stderr captured is not a terminal, as in a log file: no 80-column cut, both times named."""
     db = tmp_path / "r.db"
     assert main(["--ranker", "random", "--budget", "3", "--db", str(db), "--run-id", "a-long-run-id" * 3]) == 0
-    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("searching")]
-    assert "…" not in line and len(line) > 80
+    *_, line = [line for line in capsys.readouterr().err.splitlines() if line.startswith("searching")]
+    assert "…" not in line and len(line) > 80 and line.startswith("searching 3/3 ")
     assert re.search(r"elapsed \d+:\d\d:\d\d remaining \d+:\d\d:\d\d$", line)
 
 
@@ -238,3 +238,17 @@ def test_compare_refuses_runs_of_different_tasks_and_unknown_runs(db_copy, tmp_p
     assert "compare runs of one task and dataset" in error_line(capsys)
     assert main(["compare", "evo", "nope", "--db", str(db_copy)]) == 2
     assert "no run 'nope'" in error_line(capsys)
+
+
+def test_runs_never_cuts_a_run_id_in_a_log(tmp_path, capsys):
+    """Ids are what users copy: out of a terminal the table folds a long one onto more lines, it never ends it with
+    an ellipsis."""
+    from agent.cli.main import main
+
+    db, run_id = str(tmp_path / "s.db"), "a-very-long-run-id-" + "x" * 80
+    assert main(["--ranker", "random", "--budget", "2", "--db", db, "--run-id", run_id, "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["runs", "--db", db]) == 0
+    shown = capsys.readouterr().out
+    assert "…" not in shown
+    assert run_id in "".join(line.strip("│ ").split("│")[0].strip() for line in shown.splitlines())

@@ -145,8 +145,26 @@ def test_a_two_objective_table_search_shows_and_exports_its_front(tmp_path, caps
         f"{a},{b},{0.5 + 0.1 * a - 0.01 * b},{a * a * 10 + b}\n" for a in range(1, 5) for b in range(1, 4)
     ))  # fmt: skip
     db = tmp_path / "s.db"
-    flags = ["--task", "table", "--space", str(space), "--data", str(table), "--metric", "acc", "--metric",
-             "params:min", "--constraint", "params<=100", "--ranker", "random", "--budget", "12", "--db", str(db)]
+    flags = [
+        "--task",
+        "table",
+        "--space",
+        str(space),
+        "--data",
+        str(table),
+        "--metric",
+        "acc",
+        "--metric",
+        "params:min",
+        "--constraint",
+        "params<=100",
+        "--ranker",
+        "random",
+        "--budget",
+        "12",
+        "--db",
+        str(db),
+    ]
     assert main([*flags, "--run-id", "mo", "--quiet"]) == 0  # fmt: skip
     assert main(["show", "mo", "--db", str(db)]) == 0
     shown = capsys.readouterr().out

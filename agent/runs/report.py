@@ -115,6 +115,17 @@ def save_figure(figure: Any, path: Path) -> Path:
     return path
 
 
+def finished_figure(figure: Any, path: Path) -> Path:
+    """Lay a figure out, save it and close it (closed even when saving fails)."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    try:
+        return save_figure(figure, path)
+    finally:
+        plt.close(figure)
+
+
 def plot_trajectory(store: RunStore, run_id: str, path: Path) -> Path:
     """Best-so-far versus evaluations, saved as a PNG."""
     import matplotlib
@@ -132,11 +143,7 @@ def plot_trajectory(store: RunStore, run_id: str, path: Path) -> Path:
     axis.set_ylabel(run["metric"])
     axis.set_title(f"{run_id} ({run['task']} {run['dataset'] or ''})".strip(), fontsize=9)
     axis.legend(loc="lower right" if run["maximize"] else "upper right", fontsize=8)
-    figure.tight_layout()
-    try:
-        return save_figure(figure, path)
-    finally:
-        plt.close(figure)
+    return finished_figure(figure, path)
 
 
 def run_objectives(run: dict[str, Any]) -> list[Objective]:
@@ -186,11 +193,7 @@ def plot_pareto(store: RunStore, run_id: str, path: Path) -> Path | None:
         if rows:
             axis.legend(fontsize=7)
     figure.suptitle(f"{run_id}: {sum(flags)} on the Pareto front of {len(rows)}", fontsize=9)
-    figure.tight_layout()
-    try:
-        return save_figure(figure, path)
-    finally:
-        plt.close(figure)
+    return finished_figure(figure, path)
 
 
 def plot_curves(store: RunStore, run_id: str, path: Path) -> Path | None:
@@ -218,11 +221,7 @@ def plot_curves(store: RunStore, run_id: str, path: Path) -> Path | None:
     axis.set_xlabel("step (epoch)")
     axis.set_ylabel(run["metric"])
     axis.set_title(f"{run_id}: {len(curves)} learning curves, {stopped} stopped early (x)", fontsize=9)
-    figure.tight_layout()
-    try:
-        return save_figure(figure, path)
-    finally:
-        plt.close(figure)
+    return finished_figure(figure, path)
 
 
 def export_rows(store: RunStore, run_id: str) -> list[dict[str, Any]]:
@@ -379,8 +378,4 @@ def plot_comparison(
         axes[0][1].set_ylabel(f"regret: |optimum - best {metric} so far| (log)")
         axes[0][1].legend(fontsize=7, loc="upper right")
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    try:
-        return save_figure(figure, path)
-    finally:
-        plt.close(figure)
+    return finished_figure(figure, path)

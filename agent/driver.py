@@ -16,7 +16,7 @@ from langgraph.graph import StateGraph
 
 from agent.config import BASELINE_RANKERS, PROPOSER_DRIVEN, ConfigError, SearchConfig, is_llm_ranker
 from agent.final import FinalScore, plan_of, run_final
-from agent.loops.common import Limits, Progress, pareto_front
+from agent.loops.common import Limits, Progress, best_of, pareto_front, target_reached
 from agent.loops.lmsearcher import LoopParts, build_graph
 from agent.loops.reports import ReportDesk
 from agent.runs.store import RunStore, StoreError, open_connection, open_store
@@ -108,6 +108,7 @@ class RunResult:
     finals: list[FinalScore]  # the final stage's results, best mean first; [] without one
     final_fidelity: float | None  # the final stage's length (None: the search's own)
     front_size: int  # a run of several objectives: configurations on its Pareto front
+    ended_early: str | None  # why the run holds fewer evaluations than its budget; None when it spent it
 
 
 class Search:
@@ -237,12 +238,27 @@ class Search:
         final = evaluator.final_metrics(run["best_ncode"]) if run["best_ncode"] else {}
         history = [observation for _, observation in self.store.observations(run_id)]
         statuses = dict(Counter(o.status for o in history))
+        config = SearchConfig.from_stored(run["config"])
         self.store.update_run(run_id, status="finished", final_metrics=json.dumps(final))  # last: see cli.run_search
         return RunResult(
             run_id, "finished", run["n_evaluations"], run["best_ncode"], run["best_score"], final, evaluator,
             [o.cost_s for o in history], statuses, limits.fidelity_spent(history), run["wall_s"] or 0.0, finals,
-            SearchConfig.from_stored(run["config"]).final_fidelity, len(pareto_front(history, evaluator.objectives)),
+            config.final_fidelity, len(pareto_front(history, evaluator.objectives)),
+            ended_early(config, evaluator, history, limits),
         )  # fmt: skip
+
+
+def ended_early(config: SearchConfig, evaluator: Evaluator, history: list[Any], limits: Limits) -> str | None:
+    """Why a finished run holds fewer evaluations than its budget, in words; None when it spent its budget."""
+    if len(history) >= config.budget:
+        return None
+    if limits.spent(history):
+        return "the --fidelity-budget or --time-budget was spent"
+    if target_reached(best_of(history, evaluator.metric), evaluator.metric, config.target):
+        return f"the best score reached --target {config.target:g}"
+    if config.strategy == "lmsearcher":
+        return f"no configuration was left to propose: space {evaluator.space.name!r} ran out after {len(history)}"
+    return None
 
 
 def make_strategy(config: SearchConfig, space: SearchSpace | None = None, ranker: Ranker | None = None) -> Any:

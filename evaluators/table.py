@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,6 +24,8 @@ from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import InvalidNCode, SearchSpace, encode, validate
 from tools.reporting import Reporter
 from tools.spaces import SpaceFileError, load_space_file
+
+log = logging.getLogger(__name__)
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -40,12 +44,21 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     raise EvaluatorSetupError(f"{path}: expected a JSON list of objects or an object keyed by NCode")
 
 
+def header_of(path: Path) -> list[str]:
+    """The column names of a CSV file with no rows (a JSON file without rows has none)."""
+    if path.suffix.lower() != ".csv":
+        return []
+    with path.open(newline="") as handle:
+        return sorted(next(csv.reader(handle), []))
+
+
 def _number(value: Any) -> float | None:
+    """A finite number, also from a CSV cell's text; None for text, NaN or infinity (no ranker can use them)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    return number if number == number else None  # NaN is missing
+    return number if math.isfinite(number) else None
 
 
 def curve_of(value: Any) -> list[float] | None:
@@ -83,10 +96,13 @@ class TableEvaluator(Evaluator):
         if not path.is_file():
             raise EvaluatorSetupError(f"results table {path} does not exist; pass a CSV or JSON file with --data")
         self.rows: dict[str, dict[str, Any]] = {}
-        for number, row in enumerate(read_rows(path), start=1):
+        rows = read_rows(path)
+        unscored = 0
+        for number, row in enumerate(rows, start=1):
             code = self._code_of(space, row, f"{path} row {number}")
             if _number(row.get(metric)) is None and curve_of(row.get(metric)) is None:
-                continue  # an architecture without this metric cannot be searched
+                unscored += 1  # an architecture without this metric cannot be searched
+                continue
             if code in self.rows:
                 raise EvaluatorSetupError(
                     f"{path} row {number}: NCode {code} appears twice; keep one row per architecture "
@@ -94,8 +110,13 @@ class TableEvaluator(Evaluator):
                 )
             self.rows[code] = row
         if not self.rows:
-            columns = sorted(read_rows(path)[0]) if read_rows(path) else []
+            columns = sorted(rows[0]) if rows else header_of(path)
             raise EvaluatorSetupError(f"{path}: no row has a numeric {metric!r}; columns are {columns}")
+        if unscored:
+            log.warning(
+                "%s: %d of %d rows have no finite number under %r (text, NaN or infinity) and are left out of the "
+                "search", path, unscored, len(rows), metric,
+            )  # fmt: skip
         self.space = SearchSpace(space.name, space.slots, space.rule, space.description, members=frozenset(self.rows))
         self.metric = Metric(metric, maximize, f"{metric} from {path.name}")
         self.curves = {code: curve for code, row in self.rows.items() if (curve := curve_of(row[metric])) is not None}

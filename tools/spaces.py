@@ -165,6 +165,8 @@ class SpaceFileError(ValueError):
 
 def load_space_file(path: str | Path) -> SearchSpace:
     path = Path(path)
+    if path.is_dir():
+        raise SpaceFileError(f"space file {path} is a folder; pass the YAML file itself (e.g. {path / 'space.yaml'})")
     if not path.is_file():
         raise SpaceFileError(f"space file {path} does not exist; pass a YAML file (see tools/spaces.py for the format)")
     try:

@@ -204,6 +204,8 @@ def print_summary(result: RunResult, db: Path, wall_s: float, resumed: bool = Fa
     table = Table(title=f"run {result.run_id}", show_header=False)
     table.add_row("task", f"{result.evaluator.describe()}")
     table.add_row("evaluations", str(result.evaluations) + _status_counts(result.statuses))
+    if result.ended_early:
+        table.add_row("ended early", result.ended_early)
     if result.fidelity_spent:
         table.add_row("compute", f"{result.fidelity_spent:g} steps (epochs) summed over all evaluations")
     objectives = result.evaluator.objectives

@@ -205,3 +205,21 @@ def test_learning_curves_are_served_epoch_by_epoch(tmp_path, space_file):
     assert (stopped.status, stopped.score, stopped.fidelity) == ("stopped", 0.5, 2.0)
     plain = run_evaluation(evaluator, "010", decide=lambda step, value: True)
     assert (plain.status, plain.score, plain.fidelity) == ("ok", 0.4, None), "a number has no steps to stop at"
+
+
+def test_rows_without_a_finite_score_are_left_out_and_counted(tmp_path, space_file, caplog):
+    data = write_csv(tmp_path, "ncode,acc\n000,0.5\n001,high\n010,inf\n011,nan\n100,0.7\n")
+    evaluator = TableEvaluator(space_file, data, "acc")
+    assert sorted(evaluator.rows) == ["000", "100"], "text, infinity and NaN cannot be searched"
+    (said,) = [record.message for record in caplog.records if "left out" in record.message]
+    assert "3 of 5 rows have no finite number under 'acc'" in said
+
+
+def test_a_header_only_csv_names_its_columns(tmp_path, space_file):
+    with pytest.raises(EvaluatorSetupError, match=r"columns are \['acc', 'ncode'\]"):
+        TableEvaluator(space_file, write_csv(tmp_path, "ncode,acc\n"), "acc")
+
+
+def test_a_space_that_is_a_folder_says_so(tmp_path):
+    with pytest.raises(EvaluatorSetupError, match="is a folder; pass the YAML file itself"):
+        TableEvaluator(str(tmp_path), write_csv(tmp_path, "ncode,acc\n000,1\n"), "acc")

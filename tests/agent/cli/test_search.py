@@ -216,3 +216,12 @@ def test_resume_with_a_budget_below_the_run_changes_nothing(tmp_path, capsys):
     assert "--budget 4 is below the 6 evaluations run 'r' already holds" in capsys.readouterr().err
     with sqlite3.connect(db) as connection:
         assert connection.execute("SELECT budget, n_evaluations FROM runs").fetchone() == (6, 6)
+
+
+def test_a_budget_larger_than_the_space_ends_saying_the_space_ran_out(tmp_path, capsys):
+    space, table = tmp_path / "space.yaml", tmp_path / "t.csv"
+    space.write_text("name: tiny\nslots:\n  - {name: a, options: [1, 2, 3]}\n")
+    table.write_text("a,acc\n1,0.1\n2,0.2\n3,0.3\n")
+    flags = ["--task", "table", "--space", str(space), "--data", str(table), "--metric", "acc", "--ranker", "random"]
+    assert main([*flags, "--budget", "1000", "--db", str(tmp_path / "s.db"), "--quiet"]) == 0
+    assert "no configuration was left to propose: space 'tiny' ran out after 3" in capsys.readouterr().out

@@ -329,6 +329,14 @@ class SearchConfig:
                 readers[f.name] = (llm or (shared and not lmsearcher), llm_rankers + " or --strategy collm" * shared)
         return readers
 
+    def check_new(self) -> None:
+        """The rules of a new run: an option it would not read is named first (it is why another rule may fail),
+        then :meth:`check`. Runs stored before the first rule still resume: it is not part of ``check``."""
+        ignored = self.ignored_options()
+        if ignored:
+            raise ConfigError(f"{'; '.join(ignored)}. This run would not read it: drop it, or choose what reads it")
+        self.check()
+
     def check(self) -> None:
         """Every rule a run must satisfy before it starts; raises ConfigError naming the option."""
         self._check_types()

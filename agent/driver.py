@@ -14,7 +14,7 @@ from typing import Any
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import StateGraph
 
-from agent.config import BASELINE_RANKERS, PROPOSER_DRIVEN, ConfigError, SearchConfig, is_llm_ranker
+from agent.config import BASELINE_RANKERS, PROPOSER_DRIVEN, SearchConfig, is_llm_ranker
 from agent.final import FinalScore, plan_of, run_final
 from agent.loops.common import Limits, Progress, best_of, pareto_front, target_reached
 from agent.loops.lmsearcher import LoopParts, build_graph
@@ -130,10 +130,7 @@ class Search:
     def create(self, config: SearchConfig, evaluator: Evaluator, run_id: str | None = None) -> str:
         """Record a new run of ``config`` (status ``created``) without searching yet; returns its id. An option
         the run would not read is refused here, not in ``check``: runs stored before that rule still resume."""
-        config.check()
-        ignored = config.ignored_options()
-        if ignored:
-            raise ConfigError(f"{'; '.join(ignored)}. This run would not read it: drop it, or choose what reads it")
+        config.check_new()
         if run_id is None:
             run_id = new_run_id(config)
             while self.store.get_run(run_id) is not None:  # runs started in the same second drew the same suffix
@@ -153,7 +150,7 @@ class Search:
         """Create a run and search until its budget is spent. ``objective`` is the Python function of
         ``--task objective`` when it is given as a function rather than ``module:function``; ``ranker`` a
         ranker object of the user's, when ``config.ranker`` is its ``object_spec``."""
-        config.check()
+        config.check_new()
         evaluator = make_evaluator(config.task, task_options(config, objective))
         ranker = make_strategy(config, evaluator.space, ranker)  # a ranker that cannot start fails here, before any run
         try:

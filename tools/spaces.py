@@ -189,6 +189,12 @@ def space_from_dict(data: Any, source: str = "space") -> SearchSpace:
         name, options = str(entry["name"]), tuple(entry["options"])
         if not options or len(set(map(repr, options))) != len(options):
             raise SpaceFileError(f"{source}: slot {name!r} needs at least one option and no repeated options")
+        nested = [option for option in options if isinstance(option, dict | list)]
+        if nested:
+            raise SpaceFileError(
+                f"{source}: slot {name!r} has option {nested[0]!r}; an option is one value (a number, a string, "
+                "true/false or null): split a structured choice into slots"
+            )
         repeat = entry.get("repeat", 1)
         if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
             raise SpaceFileError(f"{source}: slot {name!r} has repeat {repeat!r}; use a whole number of at least 1")

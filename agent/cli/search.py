@@ -259,25 +259,33 @@ def llm_ranker_rows(db: Path, run_id: str) -> list[tuple[str, str]]:
     ]
 
 
-def resume_overrides(command: SearchCommand) -> dict[str, Any]:
-    """What the flags change about a resumed run; anything else would be silently ignored, so it is refused."""
-    refused = sorted(set(command.given) - set(RESUME_OVERRIDES))
+def resume_overrides(command: SearchCommand, stored: SearchConfig) -> dict[str, Any]:
+    """What the flags change about a resumed run. A flag equal to the stored value changes nothing and is
+    accepted; one that differs would be silently ignored, so it is refused, naming the stored value."""
+    differing = [key for key in command.given if getattr(command.config, key) != getattr(stored, key)]
+    refused = sorted(set(differing) - set(RESUME_OVERRIDES))
     if refused:
+        stored_values = ", ".join(f"{flag(key)} {getattr(stored, key)!r}" for key in refused)
         raise UsageError(
-            f"--resume continues a run with the options it was started with; drop {', '.join(map(flag, refused))} "
-            f"(only {', '.join(map(flag, RESUME_OVERRIDES))} may change), or start a new run"
+            f"--resume continues a run with the options it was started with ({stored_values}); drop "
+            f"{', '.join(map(flag, refused))} (only {', '.join(map(flag, RESUME_OVERRIDES))} may change), or start "
+            "a new run"
         )
-    return {key: getattr(command.config, key) for key in command.given}
+    return {key: getattr(command.config, key) for key in differing if key in RESUME_OVERRIDES}
 
 
 def run_search(argv: list[str]) -> int:
     command = parse_search(argv)
     db = command.db
-    overrides = resume_overrides(command) if command.resume else {}
     run_id = command.resume or command.run_id or new_run_id(command.config)
     if not command.resume:
-        command.config.check()  # before the database is opened: a refused run leaves no file behind
+        command.config.check_new()  # before the database is opened: a refused run leaves no file behind
     search = Search(db)
+    try:
+        overrides = resume_overrides(command, search.stored_config(run_id)) if command.resume else {}
+    except BaseException:
+        search.close()
+        raise
     started = time.perf_counter()
     try:
         with ProgressDisplay(command.quiet) as display:

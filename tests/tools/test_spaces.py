@@ -346,3 +346,12 @@ def test_yaml_non_integer_repeat_is_a_space_file_error(tmp_path):
     path = write(tmp_path, "slots:\n  - {name: a, options: [1, 2], repeat: many}\n")
     with pytest.raises(SpaceFileError, match="repeat"):
         load_space_file(path)
+
+
+def test_an_option_that_is_not_one_value_is_refused():
+    from tools.spaces import SpaceFileError, space_from_dict
+
+    for bad in ({"a": 1}, [1, 2]):
+        with pytest.raises(SpaceFileError, match="an option is one value"):
+            space_from_dict({"name": "s", "slots": [{"name": "x", "options": [None, bad]}]})
+    assert space_from_dict({"name": "s", "slots": [{"name": "x", "options": [None, 1, "a", True]}]}).length == 1

@@ -225,3 +225,21 @@ def test_a_budget_larger_than_the_space_ends_saying_the_space_ran_out(tmp_path, 
     flags = ["--task", "table", "--space", str(space), "--data", str(table), "--metric", "acc", "--ranker", "random"]
     assert main([*flags, "--budget", "1000", "--db", str(tmp_path / "s.db"), "--quiet"]) == 0
     assert "no configuration was left to propose: space 'tiny' ran out after 3" in capsys.readouterr().out
+
+
+def test_resume_accepts_the_flags_it_was_started_with_and_names_the_stored_value_of_one_that_differs(tmp_path, capsys):
+    db = str(tmp_path / "s.db")
+    assert main(["--ranker", "random", "--budget", "3", "--seed", "4", "--db", db, "--run-id", "r", "--quiet"]) == 0
+    first = ncodes(Path(db), "r")
+    assert main(["--resume", "r", "--db", db, "--ranker", "random", "--seed", "4", "--budget", "5", "--quiet"]) == 0
+    assert ncodes(Path(db), "r")[:3] == first and len(ncodes(Path(db), "r")) == 5
+    capsys.readouterr()
+    assert main(["--resume", "r", "--db", db, "--seed", "9", "--budget", "7"]) == 2
+    said = capsys.readouterr().err
+    assert "(--seed 4); drop --seed" in said and len(ncodes(Path(db), "r")) == 5
+
+
+def test_an_option_the_run_would_not_read_is_named_before_any_other_rule(tmp_path, capsys):
+    assert main(["--ranker", "random", "--population", "5", "--db", str(tmp_path / "s.db")]) == 2
+    said = capsys.readouterr().err
+    assert "--population 5 applies to regularized evolution" in said and "sample-size" not in said

@@ -55,6 +55,13 @@ def number(value: Any) -> str:
     return f"{value:.4f}" if value == 0 or 0.01 <= abs(value) < 1e6 else f"{value:.4g}"
 
 
+def decoded(config: Any) -> str:
+    """A configuration as slot=value pairs (what an NCode means), long ones shortened to fit a table cell."""
+    if not isinstance(config, dict):
+        return ""
+    return shorten(", ".join(f"{slot}={number(value)}" for slot, value in config.items()), 90)
+
+
 def step_text(step: float | None) -> str:
     """A step (epoch) as written: 3, 2.5; '-' when unknown."""
     return "-" if step is None else f"{step:g}"
@@ -172,12 +179,15 @@ def run_show(argv: list[str]) -> int:
             key=lambda r: r["score"], reverse=bool(run["maximize"]),
         )  # fmt: skip
         steps = any(r["fidelity"] is not None for r in evaluations)
-        columns = ["#", "iteration", "NCode", run["metric"], *(["steps"] * steps), "cost s"]
+        columns = ["#", "iteration", "NCode", run["metric"], *(["steps"] * steps), "cost s", "configuration"]
         history = Table(*columns, title=f"best {args.top} finished evaluations")
         for place, row in enumerate(rows[: args.top], start=1):
             fidelity = [step_text(row["fidelity"])] * steps
             cost = f"{row['cost_s']:.2f}"
-            history.add_row(str(place), str(row["iteration"]), row["ncode"], number(row["score"]), *fidelity, cost)
+            history.add_row(
+                str(place), str(row["iteration"]), row["ncode"], number(row["score"]), *fidelity, cost,
+                escape(decoded(row["config"])),
+            )  # fmt: skip
         out.print(history)
         for status in ("failed", "infeasible"):
             rows = [r for r in evaluations if r["status"] == status]
@@ -286,8 +296,7 @@ def front_table(evaluations: list[dict[str, Any]], objectives: list[Objective]) 
     caption = f"Pareto front: {len(front)} of {len(evaluations)} evaluations ({infeasible} infeasible, never on it)"
     table = Table("#", "NCode", *(o.spec() for o in objectives), "configuration")
     for place, row in enumerate(sorted(front, key=lambda r: -objectives[0].utility(r["objective_values"][0])), 1):
-        decoded = ", ".join(f"{slot}={number(value)}" for slot, value in row["config"].items())
-        table.add_row(str(place), row["ncode"], *map(number, row["objective_values"]), escape(decoded))
+        table.add_row(str(place), row["ncode"], *map(number, row["objective_values"]), escape(decoded(row["config"])))
     return caption, table
 
 

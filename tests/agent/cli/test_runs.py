@@ -252,3 +252,18 @@ def test_runs_never_cuts_a_run_id_in_a_log(tmp_path, capsys):
     shown = capsys.readouterr().out
     assert "…" not in shown
     assert run_id in "".join(line.strip("│ ").split("│")[0].strip() for line in shown.splitlines())
+
+
+def test_show_decodes_the_best_configurations(tmp_path, capsys):
+    from agent.cli.main import main
+
+    space, table = tmp_path / "space.yaml", tmp_path / "t.csv"
+    space.write_text("name: t\nslots:\n  - {name: depth, options: [2, 4]}\n  - {name: act, options: [relu, gelu]}\n")
+    table.write_text("depth,act,acc\n2,relu,0.1\n2,gelu,0.2\n4,relu,0.3\n4,gelu,0.4\n")
+    db = str(tmp_path / "s.db")
+    assert main(["--task", "table", "--space", str(space), "--data", str(table), "--metric", "acc", "--ranker",
+                 "random", "--budget", "4", "--db", db, "--run-id", "t", "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["show", "t", "--db", db]) == 0
+    best = [line for line in capsys.readouterr().out.splitlines() if "│ 1 " in line and "0.4000" in line]
+    assert best and "depth=4, act=gelu" in best[0]

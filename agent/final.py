@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.config import SearchConfig
+from agent.loops.common import ranked
 from agent.runs.store import RunStore
 from evaluators.registry import TaskOptions, make_evaluator
 from tools.evaluator import Evaluator, EvaluatorSetupError, Metric
@@ -115,9 +116,7 @@ def final_options(options: TaskOptions, evaluator: Evaluator, fidelity: float | 
 
 def best_finished(store: RunStore, run_id: str, metric: Metric, top: int) -> list[str]:
     """The run's ``top`` best finished evaluations (never a stopped or failed one), best first."""
-    finished = [o for _, o in store.observations(run_id) if o.status == "ok" and o.score is not None]
-    finished.sort(key=lambda o: -metric.utility(o.score))
-    return [o.ncode for o in finished[:top]]
+    return [o.ncode for o in ranked([o for _, o in store.observations(run_id)], metric)[:top]]
 
 
 def final_scores(store: RunStore, run_id: str, fidelity: float | None, metric: Metric) -> list[FinalScore]:

@@ -27,7 +27,7 @@ from evaluators.references import reference_of, resolve
 from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import SearchSpace, decode
 from tools.processes import exit_with_parent
-from tools.reporting import Reporter, Stopped
+from tools.reporting import Reporter, Stopped, asking_over
 from tools.spaces import SpaceFileError, load_space_file, space_from_dict
 
 Objective = Callable[[dict[str, Any]], Any]
@@ -93,13 +93,8 @@ def _call(objective: Objective, config: dict[str, Any], trial: TrialHandle) -> A
 
 def _call_in_child(objective: Objective, config: dict[str, Any], connection: Any, context: tuple) -> None:
     exit_with_parent()  # a search killed with SIGKILL leaves no objective running
-
-    def ask_parent(step: float, value: float) -> bool:
-        connection.send(("report", (step, value)))
-        return bool(connection.recv())
-
     try:
-        connection.send(("ok", _call(objective, config, TrialHandle(Reporter(ask_parent), *context))))
+        connection.send(("ok", _call(objective, config, TrialHandle(Reporter(asking_over(connection)), *context))))
     except Stopped:
         connection.send(("stopped", None))
     except BaseException as error:  # reported to the parent as a failed evaluation

@@ -50,6 +50,14 @@ class Constraint:
     def holds(self, value: float) -> bool:
         return OPERATORS[self.op](value, self.bound)
 
+    def violation(self, value: float | None) -> float:
+        """How far ``value`` is past the bound, as Optuna's constraints read it: positive when broken (a missing
+        value breaks it by 1), zero or less when kept."""
+        if value is None:
+            return 1.0
+        past = value - self.bound if self.op in ("<=", "<") else self.bound - value
+        return past if self.holds(value) else max(past, 1e-12)
+
     def spec(self) -> str:
         return f"{self.name}{self.op}{self.bound:g}"
 

@@ -53,3 +53,14 @@ class Reporter:
     def should_stop(self) -> bool:
         """Whether the search's scheduler wants this evaluation ended now (it keeps its last report)."""
         return self.stopped
+
+
+def asking_over(connection: Any) -> Decide:
+    """The answerer of a process whose evaluation runs away from the search (a worker, a forked objective): each
+    report is a round trip over ``connection``, answered by the other end (stop or go on)."""
+
+    def decide(step: float, value: float) -> bool:
+        connection.send(("report", (step, value)))
+        return bool(connection.recv())
+
+    return decide

@@ -10,33 +10,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.table import Table
-
 from agent.cli.common import DEFAULT_DB, EXIT_INTERRUPTED, UsageError, console, stdout_console
+from agent.cli.runs import final_table, number
 from agent.driver import Search
-from agent.final import FinalPlan, FinalScore, run_final
+from agent.final import FinalPlan, run_final
 from tools.evaluator import Outcome
-
-
-def number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
-def final_table(finals: list[FinalScore], metric: str, fidelity: float | None) -> Table:
-    """The final stage's results, best mean first: the first row is the final pick."""
-    length = "the search's length" if fidelity is None else f"fidelity {fidelity:g}"
-    table = Table(
-        "#", "NCode", f"search {metric}", "final mean", "sd", "seeds", "configuration",
-        title=f"final stage ({length}): the pick is #1",
-    )  # fmt: skip
-    for place, result in enumerate(finals, start=1):
-        seeds = f"{len(result.scores)}" + (f" ({result.failed} failed)" if result.failed else "")
-        decoded = ", ".join(f"{slot}={value}" for slot, value in result.config.items())
-        table.add_row(
-            str(place), result.ncode, number(result.search_score), number(result.mean), number(result.sd), seeds,
-            decoded,
-        )  # fmt: skip
-    return table
 
 
 def run_final_command(argv: list[str]) -> int:

@@ -17,9 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from agent.cli.common import DEFAULT_DB, UsageError, console, stdout_console
-from agent.cli.final import final_table
 from agent.config import SearchConfig, run_file_text
-from agent.final import final_scores
+from agent.final import FinalScore, final_scores
 from agent.runs.report import (
     best_so_far,
     decision_rows,
@@ -298,6 +297,22 @@ def front_table(evaluations: list[dict[str, Any]], objectives: list[Objective]) 
     for place, row in enumerate(sorted(front, key=lambda r: -objectives[0].utility(r["objective_values"][0])), 1):
         table.add_row(str(place), row["ncode"], *map(number, row["objective_values"]), escape(decoded(row["config"])))
     return caption, table
+
+
+def final_table(finals: list[FinalScore], metric: str, fidelity: float | None) -> Table:
+    """The final stage's results, best mean first: the first row is the final pick."""
+    length = "the search's length" if fidelity is None else f"fidelity {fidelity:g}"
+    table = Table(
+        "#", "NCode", f"search {metric}", "final mean", "sd", "seeds", "configuration",
+        title=f"final stage ({length}): the pick is #1",
+    )  # fmt: skip
+    for place, result in enumerate(finals, start=1):
+        seeds = f"{len(result.scores)}" + (f" ({result.failed} failed)" if result.failed else "")
+        table.add_row(
+            str(place), result.ncode, number(result.search_score), number(result.mean), number(result.sd), seeds,
+            escape(decoded(result.config)),
+        )  # fmt: skip
+    return table
 
 
 PLOTS = {"trajectory": ("", plot_trajectory), "curves": ("_curves", plot_curves), "pareto": ("_pareto", plot_pareto)}

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agent.cli.common import DEFAULT_DB, EXIT_INTERRUPTED, EXIT_STOPPED, UsageError, console, stdout_console
-from agent.cli.final import final_table
+from agent.cli.runs import final_table
 from agent.config import SearchConfig, flag, is_llm_ranker, read_run_file
 from agent.driver import RunResult, Search, new_run_id
 from agent.llm.ranker import effective_options

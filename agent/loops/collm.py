@@ -37,11 +37,11 @@ from typing import Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from agent.llm.ranker import OPENAI_BASE_URL, ChatClient, LLMOptions, RankerSetupError, RankerUnavailable, _api_key
-from agent.loops.common import Histories, Limits, LoopScaffold, Progress, step_end_nodes
-from agent.runs.store import Observation, RunStore
+from agent.loops.common import Histories, Limits, LoopScaffold, Progress, ranked, step_end_nodes
+from agent.runs.store import RunStore
 from agent.strategies.proposers import ProposalContext, unseen_random
 from prompts.collm import generator_messages, navigator_round, navigator_start, task_description
-from tools.evaluator import Evaluator, Metric, Outcome
+from tools.evaluator import Evaluator, Outcome
 from tools.ncode import SYMBOLS, decode, normalize, validate
 
 NAVIGATOR, GENERATOR = "collm-navigator", "collm-generator"
@@ -215,12 +215,6 @@ class CollmParts(LoopScaffold):
     on_progress: Callable[[Progress], None] | None = None
     target: float | None = None
     limits: Limits = field(default_factory=Limits)
-
-
-def ranked(history: list[Observation], metric: Metric) -> list[Observation]:
-    """Finished evaluations, best first."""
-    finished = (o for o in history if o.status == "ok" and o.score is not None)  # not stopped early, not infeasible
-    return sorted(finished, key=lambda o: -metric.utility(o.score))
 
 
 def coordinator_note(round_row: dict[str, Any] | None) -> str:

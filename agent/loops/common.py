@@ -64,6 +64,12 @@ def best_of(history: Sequence[Observation], metric: Metric) -> Observation | Non
     return max(ok, key=lambda o: metric.utility(o.score)) if ok else None
 
 
+def ranked(history: Sequence[Observation], metric: Metric) -> list[Observation]:
+    """Finished evaluations (not stopped early, not infeasible), best first; of equal scores, the first recorded."""
+    finished = (o for o in history if o.status == "ok" and o.score is not None)
+    return sorted(finished, key=lambda o: -metric.utility(o.score))
+
+
 def pareto_front(history: Sequence[Observation], objectives: Sequence[Objective]) -> list[Observation]:
     """The finished, feasible evaluations no other one dominates, in the order recorded."""
     finished = [o for o in history if o.status == "ok" and o.values is not None]

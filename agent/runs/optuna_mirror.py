@@ -33,7 +33,7 @@ from agent.runs.store import RunStore, open_connection
 from evaluators.objective import load_space
 from tools.evaluator import EvaluatorSetupError
 from tools.ncode import SearchSpace
-from tools.objectives import Constraint, Objective, parse_constraint
+from tools.objectives import Constraint, Objective, number_of, parse_constraint
 from tools.spaces import BUILTIN_SPACES, nas_bench_graph_space
 
 CHOICES_KEY, RUN_KEY = "lmsearcher:choices", "lmsearcher:run_created_at"  # study system attributes
@@ -231,15 +231,7 @@ class Goal:
     def violations(self, row: dict[str, Any]) -> list[float]:
         """Per constraint, how far the evaluation is past its bound (0 or less: kept)."""
         values = {**row["metrics"], "score": row["score"]}
-        found = []
-        for constraint in self.constraints:
-            value = values.get(constraint.name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-                found.append(1.0)  # missing: broken
-                continue
-            past = value - constraint.bound if constraint.op in ("<=", "<") else constraint.bound - value
-            found.append(past if constraint.holds(value) else max(past, 1e-12))
-        return found
+        return [constraint.violation(number_of(values, constraint.name)) for constraint in self.constraints]
 
 
 def trial_of(

@@ -12,6 +12,7 @@ Values reach a scheduler as utilities (higher is better, whatever the metric's d
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import statistics
@@ -133,8 +134,8 @@ class Hyperband(Scheduler):
     def bracket_of(self, ncode: str) -> int:
         count = self.brackets()
         # Hyperband's n_s: the most aggressive bracket (s = 0) starts the most configurations
-        weights = [count / (count - s) * self.reduction_factor ** (count - 1 - s) for s in range(count)]
-        return random.Random(f"{self.seed}/{ncode}/bracket").choices(range(count), weights)[0]
+        weights = tuple(count / (count - s) * self.reduction_factor ** (count - 1 - s) for s in range(count))
+        return drawn_bracket(self.seed, ncode, weights)
 
     def rungs_of(self, ncode: str) -> list[float]:
         first = self.min_fidelity * self.reduction_factor ** self.bracket_of(ncode)
@@ -144,6 +145,13 @@ class Hyperband(Scheduler):
         bracket = self.bracket_of(ncode)
         peers = [code for code in board.curves if self.bracket_of(code) == bracket]
         return halving_stops(ncode, board, self.rungs_of(ncode), self.reduction_factor, peers)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def drawn_bracket(seed: int, ncode: str, weights: tuple[float, ...]) -> int:
+    """A code's Hyperband bracket, drawn with ``weights`` from (seed, code): cached, since every report compares
+    a code with all the peers of its bracket."""
+    return random.Random(f"{seed}/{ncode}/bracket").choices(range(len(weights)), weights)[0]
 
 
 @dataclass

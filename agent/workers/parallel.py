@@ -38,7 +38,7 @@ from evaluators.references import reference_of
 from evaluators.registry import TaskOptions
 from tools.evaluator import Outcome
 from tools.processes import exit_with_parent
-from tools.reporting import Decide
+from tools.reporting import Decide, asking_over
 
 BACKENDS = ("local", "ray")
 # Each worker's slot number, 0 to workers-1, set in the worker before it builds its evaluator (a
@@ -112,18 +112,8 @@ def _local_worker_main(connection: Any, spec: WorkerSpec, index: int) -> None:
             return
         if message is None:
             return
-        connection.send(("done", core.evaluate(message, _asking_driver(connection))))
-
-
-def _asking_driver(connection: Any) -> Decide:
-    """A worker's answerer of intermediate reports: each is a round trip to the driver, which records it and
-    asks the run's scheduler (LocalBackend._receive answers)."""
-
-    def decide(step: float, value: float) -> bool:
-        connection.send(("report", (step, value)))
-        return bool(connection.recv())
-
-    return decide
+        # each report a round trip to the driver (LocalBackend._receive answers from the run's scheduler)
+        connection.send(("done", core.evaluate(message, asking_over(connection))))
 
 
 class _RayWorker:

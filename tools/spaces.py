@@ -8,6 +8,12 @@ A user space is a YAML file::
     slots:
       - {name: depth, options: [2, 4, 8], description: number of blocks}
       - {name: rank, options: [4, 8, 16], repeat: 3}   # rank_0, rank_1, rank_2
+      - {name: lr, low: 1.0e-4, high: 0.1, log: true, levels: 8}      # a float range laid out as 8 options
+      - {name: layers, low: 1, high: 4}                                # every integer (62 at most)
+      - {name: width_4, low: 16, high: 512, log: true, levels: 6, when: {layers: [4]}}  # used only at depth 4
+
+A range's type is ``int`` when both bounds are whole numbers, else ``float`` (``type: float`` overrides);
+a float range has 8 levels unless ``levels`` says otherwise. ``when`` names slots declared earlier.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from tools.ncode import NO_RULE, Rule, SearchSpace, Slot
+from tools.ncode import NO_RULE, Range, Rule, SearchSpace, Slot
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NB201_EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to, from), the table's order
@@ -184,22 +190,21 @@ def space_from_dict(data: Any, source: str = "space") -> SearchSpace:
         raise SpaceFileError(f"{source}: unknown rule {rule_name!r}; valid rules: {', '.join(RULES)}")
     slots: list[Slot] = []
     for position, entry in enumerate(data["slots"]):
-        if not isinstance(entry, dict) or "name" not in entry or not isinstance(entry.get("options"), list):
-            raise SpaceFileError(f"{source}: slot {position} needs a 'name' and an 'options' list")
-        name, options = str(entry["name"]), tuple(entry["options"])
-        if not options or len(set(map(repr, options))) != len(options):
-            raise SpaceFileError(f"{source}: slot {name!r} needs at least one option and no repeated options")
-        nested = [option for option in options if isinstance(option, dict | list)]
-        if nested:
-            raise SpaceFileError(
-                f"{source}: slot {name!r} has option {nested[0]!r}; an option is one value (a number, a string, "
-                "true/false or null): split a structured choice into slots"
-            )
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise SpaceFileError(f"{source}: slot {position} needs a 'name' and an 'options' list or a low/high range")
+        name = str(entry["name"])
         repeat = entry.get("repeat", 1)
         if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
             raise SpaceFileError(f"{source}: slot {name!r} has repeat {repeat!r}; use a whole number of at least 1")
+        when = entry.get("when") or {}
+        if not isinstance(when, dict):
+            raise SpaceFileError(
+                f"{source}: slot {name!r} has when: {when!r}; write a mapping, e.g. when: {{depth: [3, 4]}}"
+            )
+        options, numeric = _slot_options(entry, name, source)
         names = [name] if repeat == 1 else [f"{name}_{i}" for i in range(repeat)]
-        slots.extend(Slot(n, options, str(entry.get("description", ""))) for n in names)
+        description = str(entry.get("description", ""))
+        slots.extend(Slot(n, options, description, tuple(when.items()), numeric) for n in names)
     if len({slot.name for slot in slots}) != len(slots):
         raise SpaceFileError(f"{source}: slot names must be unique")
     try:
@@ -208,6 +213,53 @@ def space_from_dict(data: Any, source: str = "space") -> SearchSpace:
         )
     except ValueError as error:
         raise SpaceFileError(f"{source}: {error}") from None
+
+
+def _slot_options(entry: dict[str, Any], name: str, source: str) -> tuple[tuple[Any, ...], Range | None]:
+    """A slot entry's options: its ``options`` list, or the grid of its ``low``/``high`` range."""
+    if "low" in entry or "high" in entry:
+        if "options" in entry:
+            raise SpaceFileError(f"{source}: slot {name!r} gives both options and a low/high range; keep one")
+        try:
+            low, high = _number(entry.get("low"), name), _number(entry.get("high"), name)
+            kind = entry.get("type") or ("int" if float(low).is_integer() and float(high).is_integer() else "float")
+            if kind not in ("int", "float"):
+                raise ValueError(f"slot {name!r}: type {kind!r} is not int or float")
+            levels = entry.get("levels")
+            if levels is not None and (not isinstance(levels, int) or isinstance(levels, bool)):
+                raise ValueError(f"slot {name!r}: levels {levels!r} is not a whole number")
+            log = entry.get("log", False)
+            if not isinstance(log, bool):
+                raise ValueError(f"slot {name!r}: log {log!r} is not true or false")
+            if kind == "float" and levels is None:
+                levels = 8
+            numeric = Range(kind, low, high, log, levels)
+            return numeric.grid(name), numeric
+        except ValueError as error:
+            raise SpaceFileError(f"{source}: {error}") from None
+    if not isinstance(entry.get("options"), list):
+        raise SpaceFileError(f"{source}: slot {name!r} needs an 'options' list or a low/high range")
+    options = tuple(entry["options"])
+    if not options or len(set(map(repr, options))) != len(options):
+        raise SpaceFileError(f"{source}: slot {name!r} needs at least one option and no repeated options")
+    nested = [option for option in options if isinstance(option, dict | list)]
+    if nested:
+        raise SpaceFileError(
+            f"{source}: slot {name!r} has option {nested[0]!r}; an option is one value (a number, a string, "
+            "true/false or null): split a structured choice into slots"
+        )
+    return options, None
+
+
+def _number(value: Any, slot: str) -> float:
+    """A bound as a number: YAML reads ``1e-4`` (no dot) as a string, so numeric strings are accepted."""
+    try:
+        if isinstance(value, bool) or value is None:
+            raise ValueError
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"slot {slot!r}: a range needs numeric low and high, got {value!r}") from None
+    return int(number) if number.is_integer() and not isinstance(value, float) else number
 
 
 def space_to_dict(space: SearchSpace) -> dict[str, Any]:
@@ -228,8 +280,21 @@ def space_to_dict(space: SearchSpace) -> dict[str, Any]:
         "name": space.name,
         "description": space.description,
         "rule": space.rule.name,
-        "slots": [{"name": s.name, "options": list(s.options), "description": s.description} for s in space.slots],
+        "slots": [_slot_to_dict(slot) for slot in space.slots],
     }
+
+
+def _slot_to_dict(slot: Slot) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": slot.name, "description": slot.description}
+    if slot.numeric is None:
+        entry["options"] = list(slot.options)
+    else:
+        numeric = slot.numeric
+        entry |= {"type": numeric.kind, "low": numeric.low, "high": numeric.high, "log": numeric.log}
+        entry |= {} if numeric.levels is None else {"levels": numeric.levels}
+    if slot.when:
+        entry["when"] = {parent: list(values) for parent, values in slot.when}
+    return entry
 
 
 BUILTIN_SPACES = {

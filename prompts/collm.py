@@ -54,7 +54,9 @@ def task_description(
     for position, slot in enumerate(space.slots, start=1):
         options = ", ".join(f"{SYMBOLS[index]}={option}" for index, option in enumerate(slot.options))
         meaning = f" ({slot.description})" if slot.description else ""
-        lines.append(f"{position}. {slot.name}{meaning}: {options}")
+        used = "; ".join(f"{parent} in {list(values)}" for parent, values in slot.when)
+        condition = f" [used only when {used}; otherwise write 0]" if used else ""
+        lines.append(f"{position}. {slot.name}{meaning}{condition}: {options}")
     lines.append(f"Objective: {objective_text(metric)}.")
     if target is not None:
         lines.append(target_text(metric, target))

@@ -132,3 +132,12 @@ def test_bad_yaml_slots_are_one_clear_line(tmp_path, entry, message):
 def test_condition_on_a_later_slot_is_refused():
     with pytest.raises(ValueError, match="conditional on 'b', which is a later slot"):
         SearchSpace("s", [Slot("a", [1, 2], when={"b": [1]}), Slot("b", [1, 2])])
+
+
+def test_collm_task_description_states_each_condition():
+    from prompts.collm import task_description
+    from tools.evaluator import Metric
+
+    text = task_description(hpo_space(), Metric("val_acc", True))
+    assert "width_3 [used only when depth in [3]; otherwise write 0]: 0=16, 1=32, 2=64" in text
+    assert "lr: 0=0.0001, 1=0.001, 2=0.01, 3=0.1" in text

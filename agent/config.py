@@ -154,6 +154,17 @@ class SearchConfig:
         group="fidelity",
     )  # fmt: skip
     final_seeds: int = option(3, "final stage: seeds per configuration (the pick is the best mean)", "fidelity")
+    # -- what the run starts from (agent/runs/warm_start.py)
+    warm_start: list[str] = option(
+        [], "known results of this task (repeatable): a run (RUN_ID or OTHER.db:RUN_ID), a results .csv/.json, or a "
+        ".yaml/.json list of configurations to evaluate first; results enter the history without spending the budget",
+        group="warm",
+    )  # fmt: skip
+    transfer: list[str] = option(
+        [], "a run or results file of the same space on another dataset or task (repeatable): its best "
+        "configurations are evaluated first, its scores never mixed into this run's", group="warm",
+    )  # fmt: skip
+    transfer_top: int = option(5, "how many of each --transfer source's best configurations to evaluate first", "warm")
     # -- training tasks
     model_path: str | None = option(
         None, "SD-1.5 folder (diffusers), SamModel folder, or super-net .pt (hat_mt)", group="training"
@@ -319,8 +330,9 @@ class SearchConfig:
             ),
             "vllm_python": (llm and self.ranker.partition(":")[0] == "vllm", "--ranker vllm[:PATH]"),
         }  # fmt: skip
-        for name in ("ranker", "proposer", "pool_size", "batch"):
+        for name in ("ranker", "proposer", "pool_size", "batch", "warm_start", "transfer"):
             readers[name] = (lmsearcher, "--strategy lmsearcher (CoLLM-NAS proposes and picks with its two LLMs)")
+        readers["transfer_top"] = (lmsearcher and bool(self.transfer), "--transfer SOURCE")
         for f in fields(self):
             if f.metadata["group"] == "collm":
                 readers[f.name] = (not lmsearcher, "--strategy collm")
@@ -402,6 +414,8 @@ class SearchConfig:
         if self.final_top < 0 or self.final_seeds < 1:
             given = f"got {self.final_top} and {self.final_seeds}"
             raise ConfigError(f"--final-top must be 0 or more and --final-seeds at least 1, {given}")
+        if not 1 <= self.transfer_top <= MAX_COUNT:
+            raise ConfigError(f"--transfer-top must be 1 to {MAX_COUNT}, got {self.transfer_top}")
         if self.report_every is not None and self.report_every < 1:
             raise ConfigError(f"--report-every must be at least 1 training step, got {self.report_every}")
         for name in ("fidelity_budget", "time_budget", "final_fidelity"):

@@ -20,12 +20,14 @@ from agent.loops.common import Limits, Progress, best_of, pareto_front, target_r
 from agent.loops.lmsearcher import LoopParts, build_graph
 from agent.loops.reports import ReportDesk
 from agent.runs.store import RunStore, StoreError, open_connection, open_store
+from agent.runs.warm_start import WarmStartError, task_identity, warm_start_rows
 from agent.strategies.proposers import PROPOSERS, Proposer
 from agent.strategies.rankers import AdditiveRanker, FirstRanker, NearestRanker, RandomRanker, Ranker
 from agent.strategies.schedulers import make_scheduler
 from agent.strategies.user_rankers import RankerNotFound, UserRanker, is_user_ranker, load_user_ranker, object_spec
+from evaluators.judged import JudgedEvaluator
 from evaluators.registry import TaskOptions, make_evaluator
-from tools.evaluator import Evaluator
+from tools.evaluator import Evaluator, Outcome
 from tools.evaluator_tool import make_evaluator_tool
 from tools.ncode import SearchSpace
 
@@ -137,11 +139,28 @@ class Search:
                 run_id = new_run_id(config)
         elif self.store.get_run(run_id) is not None:
             raise SearchError(f"run {run_id!r} already exists in {self.db_path}; resume it with --resume {run_id}")
+        dataset = getattr(evaluator, "dataset", config.dataset or "")
+        warm = self._warm_start_rows(config, evaluator, dataset)  # every source read and checked before the run exists
         self.store.create_run(
-            run_id, config.task, getattr(evaluator, "dataset", config.dataset or ""), evaluator.metric.name,
-            evaluator.metric.maximize, config.budget, config.stored(),
+            run_id, config.task, dataset, evaluator.metric.name, evaluator.metric.maximize, config.budget,
+            config.stored(),
         )  # fmt: skip
+        if warm:
+            self.store.add_warm_starts(run_id, warm)
         return run_id
+
+    def _warm_start_rows(self, config: SearchConfig, evaluator: Evaluator, dataset: str) -> list[dict[str, Any]]:
+        if not config.warm_start and not config.transfer:
+            return []
+        judge = evaluator.judge if isinstance(evaluator, JudgedEvaluator) else _as_is
+        identity = task_identity(config, dataset, evaluator.metric.name)
+        try:
+            return warm_start_rows(
+                config.warm_start, config.transfer, config.transfer_top, identity, evaluator.space, evaluator.metric,
+                judge, self.store.db.conn, self.db_path,
+            )  # fmt: skip
+        except WarmStartError as error:
+            raise SearchError(str(error)) from None
 
     def start(
         self, config: SearchConfig, run_id: str | None = None, on_progress: Any = None, objective: Objective = None,
@@ -331,7 +350,7 @@ def _lmsearcher_graph(
         "store": run.store, "evaluator": evaluator, "proposer": make_proposer(config, ranker), "ranker": ranker,
         "budget": config.budget, "pool_size": 1 if config.ranker in PROPOSER_DRIVEN else config.pool_size,
         "seed": config.seed, "on_progress": run.on_progress, "target": config.target, "limits": run.limits,
-        "stopped_as": config.stopped_as,
+        "stopped_as": config.stopped_as, "known": run.store.known(run.run_id), "queue": run.store.queued(run.run_id),
     }  # fmt: skip
     if config.asynchronous():
         from agent.loops.asynchronous import AsyncParts, build_async_graph, initial_state
@@ -362,6 +381,10 @@ def _collm_graph(run: Running, config: SearchConfig, evaluator: Evaluator, agent
         limits=run.limits,
     )
     return build_collm_graph(parts), dict(initial_state(run.run_id))
+
+
+def _as_is(ncode: str, outcome: Outcome) -> Outcome:
+    return outcome
 
 
 def _tool_caller(evaluator: Evaluator, simulated_cost_s: float, desk: ReportDesk):

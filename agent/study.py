@@ -34,7 +34,7 @@ from evaluators.objective import ObjectiveEvaluator, outcome_of
 from evaluators.references import reference_of
 from evaluators.registry import judged, make_evaluator
 from tools.evaluator import Evaluator, Outcome, scored_or_failed
-from tools.ncode import InvalidNCode, SearchSpace, decode, validate
+from tools.ncode import InvalidNCode, SearchSpace, decode, encode, normalize, validate
 from tools.spaces import space_to_dict
 
 Objective = Callable[[dict[str, Any]], Any]
@@ -88,7 +88,12 @@ class Study:
         Several objectives: ``metric=["val_acc", "latency_ms"], maximize=[True, False]``; the run keeps a Pareto
         front (:attr:`pareto_front`). ``constraints=["params<=5e6"]`` makes results that break one infeasible.
         ``load_if_exists=True`` with a ``run_id`` the database holds loads that run instead (as Optuna's
-        ``create_study``), whatever the other arguments say."""
+        ``create_study``), whatever the other arguments say.
+
+        ``warm_start=`` results of this objective from before (an earlier run's id, ``"other.db:RUN_ID"``, a
+        results .csv/.json, or several in a list): the search reads them without spending its budget.
+        ``transfer=`` a run or results of the same space on another dataset: its best configurations are
+        evaluated first. :meth:`enqueue` adds configurations to evaluate first."""
         if load_if_exists and run_id is not None and Path(db).is_file():
             probe = Search(db)
             try:
@@ -104,6 +109,9 @@ class Study:
             options = {key: value for key, value in options.items() if key != "constraints"} | {
                 "constraint": list(options["constraints"])
             }
+        for key in ("warm_start", "transfer"):  # one source or several
+            if isinstance(options.get(key), str | Path):
+                options = {**options, key: [str(options[key])]}
         metrics, minimize = objective_specs(metric, maximize)
         fixed = {"task": "objective", "space": space_definition, "objective": reference, "metric": metrics}
         ranker = options.get("ranker")
@@ -189,6 +197,26 @@ class Study:
             raise SearchError(f"every code of space {self.evaluator.space.name!r} was asked for; none is left")
         return Trial(code, decode(self.evaluator.space, code))
 
+    def enqueue(self, config: Mapping[str, Any] | str) -> Trial:
+        """Evaluate this configuration (a dict of slot values, or its NCode) before any the search chooses, as
+        Optuna's ``enqueue_trial``; it spends the budget as any evaluation. Kept with the run (a resumed search
+        still evaluates it first)."""
+        space, store = self.evaluator.space, self._search.store
+        try:
+            code = validate(space, normalize(space, config) if isinstance(config, str) else encode(space, config))
+        except InvalidNCode as problem:
+            raise SearchError(f"cannot enqueue {config!r}: {problem}") from None
+        if self.config.strategy != "lmsearcher":
+            raise SearchError("enqueue needs --strategy lmsearcher; CoLLM-NAS chooses every configuration itself")
+        taken = store.has_evaluation(self.run_id, code) or code in {o.ncode for o in store.known(self.run_id)}
+        if taken or code in store.queued(self.run_id):
+            raise SearchError(f"{code} ({decode(space, code)}) is already evaluated, known or queued in this run")
+        store.add_warm_starts(self.run_id, [{"kind": "queued", "source": "enqueue", "ncode": code,
+                                             "config": decode(space, code), "status": "queued"}])  # fmt: skip
+        if self._asker is not None:
+            self._asker.queue.append(code)
+        return Trial(code, decode(space, code))
+
     def tell(self, trial: Trial | str, result: Any = None, *, error: str | None = None) -> Trial:
         """Record the result of a configuration: a number, a dict of metrics holding the score, or
         ``error=`` (or a None result) for a failed evaluation. Each code is told once."""
@@ -246,6 +274,15 @@ class Study:
         return next((trial for trial in self.history if best is not None and trial.ncode == best.ncode), None)
 
     @property
+    def known(self) -> list[Trial]:
+        """The results the study started from (``warm_start=``): read by the search, never counted in it."""
+        return [
+            Trial(row["ncode"], row["config"], row["score"], row["status"], row["metrics"], None,
+                  None if row["objective_values"] is None else tuple(row["objective_values"]))
+            for row in self._search.store.warm_starts(self.run_id, "known")
+        ]  # fmt: skip
+
+    @property
     def pareto_front(self) -> list[Trial]:
         """The finished, feasible trials no other one beats on every objective (one objective: the best)."""
         front = {o.ncode for o in pareto_front(self._observations(), self.evaluator.objectives)}
@@ -275,7 +312,11 @@ class Study:
             config = self.config
             ranker = make_strategy(config, self.evaluator.space, self._ranker)
             proposer = make_proposer(config, ranker)
-            self._asker = _AskParts(self._search.store, self.evaluator, proposer, ranker, config.budget, config.seed)
+            store = self._search.store
+            self._asker = _AskParts(
+                store, self.evaluator, proposer, ranker, config.budget, config.seed, known=store.known(self.run_id),
+                queue=store.queued(self.run_id),
+            )  # fmt: skip
         return self._asker
 
 
@@ -293,6 +334,8 @@ class _AskParts(RankingScaffold):
     target: float | None = None
     limits: Limits = field(default_factory=Limits)
     stopped_as: str = "last"
+    known: list[Observation] = field(default_factory=list)
+    queue: list[str] = field(default_factory=list)
 
 
 class _AskTellOnly(ObjectiveEvaluator):

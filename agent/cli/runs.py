@@ -180,14 +180,18 @@ def run_show(argv: list[str]) -> int:
         steps = any(r["fidelity"] is not None for r in evaluations)
         columns = ["#", "iteration", "NCode", run["metric"], *(["steps"] * steps), "cost s", "configuration"]
         history = Table(*columns, title=f"best {args.top} finished evaluations")
+        queued = set(store.queued(args.run_id))
         for place, row in enumerate(rows[: args.top], start=1):
             fidelity = [step_text(row["fidelity"])] * steps
             cost = f"{row['cost_s']:.2f}"
+            iteration = f"{row['iteration']} (queued)" if row["ncode"] in queued else str(row["iteration"])
             history.add_row(
-                str(place), str(row["iteration"]), row["ncode"], number(row["score"]), *fidelity, cost,
+                str(place), iteration, row["ncode"], number(row["score"]), *fidelity, cost,
                 escape(decoded(row["config"])),
             )  # fmt: skip
         out.print(history)
+        for line in warm_start_lines(store, run, {row["ncode"] for row in evaluations}):
+            out.print(line, markup=False, highlight=False)
         for status in ("failed", "infeasible"):
             rows = [r for r in evaluations if r["status"] == status]
             if rows:
@@ -216,6 +220,26 @@ def run_show(argv: list[str]) -> int:
         write_text(saved, stored_run_file(run))
         out.print(f"run file: {saved} (python main.py --config {saved} repeats the run)", markup=False)
     return 0
+
+
+def warm_start_lines(store: RunStore, run: dict[str, Any], evaluated: set[str]) -> list[str]:
+    """What the run started from: known results (never counted, never its best) and configurations queued first."""
+    lines = []
+    known = store.warm_starts(run["run_id"], "known")
+    if known:
+        sources = ", ".join(sorted({row["source"] for row in known}))
+        finished = [row for row in known if row["status"] == "ok" and row["score"] is not None]
+        best = max(finished, key=lambda row: row["score"] if run["maximize"] else -row["score"], default=None)
+        best_text = f"; best known {number(best['score'])} (NCode {best['ncode']})" if best else ""
+        lines.append(f"warm start: {len(known)} known results from {sources}, read by the search but not counted in "
+                     f"its budget or its best{best_text}")  # fmt: skip
+    queued = store.warm_starts(run["run_id"], "queued")
+    if queued:
+        sources = Counter(row["source"] for row in queued)
+        done = sum(row["ncode"] in evaluated for row in queued)
+        listed = ", ".join(f"{source}: {count}" for source, count in sources.items())
+        lines.append(f"queued first: {len(queued)} configurations ({listed}); {done} evaluated")
+    return lines
 
 
 def run_header(run: dict[str, Any], evaluations: list[dict[str, Any]], summary: dict[str, Any]) -> Table:

@@ -33,6 +33,7 @@ GROUPS = {
     "task": "what to search",
     "search": "how to search",
     "fidelity": "multi-fidelity: stop poor trainings early (--scheduler), budgets in steps and seconds",
+    "warm": "warm starts: results and configurations from before the run",
     "training": "training tasks (diffusion_lora, sam_lora, hat_mt); none given: tiny local defaults",
     "parallel": "parallel evaluation",
     "llm": "LLM rankers (llm, openai:MODEL, local:PATH); API keys come from the environment",

@@ -35,7 +35,7 @@ from typing import TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from agent.loops.common import Histories, Limits, Progress, RankingScaffold
-from agent.runs.store import RunStore
+from agent.runs.store import Observation, RunStore
 from agent.strategies.proposers import Proposer
 from agent.strategies.rankers import Ranker
 from agent.workers.parallel import EvaluationPool
@@ -70,6 +70,8 @@ class AsyncParts(RankingScaffold):
     target: float | None = None
     limits: Limits = field(default_factory=Limits)
     stopped_as: str = "last"  # what searchers read of a stopped evaluation (common.searcher_view)
+    known: list[Observation] = field(default_factory=list)  # --warm-start results (common.RankingScaffold)
+    queue: list[str] = field(default_factory=list)  # codes to evaluate first
 
 
 def build_async_graph(parts: AsyncParts) -> StateGraph:

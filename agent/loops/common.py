@@ -251,12 +251,14 @@ class RankingScaffold(LoopScaffold):
     proposer: Proposer
     ranker: Ranker
     stopped_as: str  # what proposers and rankers read of a stopped evaluation (searcher_view)
+    known: list[Observation]  # results from before the run (--warm-start): read, never evaluated, never counted
+    queue: list[str]  # codes to evaluate first (study.enqueue, a list of configurations, --transfer), in order
 
     def view(self, history: list[Observation], iteration: int) -> tuple[list[Observation], Metric]:
-        """The history and metric that proposers and rankers read at a step: stopped evaluations as
-        ``stopped_as`` says, and in a run of several objectives, one number per evaluation (a scalarisation
-        whose weights change per step)."""
-        view = searcher_view(history, self.evaluator.metric, self.stopped_as)
+        """The history and metric that proposers and rankers read at a step: the known results first, stopped
+        evaluations as ``stopped_as`` says, and in a run of several objectives, one number per evaluation (a
+        scalarisation whose weights change per step)."""
+        view = searcher_view([*self.known, *history], self.evaluator.metric, self.stopped_as)
         objectives = self.evaluator.objectives
         if len(objectives) == 1:
             return view, self.evaluator.metric
@@ -265,7 +267,11 @@ class RankingScaffold(LoopScaffold):
     def propose(
         self, history: list[Observation], seen: set[str], rng: random.Random, n: int, iteration: int
     ) -> list[str]:
-        """Up to ``n`` candidates outside ``seen``."""
+        """Up to ``n`` candidates outside ``seen`` and the known results: queued codes first, while any wait."""
+        seen = seen | {o.ncode for o in self.known}
+        waiting = [code for code in self.queue if code not in seen]
+        if waiting:
+            return waiting[:n]
         view, metric = self.view(history, iteration)
         context = ProposalContext(self.evaluator.space, metric, view, seen, rng, self.evaluator.objectives)
         return self.proposer.propose(context, n)
@@ -274,7 +280,12 @@ class RankingScaffold(LoopScaffold):
         self, run_id: str, iteration: int, history: list[Observation], seen: set[str], pool: list[str], k: int
     ) -> Decision:
         """Rank ``pool`` for ``k`` picks and record the decision. A ranker that re-asks gets fresh pools,
-        each drawn with the next ``repool<n>`` generator of the step."""
+        each drawn with the next ``repool<n>`` generator of the step. A pool of queued codes is taken in order
+        (recorded as ranker ``queued``)."""
+        if pool and all(code in self.queue for code in pool):
+            decision = Decision(pool[:k], pool)
+            self.store.record_decision(run_id, iteration, "queued", pool, decision)
+            return decision
         repools = itertools.count(1)
         view, metric = self.view(history, iteration)
         request = RankRequest(

@@ -44,6 +44,8 @@ class LoopParts(RankingScaffold):
     target: float | None = None
     limits: Limits = field(default_factory=Limits)
     stopped_as: str = "last"  # what searchers read of a stopped evaluation (common.searcher_view)
+    known: list[Observation] = field(default_factory=list)  # --warm-start results (common.RankingScaffold)
+    queue: list[str] = field(default_factory=list)  # codes to evaluate first
 
 
 def build_graph(parts: LoopParts) -> StateGraph:

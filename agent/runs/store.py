@@ -15,6 +15,11 @@ last intermediate value; ``failed``; ``infeasible``: it broke a constraint, its 
 every other number it reported. What an evaluation reported while it ran is in ``reports`` (one
 row per step), which schedulers decide from and the Optuna mirror shows as intermediate values.
 Schema 1 files gain the new columns and tables when opened.
+
+What a run started from is in ``warm_starts``, apart from its own evaluations: ``known`` rows are
+results from before the run (they enter the history rankers read, never the budget, the best or the
+front); ``queued`` rows are configurations to evaluate first (``study.enqueue``, a list of
+configurations, or a ``--transfer`` source's best), which then spend the budget as any evaluation.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import sqlite_utils
 SCHEMA_VERSION = 2
 OUR_TABLES = {
     "lmsearcher_meta", "runs", "evaluations", "decisions", "pending", "llm_calls", "conversations", "collm_rounds",
-    "reports", "finals",
+    "reports", "finals", "warm_starts",
 }  # fmt: skip
 LANGGRAPH_TABLES = {"checkpoints", "writes"}
 
@@ -181,6 +186,14 @@ class RunStore:
             },
             pk="id", if_not_exists=True, foreign_keys=[("run_id", "runs", "run_id")],
         )  # fmt: skip
+        self.db["warm_starts"].create(
+            {
+                "id": int, "run_id": str, "kind": str, "source": str, "ncode": str, "config": str, "score": float,
+                "status": str, "objective_values": str, "metrics": str,
+            },
+            pk="id", if_not_exists=True, foreign_keys=[("run_id", "runs", "run_id")],
+        )  # fmt: skip
+        self.db["warm_starts"].create_index(["run_id", "kind", "ncode"], unique=True, if_not_exists=True)
         self.db["decisions"].create(
             {
                 "id": int, "run_id": str, "iteration": int, "ranker": str, "pool": str, "chosen": str,
@@ -250,6 +263,41 @@ class RunStore:
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         self.db["runs"].update(run_id, {**fields, "updated_at": time.time()})
+
+    # warm starts ------------------------------------------------------------
+    def add_warm_starts(self, run_id: str, rows: list[dict[str, Any]]) -> None:
+        """Record known results (``kind`` known) or configurations to evaluate first (``kind`` queued) at once."""
+        stored = [
+            {
+                **row, "run_id": run_id, "config": json.dumps(row["config"], default=str),
+                "metrics": json.dumps(row.get("metrics") or {}, default=str),
+                "objective_values": None if row.get("values") is None else json.dumps(list(row["values"])),
+            }
+            for row in rows
+        ]  # fmt: skip
+        with self.db.conn:
+            self.db["warm_starts"].insert_all([{k: v for k, v in r.items() if k != "values"} for r in stored])
+
+    def warm_starts(self, run_id: str, kind: str) -> list[dict[str, Any]]:
+        rows = list(self.db["warm_starts"].rows_where("run_id = ? AND kind = ?", [run_id, kind], order_by="id"))
+        for row in rows:
+            row["config"] = json.loads(row["config"])
+            row["metrics"] = json.loads(row["metrics"] or "{}")
+            row["objective_values"] = json.loads(row["objective_values"] or "null")
+        return rows
+
+    def known(self, run_id: str) -> list[Observation]:
+        """The known results a run started from, as rankers read them (iteration -1: before the run)."""
+        return [
+            Observation(-1, row["ncode"], row["score"], row["status"], 0.0, None,
+                        None if row["objective_values"] is None else tuple(row["objective_values"]))
+            for row in self.warm_starts(run_id, "known")
+        ]  # fmt: skip
+
+    def queued(self, run_id: str) -> list[str]:
+        """The codes to evaluate first, in order (those evaluated already included)."""
+        query = "SELECT ncode FROM warm_starts WHERE run_id = ? AND kind = 'queued' ORDER BY id"
+        return [row[0] for row in self.db.execute(query, [run_id])]
 
     # evaluations ------------------------------------------------------------
     def add_evaluation(

@@ -299,7 +299,7 @@ def test_yaml_repeat_clashing_with_a_plain_slot(tmp_path):
     ],
 )
 def test_yaml_slot_without_name_or_options(tmp_path, slots):
-    with pytest.raises(SpaceFileError, match="slot (0|'a') needs (a 'name' and )?an 'options' list"):
+    with pytest.raises(SpaceFileError, match=r"slot (0|'a') needs (a 'name' and )?an 'options' list"):
         load_space_file(write(tmp_path, f"slots:\n{slots}\n"))
 
 

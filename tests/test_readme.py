@@ -162,3 +162,56 @@ def test_pareto_command_example_keeps_a_front_of_feasible_results(tmp_path):
     shown = subprocess.run([sys.executable, "main.py", "show", run_id, "--db", "runs/mlp-pareto.db"], cwd=folder,
                            capture_output=True, text=True)  # fmt: skip
     assert "Pareto front:" in shown.stdout and "params:min" in shown.stdout
+
+
+def test_ranges_study_example_evaluates_the_enqueued_configuration_first(tmp_path):
+    folder = user_folder(tmp_path)
+    (folder / "search_sgd.py").write_text(example("ranges-study"))
+    done = subprocess.run([sys.executable, "search_sgd.py"], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with sqlite3.connect(folder / "runs" / "sgd.db") as connection:
+        rows = connection.execute("SELECT ncode, config FROM evaluations ORDER BY id").fetchall()
+    assert len(rows) == len({code for code, _ in rows}) == 10
+    assert json.loads(rows[0][1]) == {"lr": 0.01, "layers": 2, "optimizer": "adam"}
+    for _, config in rows:  # momentum is a level of its grid under SGD, absent under Adam
+        config = json.loads(config)
+        assert ("momentum" in config) == (config["optimizer"] == "sgd")
+        assert config.get("momentum", 0.0) in (0.0, 0.3, 0.6, 0.9) and 1 <= config["layers"] <= 4
+
+
+def test_warm_command_example_reads_the_first_run_without_running_it_again(tmp_path):
+    folder = user_folder(tmp_path)
+    (folder / "train.py").write_text(example("train"))
+    subprocess.run(["bash", "-c", example("command").rsplit("YAML\n", 1)[0] + "YAML\n"], cwd=folder, check=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for search in example("warm-command").replace("\\\n", " ").strip().splitlines():
+        done = subprocess.run(["bash", "-c", search], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    with sqlite3.connect(folder / "runs" / "mlp-warm.db") as connection:
+        first = {c for (c,) in connection.execute("SELECT ncode FROM evaluations WHERE run_id = 'first'")}
+        (second,) = connection.execute("SELECT run_id FROM runs WHERE run_id != 'first'").fetchone()
+        new = [c for (c,) in connection.execute("SELECT ncode FROM evaluations WHERE run_id = ?", [second])]
+        known = {c for (c,) in connection.execute("SELECT ncode FROM warm_starts WHERE run_id = ?", [second])}
+    assert len(first) == len(new) == len(set(new)) == 6 and known == first and not first & set(new)
+    shown = subprocess.run([sys.executable, "main.py", "show", second, "--db", "runs/mlp-warm.db"], cwd=folder,
+                           capture_output=True, text=True)  # fmt: skip
+    assert "warm start: 6 known results from first" in shown.stdout
+
+
+def test_hpo_space_example_is_the_space_the_hpo_benchmark_searches():
+    """The README's YAML is what BENCHMARKS.md's HPO numbers were measured on: the same slots, levels and conditions."""
+    import importlib.util
+
+    import yaml
+
+    from tools.ncode import decode, encode
+    from tools.spaces import space_from_dict, space_to_dict
+
+    spec = importlib.util.spec_from_file_location("hpo_benchmark", ROOT / "benchmarks" / "hpo.py")
+    hpo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hpo)
+    readme = space_from_dict(yaml.safe_load(example("hpo-space")))
+    assert space_to_dict(readme) == space_to_dict(hpo.space())
+    assert [slot.options for slot in readme.slots if slot.name == "width_3"] == [(16, 32, 64, 128, 256)]
+    config = {"lr": 0.1, "weight_decay": 1e-6, "depth": 2, "width_1": 16, "width_2": 256}
+    assert decode(readme, encode(readme, config)) == config

@@ -18,6 +18,7 @@ as absent, so each distinct configuration has one code.
 from __future__ import annotations
 
 import functools
+import math
 import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -299,7 +300,8 @@ def encode(space: SearchSpace, config: Mapping[str, Any] | Sequence[Any]) -> str
         elif value is _ABSENT:
             raise InvalidNCode(f"the configuration has no value for slot {slot.name!r} (options {list(slot.options)})")
         if not matches:
-            raise InvalidNCode(f"slot {slot.name!r} has no option {value!r}; options are {list(slot.options)}")
+            raise InvalidNCode(f"slot {slot.name!r} has no option {value!r}; options are {list(slot.options)}"
+                               + _nearest_level(slot, value))  # fmt: skip
         indices.append(matches[0])
     for slot, value, on in zip(space.slots, values, space.active(indices), strict=True):
         if on and value is _ABSENT:
@@ -308,6 +310,14 @@ def encode(space: SearchSpace, config: Mapping[str, Any] | Sequence[Any]) -> str
 
 
 _ABSENT = object()
+
+
+def _nearest_level(slot: Slot, value: Any) -> str:
+    """For a numeric slot, the hint a user needs: the grid level closest to the value asked for."""
+    if slot.numeric is None or not isinstance(value, int | float) or isinstance(value, bool):
+        return ""
+    distance = (lambda o: abs(math.log(o / value))) if slot.numeric.log and value > 0 else (lambda o: abs(o - value))
+    return f" (a grid of {len(slot.options)} levels; the nearest is {min(slot.options, key=distance)!r})"
 
 
 def _same(option: Any, value: Any) -> bool:

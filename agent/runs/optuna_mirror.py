@@ -1,7 +1,8 @@
 """A mirror of a run database in an Optuna storage, so that optuna-dashboard shows searches live.
 
 One Optuna study per run (named by run id), one trial per evaluation in the order recorded (trial
-number = evaluation order), one categorical parameter per slot. The mirror is derived data: it only
+number = evaluation order), one parameter per slot: a float or int distribution for a numeric range (so the
+dashboard draws a learning rate on a log axis), categorical otherwise. The mirror is derived data: it only
 ever appends what the run database holds beyond it, and deleting the file loses nothing.
 
 Optuna fixes a categorical parameter's choices per study, so they come from the run's space when it
@@ -22,7 +23,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from optuna.distributions import CategoricalChoiceType, CategoricalDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalChoiceType,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.storages import RDBStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
@@ -36,7 +43,7 @@ from tools.ncode import SearchSpace
 from tools.objectives import Constraint, Objective, number_of, parse_constraint
 from tools.spaces import BUILTIN_SPACES, nas_bench_graph_space
 
-CHOICES_KEY, RUN_KEY = "lmsearcher:choices", "lmsearcher:run_created_at"  # study system attributes
+CHOICES_KEY, RANGES_KEY, RUN_KEY = "lmsearcher:choices", "lmsearcher:ranges", "lmsearcher:run_created_at"
 FROM_SPACE, FROM_VALUES = "the task's space", "values seen so far (the study is rebuilt when a new one appears)"
 EVALUATION_COLUMNS = (
     "iteration, ncode, config, score, cost_s, status, error, created_at, fidelity, metrics, objective_values"
@@ -62,6 +69,33 @@ def run_space(run: dict[str, Any]) -> SearchSpace | None:
     return builder() if builder else None
 
 
+def numeric_ranges(space: SearchSpace) -> dict[str, dict[str, Any]]:
+    """Each numeric slot's range as Optuna takes it, widened to its grid (a level rounded to 6 digits may sit
+    a hair outside the bounds it was spread between)."""
+    return {
+        slot.name: {
+            "int": slot.numeric.kind == "int",
+            "log": slot.numeric.log,
+            "low": min(slot.numeric.low, min(slot.options)),
+            "high": max(slot.numeric.high, max(slot.options)),
+        }
+        for slot in space.slots
+        if slot.numeric is not None
+    }
+
+
+def distribution(
+    slot: str, choices: dict[str, list[CategoricalChoiceType]], ranges: dict[str, dict[str, Any]]
+) -> BaseDistribution:
+    """A slot's Optuna distribution: its numeric range, or its choices."""
+    if slot not in ranges:
+        return CategoricalDistribution(choices[slot])
+    spec = ranges[slot]
+    if spec["int"]:
+        return IntDistribution(int(spec["low"]), int(spec["high"]), log=spec["log"])
+    return FloatDistribution(spec["low"], spec["high"], log=spec["log"])
+
+
 def categorical(value: Any) -> CategoricalChoiceType:
     """An option as Optuna can store it: None, bool, int, float and str as they are, anything else as JSON."""
     return value if value is None or isinstance(value, bool | int | float | str) else json.dumps(value, default=str)
@@ -73,6 +107,7 @@ class MirroredStudy:
     run_created_at: float  # a run deleted and started again under its id gets a new study
     trials: int
     choices: dict[str, list[CategoricalChoiceType]]
+    ranges: dict[str, dict[str, Any]]  # the numeric slots (none when the space is not at hand)
 
 
 class OptunaMirror:
@@ -129,7 +164,7 @@ class OptunaMirror:
         for row in rows:
             if stop.is_set():
                 break
-            trial = trial_of(row, decisions, study.choices, curves.get(row["ncode"], []), goal)
+            trial = trial_of(row, decisions, study.choices, curves.get(row["ncode"], []), goal, study.ranges)
             self.storage.create_new_trial(study.study_id, template_trial=trial)
             study.trials, added = study.trials + 1, added + 1
         return added
@@ -144,12 +179,13 @@ class OptunaMirror:
             attrs = self.storage.get_study_system_attrs(study_id)
             if attrs.get(RUN_KEY) == run["created_at"]:
                 trials = self.storage.get_n_trials(study_id)
-                return MirroredStudy(study_id, run["created_at"], trials, attrs[CHOICES_KEY])
+                return MirroredStudy(study_id, run["created_at"], trials, attrs[CHOICES_KEY], attrs.get(RANGES_KEY, {}))
             self.storage.delete_study(study_id)
         space = run_space(run)
         if space is None:
             return self._create_study(run, {}, FROM_VALUES)
-        return self._create_study(run, {s.name: [categorical(o) for o in s.options] for s in space.slots}, FROM_SPACE)
+        choices = {slot.name: [categorical(option) for option in slot.options] for slot in space.slots}
+        return self._create_study(run, choices, FROM_SPACE, numeric_ranges(space))
 
     def _with_choices(
         self, run: dict[str, Any], study: MirroredStudy, choices: dict[str, list[CategoricalChoiceType]]
@@ -158,13 +194,17 @@ class OptunaMirror:
         dashboard page showing it stays valid."""
         if study.trials:
             self.storage.delete_study(study.study_id)
-            return self._create_study(run, choices, FROM_VALUES)
+            return self._create_study(run, choices, FROM_VALUES, study.ranges)
         self.storage.set_study_system_attr(study.study_id, CHOICES_KEY, choices)
         self.storage.set_study_user_attr(study.study_id, "choices", FROM_VALUES)
-        return MirroredStudy(study.study_id, run["created_at"], 0, choices)
+        return MirroredStudy(study.study_id, run["created_at"], 0, choices, study.ranges)
 
     def _create_study(
-        self, run: dict[str, Any], choices: dict[str, list[CategoricalChoiceType]], source: str
+        self,
+        run: dict[str, Any],
+        choices: dict[str, list[CategoricalChoiceType]],
+        source: str,
+        ranges: dict[str, dict[str, Any]] | None = None,
     ) -> MirroredStudy:
         up, down = StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE
         directions = [up if objective.maximize else down for objective in Goal.of(run).objectives]
@@ -177,7 +217,8 @@ class OptunaMirror:
             self.storage.set_study_user_attr(study_id, key, value)
         self.storage.set_study_system_attr(study_id, RUN_KEY, run["created_at"])
         self.storage.set_study_system_attr(study_id, CHOICES_KEY, choices)
-        return MirroredStudy(study_id, run["created_at"], 0, choices)
+        self.storage.set_study_system_attr(study_id, RANGES_KEY, ranges or {})
+        return MirroredStudy(study_id, run["created_at"], 0, choices, ranges or {})
 
     def _evaluations(self, run_id: str, offset: int) -> list[dict[str, Any]]:
         query = f"SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE run_id = ? ORDER BY id LIMIT -1 OFFSET ?"
@@ -240,11 +281,12 @@ def trial_of(
     choices: dict[str, list[CategoricalChoiceType]],
     curve: Sequence[tuple[float, float]] = (),
     goal: Goal | None = None,
+    ranges: dict[str, dict[str, Any]] | None = None,
 ) -> FrozenTrial:
     """One evaluation as an Optuna trial: COMPLETE with its score (each objective's value in a run of several),
     PRUNED with its last intermediate value (stopped by the run's scheduler), or FAIL (failed, no score). An
     infeasible result is COMPLETE with its constraint violations in a run of constraints, else FAIL. Its reports
-    are the trial's intermediate values, which Optuna keys by whole steps."""
+    are the trial's intermediate values, which Optuna keys by whole steps. A slot of ``ranges`` is numeric."""
     goal = goal or Goal((Objective("score"),))
     several = len(goal.objectives) > 1
     values = row["objective_values"] if several else [row["score"]]
@@ -267,7 +309,7 @@ def trial_of(
         datetime_start=datetime.fromtimestamp(row["created_at"] - (row["cost_s"] or 0.0)),
         datetime_complete=datetime.fromtimestamp(row["created_at"]),
         params={slot: categorical(value) for slot, value in row["config"].items()},
-        distributions={slot: CategoricalDistribution(choices[slot]) for slot in row["config"]},
+        distributions={slot: distribution(slot, choices, ranges or {}) for slot in row["config"]},
         user_attrs={key: value for key, value in attrs.items() if value is not None},
         system_attrs={"constraints": goal.violations(row)} if goal.constraints and state else {},
         intermediate_values={round(step): value for step, value in curve if math.isfinite(value)},

@@ -22,7 +22,7 @@ import numpy as np
 from agent.config import SearchConfig
 from agent.runs.store import Observation
 from tools.evaluator import Metric
-from tools.ncode import SearchSpace, from_indices, is_valid, mutate, neighbours, normalize, sample, to_indices
+from tools.ncode import SearchSpace, Slot, from_indices, is_valid, mutate, neighbours, normalize, sample, to_indices
 from tools.objectives import Objective
 
 if TYPE_CHECKING:
@@ -239,12 +239,12 @@ def local_search_centre(context: ProposalContext, initial: int, first_improvemen
 class OptunaProposer(Proposer):
     """An Optuna sampler through ask/tell, so users compare against the library they know.
 
-    Each slot is a categorical parameter over its option indices: the sampler models the
-    product space, results tables included. ``propose`` is a pure function of the
-    history and ``context.rng``, so a resumed run proposes what an uninterrupted
-    one would: every call builds a fresh study whose sampler is seeded from
-    ``context.rng``, adds each scored observation as a completed trial in history
-    order (utility, so always maximized), then asks. (A study kept across calls
+    Each slot is a categorical parameter over its option indices, and a numeric range (``Slot.int``/``Slot.float``)
+    an integer parameter over its grid's indices, so the sampler reads its order (a log range's grid is already
+    even in the log): the sampler models the product space, results tables included. ``propose`` is a pure
+    function of the history and ``context.rng``, so a resumed run proposes what an uninterrupted one would: every
+    call builds a fresh study whose sampler is seeded from ``context.rng``, adds each scored observation as a
+    completed trial in history order (utility, so always maximized), then asks. (A study kept across calls
     depends on how many asks this process made, and resumed runs diverged.)
 
     On a results table (``space.members``) a suggestion that is not an unseen
@@ -274,9 +274,7 @@ class OptunaProposer(Proposer):
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         space = context.space
-        distributions = {
-            f"s{i}": optuna.distributions.CategoricalDistribution(space.choices(i)) for i in range(space.length)
-        }
+        distributions = {f"s{i}": _distribution(slot, space.choices(i)) for i, slot in enumerate(space.slots)}
         objectives = list(context.objectives)
         several = len(objectives) > 1
         directions = ["maximize"] * (len(objectives) if several else 1)
@@ -329,6 +327,15 @@ class OptunaProposer(Proposer):
             if is_valid(space, code) and code not in context.seen and code not in found:
                 found.append(code)
         return found + unseen_random(context, n - len(found), set(found))
+
+
+def _distribution(slot: Slot, choices: Sequence[int]) -> optuna.distributions.BaseDistribution:
+    """A slot as an Optuna parameter over option indices: ordered for a numeric range, categorical otherwise."""
+    import optuna
+
+    if slot.numeric is not None and list(choices) == list(range(len(slot.options))):
+        return optuna.distributions.IntDistribution(0, len(slot.options) - 1)
+    return optuna.distributions.CategoricalDistribution(choices)
 
 
 class TPEProposer(OptunaProposer):

@@ -111,3 +111,8 @@ def interrupted_once(config: dict[str, Any]) -> float:
         open(crash, "w").close()
         raise KeyboardInterrupt
     return accuracy(config)
+
+
+def ranges_objective(config: dict[str, Any]) -> float:
+    """A score over numeric and conditional slots (lr, depth, width_2 when depth >= 2, act)."""
+    return -abs(math.log10(config["lr"]) + 2) + config["depth"] + config.get("width_2", 0) / 256

@@ -143,3 +143,34 @@ def test_a_run_of_two_objectives_is_a_multi_objective_study_with_its_constraints
     # Optuna's own Pareto front, which optuna-dashboard draws, is ours (Optuna keeps every one of equal results,
     # the run the first): constraints keep the infeasible out of it
     assert {tuple(t.values) for t in mirrored_study.best_trials} == front
+
+
+def test_numeric_slots_are_float_and_int_distributions_and_inactive_slots_are_absent(tmp_path):
+    """optuna-dashboard draws a numeric range on its own axis (a log learning rate on a log axis) only when the
+    trial's distribution says it is numeric; a conditional slot that is inactive is not a parameter of the trial."""
+    from agent import SearchSpace, Slot
+
+    space = SearchSpace(
+        "ranges",
+        [
+            Slot.float("lr", 1.234564e-4, 1e-1, log=True, levels=5),  # its lowest level rounds below the bound
+            Slot.int("depth", 1, 3),
+            Slot.int("width_2", 16, 256, log=True, levels=5, when={"depth": [2, 3]}),
+            Slot("act", ["relu", "gelu"]),
+        ],
+    )
+    db = tmp_path / "r.db"
+    with Study.create(db, space, objectives.ranges_objective, ranker="random", budget=12, seed=3, run_id="r") as study:
+        study.enqueue({"lr": space.slots[0].options[0], "depth": 1, "act": "relu"})
+        study.optimize()
+    assert sync(db) == 12
+    trials = mirrored(db, "r").trials
+    assert_mirrors_evaluations(db, "r", trials)
+    for trial in trials:
+        kinds = {name: type(d).__name__ for name, d in trial.distributions.items()}
+        expected = {"lr": "FloatDistribution", "depth": "IntDistribution", "act": "CategoricalDistribution"}
+        if trial.params["depth"] >= 2:
+            expected["width_2"] = "IntDistribution"
+        assert kinds == expected
+        assert trial.distributions["lr"].log and not trial.distributions["depth"].log
+    assert trials[0].params["lr"] == trials[0].distributions["lr"].low < 1.234564e-4

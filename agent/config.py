@@ -17,6 +17,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -48,10 +49,12 @@ class ConfigError(ValueError):
 
 
 def option(
-    default: Any, help: str, group: str = "search", flag: str | None = None, choices: tuple = (), cli: bool = True
-) -> Any:
-    """A config field with what the CLI needs to offer it as a flag (``cli=False``: another flag sets it)."""
-    metadata = {"help": help, "group": group, "flag": flag, "choices": choices, "cli": cli}
+    default: Any, help: str, group: str = "search", flag: str | None = None, choices: tuple = (), cli: bool = True,
+    const: str | None = None,
+) -> Any:  # fmt: skip
+    """A config field with what the CLI needs to offer it as a flag (``cli=False``: another flag sets it; ``const``:
+    the value of the flag given without one)."""
+    metadata = {"help": help, "group": group, "flag": flag, "choices": choices, "cli": cli, "const": const}
     if isinstance(default, dict | list):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -200,6 +203,11 @@ class SearchConfig:
     eval_retries: int = option(2, "retries of an evaluation whose worker died", group="parallel")
     worker_cpus: float | None = option(None, "CPUs per Ray worker (default: what the task declares)", "parallel")
     worker_gpus: float | None = option(None, "GPUs per Ray worker (default: what the task declares)", "parallel")
+    # -- experiment tracking (agent/integrations/mlflow_tracking.py)
+    mlflow: str | None = option(
+        None, "log the run to MLflow at this tracking URI, a child run per evaluation (pip install -e '.[mlflow]'); "
+        "alone: $MLFLOW_TRACKING_URI, else ./mlflow.db", group="tracking", const="",
+    )  # fmt: skip
     # -- LLM rankers
     base_url: str | None = option(None, "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (vLLM)", "llm")
     model: str | None = option(None, "model name the endpoint serves", group="llm")
@@ -392,6 +400,11 @@ class SearchConfig:
             raise ConfigError(f"--workers and --mode async apply to --strategy lmsearcher, not {self.strategy}")
         if self.ray_address and self.backend != "ray":
             raise ConfigError("--ray-address needs --backend ray")
+        if self.mlflow and urlsplit(self.mlflow).password:
+            raise ConfigError(
+                "--mlflow URI holds a password, which would be stored with the run: drop it from the URI and set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) instead"
+            )
         self._check_fidelity()
 
     def _check_fidelity(self) -> None:

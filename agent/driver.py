@@ -133,6 +133,11 @@ class Search:
         """Record a new run of ``config`` (status ``created``) without searching yet; returns its id. An option
         the run would not read is refused here, not in ``check``: runs stored before that rule still resume."""
         config.check_new()
+        if config.mlflow is not None:  # MLflow that cannot be used fails now, before the run exists
+            from agent.integrations.mlflow_tracking import connect, tracking_uri
+
+            config = config.changed(mlflow=tracking_uri(config.mlflow))
+            connect(config.mlflow)
         if run_id is None:
             run_id = new_run_id(config)
             while self.store.get_run(run_id) is not None:  # runs started in the same second drew the same suffix
@@ -201,6 +206,10 @@ class Search:
             )
         if run["status"] == "finished" and (budget is None or budget <= run["n_evaluations"]):
             raise SearchError(f"run {run_id!r} already finished; start a new one (without --resume)")
+        if overrides.get("mlflow") is not None:
+            from agent.integrations.mlflow_tracking import tracking_uri
+
+            overrides["mlflow"] = tracking_uri(overrides["mlflow"])
         if overrides:
             config = config.changed(**overrides)
             config.check()
@@ -213,11 +222,18 @@ class Search:
         self, run_id: str, config: SearchConfig, evaluator: Evaluator, ranker: Any, on_progress: Any,
         objective: Objective,
     ) -> RunResult:  # fmt: skip
+        from agent.integrations.mlflow_tracking import track
+
         pool = None
+        try:
+            tracking = track(config.mlflow, self.store, run_id)  # a no-op without --mlflow; syncs after each step
+        except BaseException:
+            ranker.close()
+            raise
         self.store.update_run(run_id, status="running", error=None)
         desk = make_desk(config, evaluator, self.store, run_id)
         limits = make_limits(config, evaluator, self.store.get_run(run_id))
-        run = Running(run_id, self.store, desk.watching(on_progress), desk, limits)
+        run = Running(run_id, self.store, desk.watching(tracking.watching(on_progress)), desk, limits)
         try:
             if config.strategy == "collm":
                 graph, first_state = _collm_graph(run, config, evaluator, ranker)
@@ -247,6 +263,7 @@ class Search:
             ranker.close()
             if pool is not None:
                 pool.close()
+            tracking.close()
         return self._finish(run_id, evaluator, run.limits, run.finals)
 
     def _finish(self, run_id: str, evaluator: Evaluator, limits: Limits, finals: list[FinalScore]) -> RunResult:

@@ -215,3 +215,68 @@ def test_hpo_space_example_is_the_space_the_hpo_benchmark_searches():
     assert [slot.options for slot in readme.slots if slot.name == "width_3"] == [(16, 32, 64, 128, 256)]
     config = {"lr": 0.1, "weight_decay": 1e-6, "depth": 2, "width_1": 16, "width_2": 256}
     assert decode(readme, encode(readme, config)) == config
+
+
+def test_mlflow_example_logs_both_runs_and_the_ui_serves_them(tmp_path):
+    """The two searches are in MLflow (the second pushed by ``mlflow``), and ``mlflow ui`` serves them: the port is
+    a free one instead of 5000."""
+    from tests.agent.integrations.test_mlflow_tracking import free_port, healthy, mlflow, stop_server
+    from tests.processes import wait_for
+
+    folder = user_folder(tmp_path)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    *commands, ui = example("mlflow").strip().splitlines()
+    for command in commands:
+        done = subprocess.run(["bash", "-c", command], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    port = free_port()
+    server = subprocess.Popen(
+        ["bash", "-c", f"exec {ui.replace('--port 5000', f'--port {port}')}"], cwd=folder, start_new_session=True,
+        env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        assert wait_for(lambda: healthy(uri), 90), "mlflow ui did not start"
+        client = mlflow.MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name("lm-searcher").experiment_id], max_results=100)
+        parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+        assert len(parents) == 2 and len(runs) == 2 + 2 * 8
+        assert all(run.info.status == "FINISHED" for run in runs)
+    finally:
+        stop_server(server)
+
+
+def test_optuna_sampler_example_runs_in_two_processes_on_one_study(tmp_path):
+    """The script and the two-process command as written; the dashboard line is the browser's (not run here:
+    tests/agent/integrations/test_optuna_sampler.py reads these decisions through optuna-dashboard's server)."""
+    import optuna
+
+    folder = user_folder(tmp_path)
+    (folder / "tune_mlp.py").write_text(example("optuna-sampler"))
+    run_both, dashboard = example("optuna-sampler-run").strip().splitlines()
+    assert dashboard == "optuna-dashboard sqlite:///optuna-mlp.db"
+    done = subprocess.run(["bash", "-c", run_both], cwd=folder, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("{'lr':") == 2
+    study = optuna.load_study(study_name="mlp", storage=f"sqlite:///{folder / 'optuna-mlp.db'}")
+    trials = study.trials
+    assert len(trials) == 30 and {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
+    assert sum("lmsearcher_decision" in t.user_attrs for t in trials) >= 26  # each process's first is random
+    assert study.best_value < 0.2
+
+
+def test_ray_tune_example_runs_with_asha_and_the_ranker_chooses_its_trials(tmp_path):
+    from agent.integrations.ray_tune import LMSearcherSearch
+
+    folder = user_folder(tmp_path)
+    (folder / "tune_ray.py").write_text(example("ray-tune"))
+    done = subprocess.run([sys.executable, "tune_ray.py"], cwd=folder, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "{'lr':" in done.stdout.splitlines()[-1]
+    searcher = LMSearcherSearch(ranker="random")  # Ray Tune's checkpoint of the example's searcher, read back
+    searcher.restore_from_dir(str(folder / "ray_results" / "mlp"))
+    trials = searcher._ot_study.trials
+    decisions = [t.user_attrs.get("lmsearcher_decision") for t in trials]
+    assert len(trials) == 8 and sum(d is not None and d["ranker"] == "inprocess" for d in decisions) >= 6
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 8

@@ -1,6 +1,6 @@
 """Command line: ``python main.py [search flags]`` and the ``runs``, ``show``, ``export``, ``compare``,
-``final``, ``dashboard``, ``bench`` and ``finetune`` commands. A thin client of the library: each command parses,
-calls it, and prints.
+``final``, ``dashboard``, ``mlflow``, ``bench`` and ``finetune`` commands. A thin client of the library: each
+command parses, calls it, and prints.
 
 Exit codes: 0 done; 2 bad input (one line says what and how to fix it);
 3 the run stopped on an outside failure and can be resumed; 130 interrupted
@@ -36,6 +36,7 @@ def run_bench(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     from agent.cli.dashboard import run_dashboard
     from agent.cli.final import run_final_command
+    from agent.cli.mlflow_sync import run_mlflow
     from agent.cli.runs import run_compare, run_export, run_list, run_show
     from agent.cli.search import run_search
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         "finetune": run_finetune,
         "dashboard": run_dashboard,
         "final": run_final_command,
+        "mlflow": run_mlflow,
     }
     handler = handlers.get(argv[0]) if argv else None
     try:

@@ -36,11 +36,12 @@ GROUPS = {
     "warm": "warm starts: results and configurations from before the run",
     "training": "training tasks (diffusion_lora, sam_lora, hat_mt); none given: tiny local defaults",
     "parallel": "parallel evaluation",
+    "tracking": "experiment tracking",
     "llm": "LLM rankers (llm, openai:MODEL, local:PATH); API keys come from the environment",
     "collm": "CoLLM-NAS (--strategy collm); models and URLs default to --model/--base-url",
 }
 CLI_KEYS = ("db", "run_id", "quiet")  # options of the command, not of the run; a run file may set them too
-RESUME_OVERRIDES = ("budget", "workers")  # what --resume may change about a stored run
+RESUME_OVERRIDES = ("budget", "workers", "mlflow")  # what --resume may change about a stored run
 LOG_WIDTH = 400  # columns of the progress line in a log: enough for long NCodes and counts
 LOG_EVERY_S = 5.0  # in a log, the progress line at most this often (and after the last evaluation)
 
@@ -92,9 +93,11 @@ def add_config_flags(
             )  # fmt: skip
             continue
         kind = next((k for k in (int, float) if k in kinds), str)
+        alone = {"nargs": "?", "const": f.metadata["const"]} if f.metadata["const"] is not None else {}
         section.add_argument(
             flag(f.name), dest=f.name, type=kind, choices=f.metadata["choices"] or None, default=given_default,
             help=help_text, metavar=flag(f.name)[2:].replace("-", "_").upper() if not f.metadata["choices"] else None,
+            **alone,
         )  # fmt: skip
 
 
@@ -102,7 +105,7 @@ def search_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python main.py",
         description="LM-Searcher: architecture and configuration search with LLM rankers. Other commands: runs, "
-        "show, export, compare, final, dashboard, bench, finetune (python main.py COMMAND --help).",
+        "show, export, compare, final, dashboard, mlflow, bench, finetune (python main.py COMMAND --help).",
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("--config", metavar="RUN.yaml", help="run file: any option below as a key; flags win over it")

@@ -395,7 +395,10 @@ class LLMRanker(Ranker):
         its latency is wall time, as the requests overlap. An answer graded by logprobs is stored with its
         expected grade, so the audit shows what decided."""
         workers, started = min(self.options.parallel_requests, len(prompts)), time.perf_counter()
-        if workers <= 1:
+        grade_all = getattr(self.client, "grade_all", None)  # the in-process model grades a pool in one pass
+        if grade and grade_all is not None:
+            completions = grade_all(prompts)
+        elif workers <= 1:
             completions = [self.client.complete(messages, grade) for messages in prompts]
         else:
             with ThreadPoolExecutor(max_workers=workers) as pool:

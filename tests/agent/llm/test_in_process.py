@@ -47,6 +47,29 @@ def test_in_process_answers_are_transformers_serves_and_grades_are_the_digit_dis
     assert plain.expected_grade is None and plain.text == completions[0].text
 
 
+@pytest.mark.parametrize("model", ["shipped", "tiny_model_dir"])
+def test_a_pool_graded_in_one_pass_gets_the_answers_of_one_question_at_a_time(model: str, request) -> None:
+    """grade_all (a shared prefix once, then every candidate's tail) against complete: the same answers and
+    grades. The last question is not a ranking one, and the shipped model answers it with no digit first,
+    which grade_all hands to complete: both of its paths are compared."""
+    path = SHIPPED if model == "shipped" else request.getfixturevalue(model)
+    client = InProcessClient(path, max_tokens=4)
+    prompts = [*near_questions(seed=11, count=20), [{"role": "user", "content": "Write a poem about the sea."}]]
+    one_at_a_time = [client.complete(messages, grade=True) for messages in prompts]
+    together = client.grade_all(prompts)
+    assert [c.prompt_tokens for c in together] == [c.prompt_tokens for c in one_at_a_time]
+    for alone, pooled in zip(one_at_a_time, together, strict=True):
+        if alone.expected_grade is None:
+            assert (pooled.text, pooled.expected_grade) == (alone.text, None)  # no digit first: complete's answer
+        else:  # the grade is read at the first token; what greedy decoding writes after it is not generated
+            assert pooled.text == alone.text[0]
+            assert pooled.expected_grade == pytest.approx(alone.expected_grade, abs=1e-4)
+    assert len({round(c.expected_grade, 3) for c in together if c.expected_grade is not None}) > 1
+    if model == "shipped":  # trained to answer one digit: its answers are complete's, word for word
+        assert [c.text for c in together] == [c.text for c in one_at_a_time]
+        assert together[-1].expected_grade is None  # the poem: no digit first
+
+
 def test_a_search_records_expected_grades_in_its_audit(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     assert main(["--ranker", "inprocess", "--budget", "6", "--db", str(db), "--run-id", "r", "--quiet"]) == 0

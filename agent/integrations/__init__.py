@@ -1,0 +1,1 @@
+"""Our search inside the tools users already run: an Optuna sampler, MLflow tracking."""

@@ -1,0 +1,77 @@
+"""What a decision costs a search: wall time per step of the default task with each ranker, in one run.
+
+    python benchmarks/decision_cost.py [--seeds 0-2] [--budget 100]
+
+NAS-Bench-Graph cora (the default task, whose evaluations are table lookups, so a step is almost all deciding),
+100 steps per search, each ranker on the same seeds one after another in this process:
+
+* ``random``: no model (what the loop itself costs: proposing, the store, the LangGraph step);
+* ``inprocess``: the default, LM-Searcher-tiny grading a pool of 10 in one pass (``InProcessClient.grade_all``);
+* ``inprocess, one at a time``: the same model asked one question per candidate, as before grade_all;
+* ``tpe`` and ``gp``: our Optuna-backed baselines.
+
+Reported: median milliseconds per step (the first step, a model's loading, left out) and, for the model, the
+milliseconds it adds to a step over ``random``; and whether the two in-process paths evaluated the same codes
+in the same order (they must: the same grades, so the same picks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from agent.driver import Search, SearchConfig
+from agent.llm.in_process import InProcessClient
+
+RANKERS = ("random", "inprocess", "inprocess, one at a time", "tpe", "gp")
+
+
+def search(ranker: str, seed: int, budget: int) -> tuple[list[str], float]:
+    """The codes evaluated, and the median seconds per step."""
+    with tempfile.TemporaryDirectory() as folder:
+        store = Search(Path(folder) / "runs.db")
+        stamps: list[float] = []
+        try:
+            config = SearchConfig(task="nas_bench_graph", ranker=ranker.split(",")[0], budget=budget, seed=seed)
+            result = store.start(config, on_progress=lambda _: stamps.append(time.perf_counter()))
+            codes = [row["ncode"] for row in store.store.evaluations(result.run_id)]
+        finally:
+            store.close()
+    return codes, statistics.median(b - a for a, b in itertools.pairwise(stamps[1:]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="0-2")
+    parser.add_argument("--budget", type=int, default=100)
+    args = parser.parse_args(argv)
+    first, _, last = args.seeds.partition("-")
+    seeds = list(range(int(first), int(last or first) + 1))
+    per_step: dict[str, list[float]] = {ranker: [] for ranker in RANKERS}
+    same = []
+    batched = InProcessClient.grade_all
+    for seed in seeds:
+        codes = {}
+        for ranker in RANKERS:
+            InProcessClient.grade_all = None if ranker.endswith("one at a time") else batched  # type: ignore[assignment]
+            codes[ranker], seconds = search(ranker, seed, args.budget)
+            per_step[ranker].append(seconds)
+            print(f"seed {seed} {ranker}: {seconds * 1000:.1f} ms per step", flush=True)
+        same.append(codes["inprocess"] == codes["inprocess, one at a time"])
+    InProcessClient.grade_all = batched  # type: ignore[method-assign]
+    random_ms = 1000 * statistics.median(per_step["random"])
+    print(f"\n| ranker | ms per step (median of {len(seeds)} seeds) | added over random |\n|---|---|---|")
+    for ranker in RANKERS:
+        ms = 1000 * statistics.median(per_step[ranker])
+        print(f"| {ranker} | {ms:.1f} | {'' if ranker == 'random' else f'{ms - random_ms:.1f}'} |")
+    print(f"\nthe two in-process paths evaluated the same codes in the same order: {sum(same)} of {len(same)} seeds")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -203,7 +203,7 @@ class SearchConfig:
     eval_retries: int = option(2, "retries of an evaluation whose worker died", group="parallel")
     worker_cpus: float | None = option(None, "CPUs per Ray worker (default: what the task declares)", "parallel")
     worker_gpus: float | None = option(None, "GPUs per Ray worker (default: what the task declares)", "parallel")
-    # -- experiment tracking (agent/integrations/mlflow_tracking.py)
+    # -- experiment tracking (agent/runs/mlflow_tracking.py)
     mlflow: str | None = option(
         None, "log the run to MLflow at this tracking URI, a child run per evaluation (pip install -e '.[mlflow]'); "
         "alone: $MLFLOW_TRACKING_URI, else ./mlflow.db", group="tracking", const="",

@@ -16,10 +16,10 @@ from langgraph.graph import StateGraph
 
 from agent.config import BASELINE_RANKERS, PROPOSER_DRIVEN, SearchConfig, is_llm_ranker
 from agent.final import FinalScore, plan_of, run_final
-from agent.loops.common import Limits, Progress, best_of, pareto_front, target_reached
+from agent.loops.common import Limits, Progress, best_of, target_reached
 from agent.loops.lmsearcher import LoopParts, build_graph
 from agent.loops.reports import ReportDesk
-from agent.runs.store import RunStore, StoreError, open_connection, open_store
+from agent.runs.store import RunStore, StoreError, open_connection, open_store, pareto_front
 from agent.runs.warm_start import WarmStartError, task_identity, warm_start_rows
 from agent.strategies.proposers import PROPOSERS, Proposer
 from agent.strategies.rankers import AdditiveRanker, FirstRanker, NearestRanker, RandomRanker, Ranker
@@ -134,7 +134,7 @@ class Search:
         the run would not read is refused here, not in ``check``: runs stored before that rule still resume."""
         config.check_new()
         if config.mlflow is not None:  # MLflow that cannot be used fails now, before the run exists
-            from agent.integrations.mlflow_tracking import connect, tracking_uri
+            from agent.runs.mlflow_tracking import connect, tracking_uri
 
             config = config.changed(mlflow=tracking_uri(config.mlflow))
             connect(config.mlflow)
@@ -207,7 +207,7 @@ class Search:
         if run["status"] == "finished" and (budget is None or budget <= run["n_evaluations"]):
             raise SearchError(f"run {run_id!r} already finished; start a new one (without --resume)")
         if overrides.get("mlflow") is not None:
-            from agent.integrations.mlflow_tracking import tracking_uri
+            from agent.runs.mlflow_tracking import tracking_uri
 
             overrides["mlflow"] = tracking_uri(overrides["mlflow"])
         if overrides:
@@ -222,7 +222,7 @@ class Search:
         self, run_id: str, config: SearchConfig, evaluator: Evaluator, ranker: Any, on_progress: Any,
         objective: Objective,
     ) -> RunResult:  # fmt: skip
-        from agent.integrations.mlflow_tracking import track
+        from agent.runs.mlflow_tracking import track
 
         pool = None
         try:

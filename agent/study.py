@@ -25,8 +25,8 @@ from typing import Any
 from agent.config import PROPOSER_DRIVEN, ConfigError, SearchConfig
 from agent.driver import Search, SearchError, make_proposer, make_strategy, task_options
 from agent.final import FinalPlan, FinalScore, run_final
-from agent.loops.common import Limits, RankingScaffold, best_of, pareto_front
-from agent.runs.store import Observation
+from agent.loops.common import Limits, RankingScaffold, best_of
+from agent.runs.store import Observation, pareto_front
 from agent.strategies.rankers import Ranker
 from agent.strategies.user_rankers import object_spec
 from evaluators.judged import JudgedEvaluator

@@ -11,6 +11,7 @@ Methods (``--method``, comma-separated for several):
 
 * ``optuna-hyperband``: TPESampler + HyperbandPruner(min_resource=1, max_resource=27, reduction_factor=3).
 * ``optuna-sha``: TPESampler + SuccessiveHalvingPruner(min_resource=1, reduction_factor=3).
+* ``optuna-lmsearcher-sha``: ``LMSearcherSampler()`` (our default ranker inside Optuna) + the same pruner.
 * ``optuna-random``: RandomSampler, no pruner, every trial trains 27 epochs (the full-fidelity reference).
 * ``syne-asha``: Syne Tune's ``baselines.ASHA`` (random search as its searcher; grace period 1, max_t 27, rf 3).
 * ``syne-bohb``: Syne Tune's ``baselines.BOHB`` (ASHA's stopping with a KDE searcher, Falkner et al. 2018).
@@ -134,6 +135,8 @@ def _optuna(pruner: str, sampler: str) -> Callable[[CurveTable, int, int], Recor
         import optuna
         from optuna.trial import TrialState
 
+        from agent.integrations.optuna_sampler import LMSearcherSampler
+
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         pruners = {
@@ -144,6 +147,7 @@ def _optuna(pruner: str, sampler: str) -> Callable[[CurveTable, int, int], Recor
             "none": optuna.pruners.NopPruner,
         }
         samplers = {
+            "lmsearcher": lambda: LMSearcherSampler(seed=seed),
             "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
             "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         }
@@ -239,6 +243,10 @@ METHODS: dict[str, tuple[Callable[[CurveTable, int, int], Record], str]] = {
     "optuna-sha": (
         _optuna("sha", "tpe"),
         "Optuna TPESampler + SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)",
+    ),
+    "optuna-lmsearcher-sha": (
+        _optuna("sha", "lmsearcher"),
+        "LMSearcherSampler (the default ranker inside Optuna) + SuccessiveHalvingPruner(min_resource=1, rf=3)",
     ),
     "optuna-random": (_optuna("none", "random"), "Optuna RandomSampler, no pruner (27 epochs per trial)"),
     "syne-asha": (_syne("asha"), "Syne Tune baselines.ASHA (random searcher, grace_period=1, max_t=27, rf=3)"),

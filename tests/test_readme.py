@@ -220,7 +220,7 @@ def test_hpo_space_example_is_the_space_the_hpo_benchmark_searches():
 def test_mlflow_example_logs_both_runs_and_the_ui_serves_them(tmp_path):
     """The two searches are in MLflow (the second pushed by ``mlflow``), and ``mlflow ui`` serves them: the port is
     a free one instead of 5000."""
-    from tests.agent.integrations.test_mlflow_tracking import free_port, healthy, mlflow, stop_server
+    from tests.agent.runs.test_mlflow_tracking import free_port, healthy, mlflow, stop_server
     from tests.processes import wait_for
 
     folder = user_folder(tmp_path)

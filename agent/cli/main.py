@@ -17,6 +17,7 @@ from agent.cli.common import EXIT_BAD_INPUT, UsageError, console
 from agent.config import ConfigError
 from agent.driver import SearchError
 from agent.llm.ranker import RankerSetupError
+from agent.runs.mlflow_tracking import TrackingError
 from agent.runs.store import StoreError
 from tools.evaluator import EvaluatorSetupError
 
@@ -55,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     handler = handlers.get(argv[0]) if argv else None
     try:
         return handler(argv[1:]) if handler else run_search(argv)
-    except (SearchError, EvaluatorSetupError, StoreError, UsageError, RankerSetupError, ConfigError) as error:
+    except (
+        SearchError,
+        EvaluatorSetupError,
+        StoreError,
+        UsageError,
+        RankerSetupError,
+        ConfigError,
+        TrackingError,
+    ) as error:
         console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT

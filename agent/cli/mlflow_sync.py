@@ -1,5 +1,5 @@
 """``mlflow``: log a database's runs to MLflow after the fact: runs searched without ``--mlflow``, or whose
-tracking server was down for a while. The same idempotent sync as ``--mlflow`` (agent/integrations/mlflow_tracking.py):
+tracking server was down for a while. The same idempotent sync as ``--mlflow`` (agent/runs/mlflow_tracking.py):
 what MLflow already holds is not logged again."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from agent.cli.common import DEFAULT_DB, stdout_console
 from agent.cli.runs import reading, stored_run
 from agent.config import SearchConfig
 from agent.driver import SearchError
-from agent.integrations.mlflow_tracking import ENDED, EXPERIMENT, MlflowTracker, first_line
+from agent.runs.mlflow_tracking import ENDED, EXPERIMENT, MlflowTracker, first_line
 
 
 def run_mlflow(argv: list[str]) -> int:

@@ -1,1 +1,1 @@
-"""Our search inside the tools users already run: an Optuna sampler, MLflow tracking."""
+"""Our search inside the tools users already run: an Optuna sampler and a Ray Tune searcher."""

@@ -22,7 +22,7 @@ from agent.strategies.proposers import ProposalContext, Proposer
 from agent.strategies.rankers import Decision, Ranker, RankRequest
 from tools.evaluator import Evaluator, Metric, Outcome
 from tools.ncode import SearchSpace, decode
-from tools.objectives import Objective, chebyshev_weights, pareto_indices, scalarised
+from tools.objectives import Objective, chebyshev_weights, scalarised
 
 
 @dataclass
@@ -68,13 +68,6 @@ def ranked(history: Sequence[Observation], metric: Metric) -> list[Observation]:
     """Finished evaluations (not stopped early, not infeasible), best first; of equal scores, the first recorded."""
     finished = (o for o in history if o.status == "ok" and o.score is not None)
     return sorted(finished, key=lambda o: -metric.utility(o.score))
-
-
-def pareto_front(history: Sequence[Observation], objectives: Sequence[Objective]) -> list[Observation]:
-    """The finished, feasible evaluations no other one dominates, in the order recorded."""
-    finished = [o for o in history if o.status == "ok" and o.values is not None]
-    points = [[objective.utility(v) for objective, v in zip(objectives, o.values, strict=True)] for o in finished]
-    return [finished[i] for i in sorted(pareto_indices(points))]
 
 
 def searcher_view(history: Sequence[Observation], metric: Metric, stopped_as: str) -> list[Observation]:

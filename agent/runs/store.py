@@ -27,12 +27,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+
+from tools.objectives import Objective, pareto_indices
 
 SCHEMA_VERSION = 2
 OUR_TABLES = {
@@ -57,6 +59,13 @@ class Observation:
     cost_s: float = 0.0
     fidelity: float | None = None
     values: tuple[float, ...] | None = None  # a run of several objectives: each one's value, the score first
+
+
+def pareto_front(history: Sequence[Observation], objectives: Sequence[Objective]) -> list[Observation]:
+    """The finished, feasible evaluations no other one dominates, in the order recorded."""
+    finished = [o for o in history if o.status == "ok" and o.values is not None]
+    points = [[objective.utility(v) for objective, v in zip(objectives, o.values, strict=True)] for o in finished]
+    return [finished[i] for i in sorted(pareto_indices(points))]
 
 
 def open_connection(path: str | Path, verify: bool = True) -> sqlite3.Connection:

@@ -116,3 +116,20 @@ def interrupted_once(config: dict[str, Any]) -> float:
 def ranges_objective(config: dict[str, Any]) -> float:
     """A score over numeric and conditional slots (lr, depth, width_2 when depth >= 2, act)."""
     return -abs(math.log10(config["lr"]) + 2) + config["depth"] + config.get("width_2", 0) / 256
+
+
+RANGES_SPACE = {
+    "name": "ranges",
+    "slots": [
+        {"name": "lr", "low": 1e-4, "high": 1e-1, "log": True, "levels": 7},
+        {"name": "depth", "type": "int", "low": 1, "high": 3},
+        {"name": "width_2", "type": "int", "low": 16, "high": 256, "log": True, "levels": 5, "when": {"depth": [2, 3]}},
+        {"name": "act", "options": ["relu", "gelu"]},
+    ],
+}
+
+
+def slow_ranges(config: dict[str, Any]) -> float:
+    """``ranges_objective``, slow enough for a signal to land inside an evaluation."""
+    time.sleep(0.3)
+    return ranges_objective(config)

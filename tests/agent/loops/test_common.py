@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from agent.loops.common import pareto_front, scalarised_view, searcher_view
-from agent.runs.store import Observation
+from agent.loops.common import scalarised_view, searcher_view
+from agent.runs.store import Observation, pareto_front
 from tools.evaluator import Metric
 from tools.objectives import Objective
 

@@ -5,17 +5,25 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from agent import SearchError, SearchSpace, Slot, Study
 from agent.cli.main import main
+from agent.runs.store import RunStore, open_connection
 from agent.strategies.rankers import Decision, Ranker, RankRequest
 from tests.agent import objectives
 from tests.agent.objectives import ACTIVATIONS, DEPTHS, WIDTHS
 from tools.ncode import encode
+
+ROOT = Path(__file__).resolve().parents[3]
 
 SPACE = SearchSpace("toy", [Slot("depth", DEPTHS), Slot("width", WIDTHS), Slot("activation", ACTIVATIONS)])
 
@@ -175,3 +183,54 @@ def test_the_cli_warm_starts_from_another_database_without_touching_it(tmp_path,
     capsys.readouterr()
     assert main(["show", "cli", "--db", str(db), "--plot", str(tmp_path / "p.png")]) == 0
     assert f"warm start: {len(known)} known results from {other}:earlier" in capsys.readouterr().out
+
+
+RANGES_SCRIPT = """
+import sys
+from agent import Study
+from tests.agent.objectives import RANGES_SPACE
+study = Study.create(sys.argv[1], RANGES_SPACE, "tests.agent.objectives:slow_ranges", ranker="nearest-mean",
+                     budget=12, seed=4, run_id="k", warm_start=[sys.argv[2]])
+study.optimize()
+"""
+
+
+def test_ranges_conditions_and_a_csv_warm_start_resume_exactly_after_sigkill(tmp_path):
+    """A user's first day end to end: numeric and conditional slots, results from a CSV (one of them without a
+    score, so evaluated first), the process SIGKILLed mid-run and the study loaded again: the same evaluations as
+    an uninterrupted run, the known results read but never evaluated or counted."""
+    results = tmp_path / "earlier.csv"
+    with results.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["lr", "depth", "width_2", "act", "score"])
+        writer.writerow(["0.01", "2", "64", "gelu", "2.5"])
+        writer.writerow(["0.001", "1", "", "relu", "0.4"])  # width_2 is inactive at depth 1
+        writer.writerow(["0.1", "3", "256", "gelu", ""])  # not trained yet: evaluated first, within the budget
+
+    def codes(db: Path) -> list[str]:
+        store = RunStore(open_connection(db))
+        try:
+            return [row["ncode"] for row in store.evaluations("k")]
+        finally:
+            store.db.conn.close()
+
+    killed, reference = tmp_path / "killed.db", tmp_path / "reference.db"
+    child = subprocess.Popen([sys.executable, "-c", RANGES_SCRIPT, str(killed), str(results)], cwd=ROOT,
+                             start_new_session=True)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and (not killed.exists() or len(codes(killed)) < 4):
+        time.sleep(0.1)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    before = codes(killed)
+    assert 4 <= len(before) < 12
+    with Study.load(killed, "k") as study:
+        study.optimize()
+        known = {trial.ncode for trial in study.known}
+        first = study.history[0].config
+    done = subprocess.run([sys.executable, "-c", RANGES_SCRIPT, str(reference), str(results)], cwd=ROOT, timeout=120)
+    assert done.returncode == 0
+    after = codes(killed)
+    assert after[: len(before)] == before and after == codes(reference)
+    assert len(after) == len(set(after)) == 12 and not known & set(after) and len(known) == 2
+    assert first == {"lr": 0.1, "depth": 3, "width_2": 256, "act": "gelu"}

@@ -25,11 +25,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agent.config import SearchConfig, run_file_text
-from agent.driver import SearchError
-from agent.loops.common import Progress, pareto_front
 from agent.runs.report import plot_curves, plot_pareto, plot_trajectory, run_objectives
-from agent.runs.store import RunStore
+from agent.runs.store import RunStore, pareto_front
 from tools.objectives import Objective
+
+
+class TrackingError(RuntimeError):
+    """MLflow cannot be used (not installed, unreachable, refusing); the message names the problem and the fix."""
+
 
 EXPERIMENT = "lm-searcher"
 RUN_TAG, CREATED_TAG, DB_TAG = "lmsearcher.run_id", "lmsearcher.created_at", "lmsearcher.db"
@@ -61,16 +64,16 @@ def tracking_uri(given: str) -> str:
 
 
 def connect(given: str) -> tuple[Any, str]:
-    """An MLflow client of ``given`` and the id of its ``lm-searcher`` experiment; one-line SearchError when MLflow
+    """An MLflow client of ``given`` and the id of its ``lm-searcher`` experiment; one-line TrackingError when MLflow
     is missing or the server cannot be used."""
     uri = tracking_uri(given)
     try:
         from mlflow import MlflowClient
     except ImportError:
-        raise SearchError(f"--mlflow needs MLflow, which is not installed: {INSTALL}") from None
+        raise TrackingError(f"--mlflow needs MLflow, which is not installed: {INSTALL}") from None
     problem = unreachable(uri)
     if problem:
-        raise SearchError(
+        raise TrackingError(
             f"cannot reach the MLflow tracking server at {uri} ({problem}); start it (mlflow server --host HOST "
             "--port PORT) or pass another --mlflow URI"
         )
@@ -79,10 +82,10 @@ def connect(given: str) -> tuple[Any, str]:
     client = MlflowClient(uri)
     try:
         return client, experiment_id(client, uri)
-    except SearchError:
+    except TrackingError:
         raise
     except Exception as error:
-        raise SearchError(
+        raise TrackingError(
             f"MLflow at {uri} cannot be used: {first_line(error)}; check the URI, and MLFLOW_TRACKING_TOKEN or "
             "MLFLOW_TRACKING_USERNAME/PASSWORD in the environment"
         ) from None
@@ -115,7 +118,7 @@ def experiment_id(client: Any, uri: str) -> str:
             if experiment is None:
                 raise
     if experiment.lifecycle_stage == "deleted":
-        raise SearchError(
+        raise TrackingError(
             f"the MLflow experiment {EXPERIMENT!r} was deleted; restore it (mlflow experiments restore) or remove "
             "it for good (mlflow gc)"
         )
@@ -165,7 +168,7 @@ class MlflowTracker:
         """Log the evaluations that have no child run yet; returns how many were logged."""
         run = self.store.get_run(self.run_id)
         if run is None:
-            raise SearchError(f"no run {self.run_id!r} in {database(self.store)}; list its runs with 'runs'")
+            raise TrackingError(f"no run {self.run_id!r} in {database(self.store)}; list its runs with 'runs'")
         if self.parent is None:
             self._open(run)
         objectives, added = run_objectives(run), 0
@@ -312,12 +315,12 @@ class MlflowTracker:
         if problem:
             raise ConnectionError(problem)
 
-    def watching(self, on_progress: Callable[[Progress], None] | None) -> Callable[[Progress], None]:
+    def watching(self, on_progress: Callable[[Any], None] | None) -> Callable[[Any], None]:
         """``on_progress``, after syncing. A failed sync (the server went away) is said once and retried a minute
         later, while the search goes on: the run database keeps every result, and a later sync catches up."""
         retry_at, warned = 0.0, False
 
-        def progress(update: Progress) -> None:
+        def progress(update: Any) -> None:
             nonlocal retry_at, warned
             if time.monotonic() >= retry_at:
                 try:
@@ -353,7 +356,7 @@ class MlflowTracker:
 class NoTracking:
     """A search without ``--mlflow``."""
 
-    def watching(self, on_progress: Callable[[Progress], None] | None) -> Callable[[Progress], None] | None:
+    def watching(self, on_progress: Callable[[Any], None] | None) -> Callable[[Any], None] | None:
         return on_progress
 
     def close(self) -> None:
@@ -369,10 +372,10 @@ def track(uri: str | None, store: RunStore, run_id: str) -> MlflowTracker | NoTr
     try:
         tracker.sync()
         tracker.client.update_run(tracker.parent, status="RUNNING")
-    except SearchError:
+    except TrackingError:
         raise
     except Exception as error:
-        raise SearchError(
+        raise TrackingError(
             f"MLflow at {tracker.uri} failed: {first_line(error)}; check the server and the URI"
         ) from None
     return tracker

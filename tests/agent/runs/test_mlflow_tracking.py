@@ -1,4 +1,4 @@
-"""Runs in MLflow (agent/integrations/mlflow_tracking.py): real searches logged to a real MLflow tracking server
+"""Runs in MLflow (agent/runs/mlflow_tracking.py): real searches logged to a real MLflow tracking server
 started here, or to a local SQLite tracking store; read back with MLflow's own client."""
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import ConfigError, SearchError, Study
+from agent import ConfigError, Study
 from agent.cli.main import main
 from agent.config import SearchConfig
-from agent.integrations.mlflow_tracking import EXPERIMENT, RUN_TAG, unreachable
+from agent.runs.mlflow_tracking import EXPERIMENT, RUN_TAG, TrackingError, unreachable
 from tests.agent import objectives
 from tests.agent.test_study import SPACE
 from tests.processes import wait_for
@@ -270,5 +270,5 @@ def test_a_password_in_the_uri_is_refused_and_a_missing_mlflow_named(tmp_path, m
     with pytest.raises(ConfigError, match="MLFLOW_TRACKING_PASSWORD"):
         SearchConfig(mlflow="https://me:secret@mlflow.example.com").check()
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import fails as when not installed
-    with pytest.raises(SearchError, match=r'pip install -e "\.\[mlflow\]"'):
+    with pytest.raises(TrackingError, match=r'pip install -e "\.\[mlflow\]"'):
         Study.create(tmp_path / "s.db", SPACE, objectives.accuracy, mlflow=f"sqlite:///{tmp_path / 'm.db'}")

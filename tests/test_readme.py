@@ -254,8 +254,11 @@ def test_optuna_sampler_example_runs_in_two_processes_on_one_study(tmp_path):
 
     folder = user_folder(tmp_path)
     (folder / "tune_mlp.py").write_text(example("optuna-sampler"))
-    run_both, dashboard = example("optuna-sampler-run").strip().splitlines()
+    create, run_both, dashboard = example("optuna-sampler-run").strip().splitlines()
     assert dashboard == "optuna-dashboard sqlite:///optuna-mlp.db"
+    optuna_cli = str(Path(sys.executable).parent / "optuna")  # the venv's, as an activated venv finds it
+    created = subprocess.run(create.replace("optuna", optuna_cli, 1).split(), cwd=folder, capture_output=True)
+    assert created.returncode == 0, created.stderr[-2000:]
     done = subprocess.run(["bash", "-c", run_both], cwd=folder, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("{'lr':") == 2

@@ -49,6 +49,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from seeds import parse_seeds
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TABLE = ROOT / "benchmarks" / "data" / "digits_mlp"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -339,15 +341,6 @@ def summary_lines(results: list[dict[str, Any]]) -> list[str]:
         "full trial first reached val_acc T (seeds that reached it)"
     )
     return lines
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0-9' or '0,3,5' or '2'."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        first, _, last = part.partition("-")
-        seeds.extend(range(int(first), int(last or first) + 1))
-    return seeds
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from seeds import parse_seeds
+
 from agent.driver import Search, SearchConfig
 from agent.llm.in_process import InProcessClient
 
@@ -50,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0-2")
     parser.add_argument("--budget", type=int, default=100)
     args = parser.parse_args(argv)
-    first, _, last = args.seeds.partition("-")
-    seeds = list(range(int(first), int(last or first) + 1))
+    seeds = parse_seeds(args.seeds)
     per_step: dict[str, list[float]] = {ranker: [] for ranker in RANKERS}
     same = []
     batched = InProcessClient.grade_all

@@ -29,6 +29,7 @@ from typing import Any
 
 import optuna
 import torch
+from seeds import parse_seeds
 
 from agent import SearchSpace, Slot, Study
 
@@ -149,13 +150,6 @@ def summary(document: dict[str, Any]) -> list[str]:
             f"   {'' if method == 'inprocess' else record:<28} {' '.join(f'{v:.4f}' for v in values)}"
         )
     return lines
-
-
-def parse_seeds(text: str) -> list[int]:
-    if "-" in text:
-        first, last = text.split("-")
-        return list(range(int(first), int(last) + 1))
-    return [int(seed) for seed in text.split(",")]
 
 
 def main(argv: list[str] | None = None) -> int:

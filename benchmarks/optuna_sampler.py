@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from seeds import parse_seeds
 
 from agent.driver import Search, SearchConfig
 from agent.integrations.optuna_sampler import LMSearcherSampler
@@ -129,13 +130,6 @@ def summary(document: dict[str, Any]) -> list[str]:
                 f"{statistics.fmean(r['rejected'] for r in chosen):>10.1f}   {record}"
             )
     return lines
-
-
-def parse_seeds(text: str) -> list[int]:
-    if "-" in text:
-        first, last = text.split("-")
-        return list(range(int(first), int(last) + 1))
-    return [int(seed) for seed in text.split(",")]
 
 
 def main(argv: list[str] | None = None) -> int:

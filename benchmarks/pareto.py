@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 from optuna._hypervolume import compute_hypervolume
+from seeds import parse_seeds
 
 from agent.driver import Search, SearchConfig
 from evaluators.data_path import find_file
@@ -174,13 +175,6 @@ def summary(document: dict[str, Any], key: str) -> list[str]:
         lines.append(f"{t:<22}" + "".join(f"{means[t, m]:>14.4f}" for m in methods) + f"   best: {ordered[0]}")
     lines.append(f"{'mean rank':<22}" + "".join(f"{statistics.fmean(ranks[m]):>14.2f}" for m in methods))
     return lines
-
-
-def parse_seeds(text: str) -> list[int]:
-    if "-" in text:
-        first, last = text.split("-")
-        return list(range(int(first), int(last) + 1))
-    return [int(seed) for seed in text.split(",")]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from seeds import parse_seeds
+
 from agent.driver import Search, SearchConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -180,13 +182,6 @@ def summary(document: dict[str, Any]) -> list[str]:
                 cells.append(f"@{at} {statistics.median(values):+.4f} ({record})")
             lines.append(f"  {method:<16}" + "   ".join(cells))
     return lines
-
-
-def parse_seeds(text: str) -> list[int]:
-    if "-" in text:
-        first, last = text.split("-")
-        return list(range(int(first), int(last) + 1))
-    return [int(seed) for seed in text.split(",")]
 
 
 def main(argv: list[str] | None = None) -> int:

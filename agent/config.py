@@ -547,15 +547,26 @@ def read_run_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+ALWAYS_WRITTEN = ("task", "budget", "seed")  # what a run is, said even at their defaults
+
+
 def run_file_text(config: SearchConfig, extra: dict[str, Any] | None = None) -> str:
-    """A run file that reproduces ``config``: every option, grouped as in ``--help``."""
-    lines = ["# LM-Searcher run file: python main.py --config THIS_FILE (flags given as well override it)"]
+    """A run file that reproduces ``config``: the options that differ from the defaults (and the task, budget and
+    seed), grouped as in ``--help``; a file of every option would bury them in defaults."""
+    defaults = SearchConfig()
+    lines = [
+        "# LM-Searcher run file: python main.py --config THIS_FILE (flags given as well override it)",
+        "# options not listed are at their defaults (python main.py --help)",
+    ]
     for key, value in (extra or {}).items():
         lines.append(yaml.safe_dump({key: value}, sort_keys=False).rstrip())
     group = None
     for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name not in ALWAYS_WRITTEN and value == getattr(defaults, f.name):
+            continue
         if f.metadata["group"] != group:
             group = f.metadata["group"]
             lines.append(f"# -- {group}")
-        lines.append(yaml.safe_dump({f.name: getattr(config, f.name)}, sort_keys=False, width=1000).rstrip())
+        lines.append(yaml.safe_dump({f.name: value}, sort_keys=False, width=1000).rstrip())
     return "\n".join(lines) + "\n"

@@ -175,6 +175,7 @@ class Search:
         ``--task objective`` when it is given as a function rather than ``module:function``; ``ranker`` a
         ranker object of the user's, when ``config.ranker`` is its ``object_spec``."""
         config.check_new()
+        preflight(config)
         evaluator = make_evaluator(config.task, task_options(config, objective))
         ranker = make_strategy(config, evaluator.space, ranker)  # a ranker that cannot start fails here, before any run
         try:
@@ -206,6 +207,7 @@ class Search:
             )
         if run["status"] == "finished" and (budget is None or budget <= run["n_evaluations"]):
             raise SearchError(f"run {run_id!r} already finished; start a new one (without --resume)")
+        preflight(config)  # before anything stored changes
         if overrides.get("mlflow") is not None:
             from agent.runs.mlflow_tracking import tracking_uri
 
@@ -213,9 +215,10 @@ class Search:
         if overrides:
             config = config.changed(**overrides)
             config.check()
-            self.store.update_run(run_id, budget=config.budget, config=json.dumps(config.stored()))
         evaluator = make_evaluator(config.task, task_options(config, objective))
         ranker = make_strategy(config, evaluator.space, ranker)
+        if overrides:  # stored once the run can go on: a refused resume changes nothing
+            self.store.update_run(run_id, budget=config.budget, config=json.dumps(config.stored()))
         return self._drive(run_id, config, evaluator, ranker, on_progress, objective)
 
     def _drive(
@@ -242,12 +245,9 @@ class Search:
                 graph, first_state = _lmsearcher_graph(run, config, evaluator, ranker, pool)
             graph = graph.compile(checkpointer=self.checkpointer)
             thread = {"configurable": {"thread_id": run_id}, "recursion_limit": 10 * config.budget + 100}
-            snapshot = graph.get_state(thread)
-            first_input = None if snapshot.values else first_state
-            if snapshot.values and not snapshot.next and self.store.get_run(run_id)["n_evaluations"] < config.budget:
-                first_input = {**snapshot.values, "done": False}  # a finished run whose budget was raised
-            if first_input is not None or snapshot.next:
-                graph.invoke(first_input, thread, durability="sync")
+            graph_input = _graph_input(graph.get_state(thread), first_state, self.store.get_run(run_id), config)
+            if graph_input is not FINISHED:
+                graph.invoke(graph_input, thread, durability="sync")
             plan = plan_of(config)
             if plan is not None:  # resumable: it trains only what an earlier session did not
                 self.store.update_run(run_id, status="final stage")
@@ -312,6 +312,45 @@ def make_strategy(config: SearchConfig, space: SearchSpace | None = None, ranker
 
         return make_collm_agents(config.collm_options(), config.llm_options())
     return make_ranker(config, space)
+
+
+FINISHED = object()  # _graph_input: the graph has ended and has nothing to do
+
+
+def _graph_input(snapshot: Any, first_state: dict[str, Any], run: dict[str, Any], config: SearchConfig) -> Any:
+    """What to invoke a run's graph with: its first state (a new run); None to go on from its checkpoint; its
+    last state, not done, when the graph ended and the budget was raised since; FINISHED when it ended.
+
+    A graph stopped between a node saving its result and the next checkpoint has no ``next`` node (LangGraph
+    leaves out tasks whose writes are saved) but still a task: it goes on from there. Taking it for an ended
+    graph restarted the step, which then picked and evaluated a second code, and the run diverged."""
+    if not snapshot.values:
+        return first_state
+    if snapshot.next or snapshot.tasks:
+        return None
+    if run["n_evaluations"] < config.budget:
+        return {**snapshot.values, "done": False}
+    return FINISHED
+
+
+def preflight(config: SearchConfig) -> None:
+    """Check in seconds what can be checked before the task is built (minutes for a training task) and a run is
+    made: what an LLM ranker or CoLLM-NAS needs (API keys, endpoints answering, the shipped model; checked again
+    by :func:`make_strategy`) and a Ray cluster's address answering."""
+    if config.backend == "ray" and config.ray_address:
+        from agent.workers.parallel import unreachable_ray, why_unreachable
+
+        unreachable = why_unreachable(config.ray_address)
+        if unreachable:
+            raise SearchError(unreachable_ray(config.ray_address, unreachable))
+    if config.strategy == "collm":
+        from agent.loops.collm import make_collm_agents
+
+        make_collm_agents(config.collm_options(), config.llm_options())
+    elif is_llm_ranker(config.ranker):
+        from agent.llm.ranker import preflight_llm_ranker
+
+        preflight_llm_ranker(config.ranker, config.llm_options())
 
 
 @dataclass

@@ -185,7 +185,11 @@ class Study:
 
     def ask(self) -> Trial:
         """The next configuration to evaluate, chosen by the study's proposer and ranker as ``optimize``
-        would; codes asked and not yet told are never proposed again."""
+        would; codes asked and not yet told are never proposed again.
+
+        Not bounded by the budget: your loop decides how many, as with Optuna's ask/tell. A run told past its
+        budget has its budget raised to what it holds (``tell``), so a later ``optimize()`` adds nothing and
+        ``optimize(budget=N)`` adds up to N in all."""
         if self._orphans:
             code = self._orphans.pop(0)
             return Trial(code, decode(self.evaluator.space, code))

@@ -10,6 +10,7 @@ from typing import Any
 
 from evaluators.references import is_reference, resolve
 from tools.evaluator import Evaluator, EvaluatorSetupError
+from tools.extras import missing_extra
 from tools.objectives import ObjectiveError, parse_constraint, parse_objective
 
 
@@ -136,9 +137,19 @@ TASKS: dict[str, Callable[[TaskOptions], Evaluator]] = {
 PLUGIN_GROUP = "lmsearcher.tasks"  # entry points naming Evaluator classes or factories of installed packages
 
 
+TRAINING_MODULES = {  # what each training task imports from the 'training' extra (pyproject.toml)
+    "diffusion_lora": ("diffusers", "peft"),
+    "sam_lora": ("peft", "py_sod_metrics"),
+    "hat_mt": ("sacrebleu",),
+}
+
+
 def make_evaluator(task: str, options: TaskOptions) -> Evaluator:
     """A built-in task, an installed plugin (entry point group ``lmsearcher.tasks``) or ``module:Class``; judged
     against the run's other objectives and constraints when it has any (evaluators.judged)."""
+    problem = missing_extra("training", TRAINING_MODULES[task], f"--task {task}") if task in TRAINING_MODULES else None
+    if problem:
+        raise EvaluatorSetupError(problem)
     evaluator = TASKS[task](options) if task in TASKS else _build_plugin(task, _plugin_factory(task), options)
     if not options.objectives and not options.constraint:
         return evaluator

@@ -23,9 +23,11 @@ from finetune.domains import DEFAULT_DOMAINS, DomainError, refuse_forbidden
 from finetune.export import DEFAULT_NAME
 from prompts.choice import LABELS
 from prompts.render import DEFAULT_HISTORY_CAP, FORMATS
+from tools.extras import missing_extra
 
 EXIT_BAD_INPUT = 2
 SUBCOMMANDS = ("curate", "train", "tiny")
+FINETUNE_MODULES = ("datasets", "peft", "trl")  # the 'finetune' extra (pyproject.toml)
 
 
 class FinetuneUsageError(ValueError):
@@ -268,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in handlers:
         print(usage, file=sys.stderr)
         problem = f"unknown finetune command {argv[0]!r}" if argv else "name a finetune command"
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    problem = missing_extra("finetune", FINETUNE_MODULES, "python main.py finetune")
+    if problem and not {"-h", "--help"} & set(argv[1:]):
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:

@@ -9,7 +9,7 @@ import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from agent.runs.report import (
     search_method,
     table_optimum,
 )
-from agent.runs.store import RunStore, open_store, unusable
+from agent.runs.store import RunStore, open_reader, unusable
 from tools.evaluator import EvaluatorSetupError, Metric
 from tools.objectives import Objective
 
@@ -80,20 +80,23 @@ def safe_name(text: str) -> str:
 
 
 def output_file(value: str, example: str) -> Path:
-    """A file the user asked for, checked before any work, so that a bad path costs one line and no output."""
+    """A file the user asked for, checked before any work, so that a bad path costs one line and no output.
+
+    One rule for every command's output path, as for ``--db`` and ``bench --out``: missing folders are made
+    when the file is written; a file standing where a folder should be is refused."""
     path = Path(value)
     if path.is_dir():
         raise UsageError(f"cannot write {path}: it is a folder; pass a file path such as {path / example}")
-    if path.parent.exists() and not path.parent.is_dir():
-        raise UsageError(f"cannot write {path}: {path.parent} is a file, not a folder; pass another path")
-    if not path.parent.exists():
-        raise UsageError(f"cannot write {path}: folder {path.parent} does not exist; create it or pass another path")
+    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise UsageError(f"cannot write {path}: {blocking} is a file, not a folder; pass another path")
     return path
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write a file the user named, or say in one line why it cannot be written."""
+    """Write a file the user named (making its folders), or say in one line why it cannot be written."""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     except OSError as error:
         raise UsageError(f"cannot write {path}: {error.strerror or error}; pass a writable file path") from None
@@ -108,10 +111,11 @@ def non_negative(text: str) -> int:
 
 @contextmanager
 def reading(db: str) -> Iterator[RunStore]:
-    """An existing run database, closed afterwards; SQLite failing while reading it (a corrupt page) is one line."""
+    """An existing run database opened read-only, closed afterwards; SQLite failing while reading it (a corrupt
+    page) is one line."""
     if not Path(db).exists():
         raise UsageError(f"database {db} does not exist; run a search first or pass --db")
-    store = open_store(db)
+    store = open_reader(db)
     try:
         yield store
     except sqlite3.DatabaseError as error:
@@ -211,7 +215,8 @@ def run_show(argv: list[str]) -> int:
             metric = Metric(run["metric"], bool(run["maximize"]))
             out.print(final_table(final_scores(store, args.run_id, fidelity, metric), run["metric"], fidelity))
         if args.decisions:
-            out.print(decisions_table(store.decisions(args.run_id), args.decisions, bool(collm)))
+            configs = {row["ncode"]: row["config"] for row in evaluations}
+            out.print(decisions_table(store.decisions(args.run_id), args.decisions, bool(collm), configs))
         out.print(f"trajectory plot: {write_plot(store, args.run_id, plot, args.db)}", markup=False, highlight=False)
         curves = write_plot(store, args.run_id, plot, args.db, kind="curves")
         if curves is not None:
@@ -269,14 +274,17 @@ def run_header(run: dict[str, Any], evaluations: list[dict[str, Any]], summary: 
     return header
 
 
-def decisions_table(decisions: list[dict[str, Any]], count: int, collm: bool) -> Table | str:
-    """The last ``count`` decisions: what the ranker was shown, what it picked, and what it answered."""
+def decisions_table(decisions: list[dict[str, Any]], count: int, collm: bool, configs: dict[str, Any]) -> Table | str:
+    """The last ``count`` decisions: what the ranker was shown, what it picked (decoded from ``configs``, each
+    evaluated NCode's configuration), and what it answered."""
     rows = decision_rows(decisions)[-count:]
     if not rows:
         where = "; a CoLLM-NAS run keeps its LLM calls instead (export --format json)" if collm else ""
         return f"no ranker decisions stored{where}"
     pool_title = "pool (grade)" if any(row["grades"] for row in rows) else "pool"
-    table = Table("iteration", "picked", pool_title, "answer", title=f"last {len(rows)} decisions")
+    table = Table(
+        "iteration", "picked", "picked configuration", pool_title, "answer", title=f"last {len(rows)} decisions"
+    )
     for row in rows:
         pool = []
         for code in row["pool"]:
@@ -289,8 +297,13 @@ def decisions_table(decisions: list[dict[str, Any]], count: int, collm: bool) ->
         notes = (["fallback: picked at random"] if row["fallback"] else []) + (
             [f"re-asked {row['retries']} time(s)"] if row["retries"] else []
         )
+        picked = "; ".join(decoded(configs.get(code)) for code in row["chosen"])
         table.add_row(
-            str(row["iteration"]), " ".join(row["chosen"]), " ".join(pool), escape("; ".join([answer, *notes]))
+            str(row["iteration"]),
+            " ".join(row["chosen"]),
+            escape(picked),
+            " ".join(pool),
+            escape("; ".join([answer, *notes])),
         )
     return table
 
@@ -389,9 +402,11 @@ def run_compare(argv: list[str]) -> int:
         description="plot runs against each other: best so far per evaluation, and the regret to the task's "
         "optimum (log scale) when it is known",
     )
-    parser.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    parser.add_argument(
+        "run_ids", nargs="+", metavar="RUN_ID", help="a run of --db, or DB:RUN_ID for a run of another database"
+    )
     parser.add_argument("--db", default=DEFAULT_DB)
-    parser.add_argument("--out", help="PNG path (default: next to the database)")
+    parser.add_argument("--out", help="PNG path (default: next to the first database)")
     parser.add_argument(
         "--optimum", type=float,
         help="the best score the task allows (default: read from the task's table for nb201, nas_bench_graph, "
@@ -399,30 +414,34 @@ def run_compare(argv: list[str]) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     out = output_file(args.out, "compare.png") if args.out else None
-    with reading(args.db) as store:
-        runs = [stored_run(store, run_id, args.db) for run_id in dict.fromkeys(args.run_ids)]
-        trajectories = {
-            run["run_id"]: best_so_far(list(store.evaluations(run["run_id"])), bool(run["maximize"])) for run in runs
-        }
+    wanted = [where_run(given, args.db) for given in dict.fromkeys(args.run_ids)]
+    several = len({db for db, _ in wanted}) > 1
+    runs, trajectories = [], []
+    with ExitStack() as stack:
+        stores = {db: stack.enter_context(reading(db)) for db in dict.fromkeys(db for db, _ in wanted)}
+        for db, run_id in wanted:
+            run = stored_run(stores[db], run_id, db)
+            runs.append({**run, "label": f"{db}:{run_id}" if several else run_id})
+            trajectories.append(best_so_far(list(stores[db].evaluations(run_id)), bool(run["maximize"])))
     goals = {(run["task"], run["dataset"], run["metric"], bool(run["maximize"])) for run in runs}
     if len(goals) > 1:
-        described = ", ".join(f"{run['run_id']}: {task_label(run)} {run['metric']}" for run in runs)
+        described = ", ".join(f"{run['label']}: {task_label(run)} {run['metric']}" for run in runs)
         raise UsageError(f"the runs search different tasks ({described}); compare runs of one task and dataset")
     metric, maximize = runs[0]["metric"], bool(runs[0]["maximize"])
     optima = run_optima(runs, args.optimum)
     source = "(given with --optimum)" if args.optimum is not None else f"(the best score of task {task_label(runs[0])})"
     summary = Table("run", "task", "ranker", "evals", f"best {metric}", "regret", "optimum found at")
+    summary.columns[0].overflow = "fold"  # never cut: it is what users copy
     curves, curve_optima = {}, {}
-    for run in runs:
-        label = f"{run['run_id']} ({search_method(run)['ranker']})"
-        trajectory = trajectories[run["run_id"]]
+    for run, trajectory, optimum in zip(runs, trajectories, optima, strict=True):
+        label = f"{run['label']} ({search_method(run)['ranker']})"
         curves[label] = trajectory
-        gaps = regret(trajectory, optima[run["run_id"]], maximize) if run["run_id"] in optima else []
+        gaps = regret(trajectory, optimum, maximize) if optimum is not None else []
         if gaps:
-            curve_optima[label] = optima[run["run_id"]]
+            curve_optima[label] = optimum
         found = next((str(n) for n, gap in enumerate(gaps, start=1) if gap == 0), "-" if gaps else "optimum unknown")
         summary.add_row(
-            escape(run["run_id"]), task_label(run), search_method(run)["ranker"],
+            escape(run["label"]), task_label(run), search_method(run)["ranker"],
             str(len(trajectory)), number(trajectory[-1] if trajectory else None),
             number(gaps[-1] if gaps else None), found,
         )  # fmt: skip
@@ -431,7 +450,7 @@ def run_compare(argv: list[str]) -> int:
         title += "; right: regret = |optimum - best so far| (log axis)"
     ids = [safe_name(run["run_id"]) for run in runs]
     name = "compare_" + ("_vs_".join(ids) if len("_vs_".join(ids)) <= 100 else f"{ids[0]}_and_{len(ids) - 1}_more")
-    target = out or Path(args.db).with_name(f"{name}.png")
+    target = out or Path(wanted[0][0]).with_name(f"{name}.png")
     try:
         plot_comparison(curves, metric, maximize, curve_optima, target, title, source)
     except OSError as error:
@@ -441,7 +460,16 @@ def run_compare(argv: list[str]) -> int:
     return 0
 
 
-def run_optima(runs: list[dict[str, Any]], given: float | None) -> dict[str, float]:
+def where_run(given: str, db: str) -> tuple[str, str]:
+    """(database, run id) of a ``compare`` argument: DB:RUN_ID when the part before the first colon is a file
+    (the README's examples write to several databases), else a run of ``--db`` (a run id may hold a colon)."""
+    prefix, colon, run_id = given.partition(":")
+    if colon and run_id and Path(prefix).is_file():
+        return prefix, run_id
+    return db, given
+
+
+def run_optima(runs: list[dict[str, Any]], given: float | None) -> list[float | None]:
     """Each run's optimum: the one given, else its task table's best score (computed once per task); runs of
     tasks without a table have none. A given optimum the runs beat is refused: their regret would be negative."""
     if given is not None:
@@ -452,8 +480,8 @@ def run_optima(runs: list[dict[str, Any]], given: float | None) -> dict[str, flo
                     f"--optimum {given} is {'below' if run['maximize'] else 'above'} the best score {number(best)} "
                     f"of run {run['run_id']} ({direction(run)}); pass the task's true optimum"
                 )
-        return {run["run_id"]: given for run in runs}
-    optima, by_task = {}, {}
+        return [given] * len(runs)
+    optima, by_task = [], {}
     for run in runs:
         config = SearchConfig.from_stored(run["config"])
         key = f"{config.task} {config.task_options()!r}"
@@ -463,6 +491,5 @@ def run_optima(runs: list[dict[str, Any]], given: float | None) -> dict[str, flo
             except EvaluatorSetupError as error:
                 console.print(f"optimum of {run['task']} unknown ({error}); pass --optimum", markup=False)
                 by_task[key] = None
-        if by_task[key] is not None:
-            optima[run["run_id"]] = by_task[key]
+        optima.append(by_task[key])
     return optima

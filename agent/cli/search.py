@@ -203,11 +203,16 @@ def clock(seconds: float) -> str:
     return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
-def print_summary(result: RunResult, db: Path, wall_s: float, resumed: bool = False) -> None:
+def print_summary(result: RunResult, db: Path, wall_s: float, held_before: int | None = None) -> None:
+    """The run's outcome; ``held_before`` (a resumed run: the evaluations it held before this session) splits
+    the counts and times into this session and the whole run."""
     run_metric = result.evaluator.metric
+    resumed = held_before is not None
     table = Table(title=f"run {result.run_id}", show_header=False)
     table.add_row("task", f"{result.evaluator.describe()}")
     table.add_row("evaluations", str(result.evaluations) + _status_counts(result.statuses))
+    if resumed:
+        table.add_row("  this session", f"{result.evaluations - held_before} (resumed at {held_before})")
     if result.ended_early:
         table.add_row("ended early", result.ended_early)
     if result.fidelity_spent:
@@ -224,7 +229,10 @@ def print_summary(result: RunResult, db: Path, wall_s: float, resumed: bool = Fa
     if result.costs_s:
         costs = sorted(result.costs_s)
         table.add_row("s per evaluation", f"median {costs[len(costs) // 2]:.3f}, max {costs[-1]:.3f}")
-    table.add_row("wall time", f"{wall_s:.1f} s" + (f" ({result.wall_s:.1f} s over all sessions)" * resumed))
+    if resumed:
+        table.add_row("wall time", f"{wall_s:.1f} s this session, {result.wall_s:.1f} s over all sessions")
+    else:
+        table.add_row("wall time", f"{wall_s:.1f} s")
     for name, value in llm_ranker_rows(db, result.run_id):
         table.add_row(name, value)
     table.add_row("database", str(db))
@@ -285,8 +293,13 @@ def run_search(argv: list[str]) -> int:
     if not command.resume:
         command.config.check_new()  # before the database is opened: a refused run leaves no file behind
     search = Search(db)
+    held_before = None
     try:
-        overrides = resume_overrides(command, search.stored_config(run_id)) if command.resume else {}
+        if command.resume:
+            overrides = resume_overrides(command, search.stored_config(run_id))
+            held_before = search.store.get_run(run_id)["n_evaluations"]
+        else:
+            overrides = {}
     except BaseException:
         search.close()
         raise
@@ -314,7 +327,7 @@ def run_search(argv: list[str]) -> int:
         return EXIT_INTERRUPTED
     finally:
         search.close()
-    print_summary(result, db, time.perf_counter() - started, resumed=bool(command.resume))
+    print_summary(result, db, time.perf_counter() - started, held_before)
     return 0
 
 

@@ -414,6 +414,46 @@ class LLMRanker(Ranker):
         return completions
 
 
+def is_remote(spec: str) -> bool:
+    """A ranker reached by URL (``llm``, ``openai:MODEL``) rather than a model folder served here."""
+    return spec == "llm" or spec.startswith("openai:")
+
+
+def remote_endpoint(spec: str, options: LLMOptions) -> tuple[str, str, str]:
+    """(base URL, model, API key) of a remote ranker; a missing URL, model or key is a RankerSetupError."""
+    if spec == "llm":
+        if not options.base_url or not options.model:
+            raise RankerSetupError("--ranker llm needs --base-url URL and --model NAME (for example a vLLM server)")
+        return options.base_url, options.model, _api_key("LMSEARCHER_API_KEY", "OPENAI_API_KEY") or "EMPTY"
+    model = spec.split(":", 1)[1] or "gpt-4o"
+    base_url = options.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
+    api_key = _api_key("OPENAI_API_KEY")
+    if api_key is None:
+        raise RankerSetupError(f"--ranker {spec} needs an API key in the environment variable OPENAI_API_KEY")
+    return base_url, model, api_key
+
+
+def check_shipped_model(spec: str) -> None:
+    """The shipped model (a bare ``inprocess``/``local``/``vllm``) must be in models/."""
+    folder = local_folder(spec)
+    if spec in LOCAL_FOLDER_PREFIXES and not folder.is_dir():
+        raise RankerSetupError(
+            f"no LM-Searcher-tiny at {folder} (it ships in the repository's models/ folder); "
+            f"restore it with git, build one with 'python main.py finetune tiny', or pass --ranker {spec}:PATH"
+        )
+
+
+def preflight_llm_ranker(spec: str, raw_options: dict[str, Any]) -> None:
+    """What can be checked of an LLM ranker in seconds, before a task is built (minutes for a training task):
+    its options and model card, its API key, a remote endpoint answering, the shipped model being there.
+    :func:`make_llm_ranker` checks it all again when it builds the ranker."""
+    options, _ = effective_options(spec, raw_options)
+    if is_remote(spec):
+        ChatClient(*remote_endpoint(spec, options), options).check()
+    else:
+        check_shipped_model(spec)
+
+
 def _api_key(*names: str) -> str | None:
     for name in names:
         if os.environ.get(name):
@@ -499,23 +539,10 @@ def make_llm_ranker(
         if problem:
             raise RankerSetupError(problem)
     server = None
-    if spec == "llm":
-        if not options.base_url or not options.model:
-            raise RankerSetupError("--ranker llm needs --base-url URL and --model NAME (for example a vLLM server)")
-        base_url, model = options.base_url, options.model
-        api_key = _api_key("LMSEARCHER_API_KEY", "OPENAI_API_KEY") or "EMPTY"
-    elif spec.startswith("openai:"):
-        model = spec.split(":", 1)[1] or "gpt-4o"
-        base_url = options.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
-        api_key = _api_key("OPENAI_API_KEY")
-        if api_key is None:
-            raise RankerSetupError(f"--ranker {spec} needs an API key in the environment variable OPENAI_API_KEY")
+    if is_remote(spec):
+        base_url, model, api_key = remote_endpoint(spec, options)
     else:
-        if spec in LOCAL_FOLDER_PREFIXES and not local_path.is_dir():
-            raise RankerSetupError(
-                f"no LM-Searcher-tiny at {local_path} (it ships in the repository's models/ folder); "
-                f"restore it with git, build one with 'python main.py finetune tiny', or pass --ranker {spec}:PATH"
-            )
+        check_shipped_model(spec)
         try:
             if spec.startswith("inprocess"):  # loads torch and transformers: only for the ranker that needs them
                 from agent.llm.in_process import InProcessClient

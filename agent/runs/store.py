@@ -152,9 +152,10 @@ def _retry_while_locked(step: Any, attempts: int = 40) -> Any:
 class RunStore:
     """Typed access to the run tables; every write is committed before it returns."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, create_schema: bool = True) -> None:
         self.db = sqlite_utils.Database(connection)
-        _retry_while_locked(self._create_schema)  # every statement is "if not exists": safe to repeat
+        if create_schema:
+            _retry_while_locked(self._create_schema)  # every statement is "if not exists": safe to repeat
 
     def _create_schema(self) -> None:
         meta = self.db["lmsearcher_meta"]
@@ -506,6 +507,48 @@ class RunStore:
 
     def collm_rounds(self, run_id: str) -> list[dict[str, Any]]:
         return list(self.db["collm_rounds"].rows_where("run_id = ?", [run_id], order_by="iteration"))
+
+
+def open_reader(path: str | Path) -> RunStore:
+    """An existing database opened read-only, for commands that only read (runs, show, export, compare): a file
+    the user may not write (a shared or archived result) is read all the same, and reading never changes it.
+
+    A file that is empty, not ours or of an older schema goes through :func:`open_store` instead, which says
+    what is wrong with it or upgrades it (or says why it cannot)."""
+    connection = _read_only_connection(f"{Path(path).resolve().as_uri()}?mode=ro")
+    if connection is None:
+        return open_store(path)  # not a database, say: the writable open says what the file is
+    try:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        version = None
+        if "lmsearcher_meta" in tables and tables <= OUR_TABLES | LANGGRAPH_TABLES:
+            version = connection.execute("SELECT value FROM lmsearcher_meta WHERE key = 'schema_version'").fetchone()
+        current = version is not None and int(version[0]) >= SCHEMA_VERSION and tables >= OUR_TABLES
+        problems = _quick_check(connection) if current else []
+    except sqlite3.DatabaseError as error:
+        connection.close()
+        raise unusable(path, error) from None
+    if not current:
+        connection.close()
+        return open_store(path)
+    if problems:
+        connection.close()
+        raise StoreError(_corrupt_message(path, problems[0]))
+    return RunStore(connection, create_schema=False)
+
+
+def _read_only_connection(uri: str) -> sqlite3.Connection | None:
+    """A read-only connection, or None when SQLite cannot read the file so. A WAL file on a read-only disk
+    without its -shm file opens only as immutable (SQLite cannot create the -shm there)."""
+    for suffix in ("", "&immutable=1"):
+        connection = sqlite3.connect(uri + suffix, uri=True, check_same_thread=False, isolation_level=None)
+        try:
+            connection.execute("PRAGMA busy_timeout=10000")  # a search may be writing it
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opening is lazy: fail here
+            return connection
+        except sqlite3.DatabaseError:
+            connection.close()
+    return None
 
 
 def open_store(path: str | Path) -> RunStore:

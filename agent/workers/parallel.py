@@ -45,6 +45,7 @@ BACKENDS = ("local", "ray")
 # replacement takes the dead worker's number): how an evaluator picks its share of a machine (GPUs).
 WORKER_INDEX_ENV = "LMSEARCHER_WORKER_INDEX"
 REPORT_POLL_S = 0.05  # how often a Ray driver answers its workers' intermediate reports while it waits
+RAY_CONNECT_TIMEOUT_S = 10.0  # a Ray address that opens no TCP connection in this long is refused
 log = logging.getLogger(__name__)
 
 
@@ -302,6 +303,26 @@ class LocalBackend(Backend):
         self.workers.clear()
 
 
+def why_unreachable(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> str | None:
+    """Why no TCP connection opens to a Ray address (HOST:PORT or ray://HOST:PORT) within ``timeout_s``; None
+    when one does, or when the address is not of that form ("auto", "local": Ray says what is wrong with it)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        return error.strerror or str(error) or type(error).__name__
+    return None
+
+
+def unreachable_ray(address: str, reason: str) -> str:
+    return (
+        f"nothing answers at Ray address {address!r} ({reason}); start a cluster with 'ray start --head' and pass "
+        "the address it prints with --ray-address, or leave --ray-address out for a local Ray"
+    )
+
+
 class RayBackend(Backend):
     name = "ray"
 
@@ -325,6 +346,9 @@ class RayBackend(Backend):
     def _connect(self, address: str | None) -> None:
         ray = self.ray
         quiet = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+        unreachable = why_unreachable(address) if address else None
+        if unreachable:  # Ray itself would wait for its GCS for minutes
+            raise ParallelSetupError(unreachable_ray(address, unreachable))
         try:
             if address in (None, "", "auto"):
                 # $RAY_ADDRESS, else a cluster started on this machine with `ray start --head`, else a new local Ray

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 import agent.driver
 from agent.driver import Search, SearchConfig, SearchError
 from tests.agent.objectives import space_definition
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CONFIG = SearchConfig(
     task="objective", objective="tests.agent.objectives:accuracy", space=space_definition(), ranker="random", budget=2
@@ -35,3 +42,18 @@ def test_an_explicit_run_id_that_is_taken_is_refused_with_the_way_to_resume_it(t
             search.start(CONFIG, run_id="mine")
     finally:
         search.close()
+
+
+@pytest.mark.parametrize("ranker", ["local-search", "evolution"])
+def test_a_run_killed_after_any_write_resumes_to_the_uninterrupted_sequence(tmp_path, ranker):
+    """SIGKILL just after every write of a run (store or checkpoint), then resume: the same evaluations in
+    the same order. A kill between a node saving its result and the next checkpoint once restarted the step."""
+    config = {"ranker": ranker, "budget": 3, "seed": 1}
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.kill_points", json.dumps(config), str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(result["expected"]) == 3 and result["kill_points"] >= 30  # about 12 writes per step
+    assert result["differing"] == {}

@@ -127,6 +127,18 @@ def test_ask_and_tell_then_optimize(tmp_path):
     assert len(unique_codes(db, "s")) == 10
 
 
+def test_ask_and_tell_past_the_budget_then_optimize_adds_only_up_to_its_budget(tmp_path):
+    """Ask/tell is unbounded, as in Optuna; optimize() after it counts what was told."""
+    with Study.create(tmp_path / "s.db", SPACE, objectives.accuracy, ranker="random", budget=2) as study:
+        for _ in range(4):
+            trial = study.ask()
+            study.tell(trial, objectives.accuracy(trial.config))
+        study.optimize()
+        assert len(study.history) == 4
+        study.optimize(budget=6)
+        assert len(study.history) == 6 and len({t.ncode for t in study.history}) == 6
+
+
 def test_telling_a_score_that_is_not_finite_records_a_failure(tmp_path):
     """A number or an Outcome: NaN and inf are failures, as from optimize, so no ranker learns from them."""
     with Study.create(tmp_path / "s.db", SPACE, metric="val_acc", ranker="random", budget=3) as study:

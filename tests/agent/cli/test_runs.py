@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 import re
 import shutil
 import sqlite3
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -87,7 +91,10 @@ def test_show_lists_the_last_decisions(db, capsys):
     assert "last 2 decisions" in out
     picked = stored(db, "SELECT iteration, chosen FROM decisions WHERE run_id = 'evo' ORDER BY iteration")
     for iteration, chosen in picked[-2:]:
-        assert re.search(rf"│ {iteration}\s+│ {json.loads(chosen)[0]} ", out)
+        code = json.loads(chosen)[0]
+        config = json.loads(stored(db, "SELECT config FROM evaluations WHERE run_id = 'evo' AND ncode = ?", code)[0][0])
+        first_slot = next(iter(config))
+        assert re.search(rf"│ {iteration}\s+│ {code}\s+│ {first_slot}={config[first_slot]}, ", out)  # decoded
     assert not re.search(rf"│ {picked[-3][0]}\s+│", out.split("last 2 decisions")[1])
 
 
@@ -171,7 +178,6 @@ def bad_outputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     (tmp_path / "somefile").write_text("mine")
     (tmp_path / "folder").mkdir()
     paths = {
-        "missing folder": (tmp_path / "missing" / "out.x", "folder " + str(tmp_path / "missing") + " does not exist"),
         "a folder": (tmp_path / "folder", "it is a folder; pass a file path such as"),
         "inside a file": (tmp_path / "somefile" / "out.x", "somefile is a file, not a folder"),
     }
@@ -180,7 +186,7 @@ def bad_outputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     return paths
 
 
-@pytest.mark.parametrize("kind", ["missing folder", "a folder", "inside a file", "a full device"])
+@pytest.mark.parametrize("kind", ["a folder", "inside a file", "a full device"])
 @pytest.mark.parametrize("command", [["export", "evo", "--out"], ["show", "evo", "--plot"]])
 def test_an_output_that_cannot_be_written_is_one_line(db, tmp_path, capsys, kind, command):
     paths = bad_outputs(tmp_path)
@@ -192,6 +198,53 @@ def test_an_output_that_cannot_be_written_is_one_line(db, tmp_path, capsys, kind
     assert said in error_line(capsys)
     assert sorted(tmp_path.rglob("*")) == before and (tmp_path / "somefile").read_text() == "mine"
     assert not Path("/dev/full.png").exists()
+
+
+@pytest.mark.parametrize(
+    "command", [["export", "evo", "--out"], ["show", "evo", "--plot"], ["compare", "evo", "team/tpe", "--out"]]
+)
+def test_an_output_in_missing_folders_makes_them_as_db_and_bench_out_do(db, tmp_path, command):
+    path = tmp_path / "new" / "deeper" / "out.png"
+    assert main([*command[:-1], "--db", str(db), command[-1], str(path)]) == 0
+    assert path.stat().st_size > 0
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """``folder`` as a read-only disk: a read-only bind mount as root (chmod binds no root), else chmod."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(0o755)
+        return
+    mount = folder.with_name(folder.name + "-ro")
+    mount.mkdir()
+    bound = subprocess.run(["mount", "--bind", str(folder), str(mount)], capture_output=True).returncode == 0
+    if not bound:
+        pytest.skip("root without the right to mount here: a read-only file cannot be made")
+    try:
+        assert subprocess.run(["mount", "-o", "remount,ro,bind", str(mount)]).returncode == 0
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_reading_commands_read_a_database_on_a_read_only_disk(db_copy, capsys):
+    before = db_copy.read_bytes()
+    with read_only(db_copy.parent) as folder:
+        copy = folder / db_copy.name
+        with pytest.raises(OSError):
+            (folder / "probe").write_text("x")
+        assert main(["runs", "--db", str(copy)]) == 0 and "team/tpe" in capsys.readouterr().out
+        assert main(["export", "evo", "--db", str(copy)]) == 0
+        assert len(list(csv.DictReader(capsys.readouterr().out.splitlines()))) == 10
+        assert main(["show", "evo", "--db", str(copy)]) == 0
+        assert "trajectory plot: not written" in capsys.readouterr().out  # beside the database: read-only too
+        plot = db_copy.parent.parent / "c.png"
+        assert main(["compare", "evo", "team/tpe", "--db", str(copy), "--out", str(plot)]) == 0
+    assert db_copy.read_bytes() == before
 
 
 # compare ------------------------------------------------------------------------------------------
@@ -221,6 +274,16 @@ def test_compare_plots_best_so_far_and_regret_to_the_table_optimum(tmp_path, cap
     assert re.search(r"│ 10\.0000\s+│ 0\.0000\s+│ \d+ ", all_row)  # its regret reached 0: found at that evaluation
     assert main(["compare", "all", "few", "--db", str(db), "--optimum", "9"]) == 2
     assert "--optimum 9.0 is below the best score 10.0000 of run all" in error_line(capsys)
+
+
+def test_compare_reads_runs_of_several_databases_as_db_colon_run(db, db_copy, tmp_path, capsys):
+    out = tmp_path / "c.png"
+    assert main(["compare", "evo", f"{db_copy}:evo", "--db", str(db), "--out", str(out)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("│")]  # the header: ┃
+    assert "".join(row.split("│")[1].strip() for row in rows) == f"{db}:evo{db_copy}:evo"  # ids folded, never cut
+    assert out.read_bytes().startswith(b"\x89PNG")
+    assert main(["compare", "evo", f"{tmp_path / 'none.db'}:evo", "--db", str(db)]) == 2  # not a file: a run id
+    assert f"no run '{tmp_path / 'none.db'}:evo' in {db}" in error_line(capsys)
 
 
 def test_compare_without_a_known_optimum_plots_best_so_far(db, tmp_path, capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -89,6 +91,8 @@ def test_exported_run_file_repeats_the_run(tmp_path, capsys):
     assert main([*base, "--run-id", "first"]) == 0
     run_file = tmp_path / "first.yaml"
     assert main(["export", "first", "--db", str(db), "--format", "config", "--out", str(run_file)]) == 0
+    written = yaml.safe_load(run_file.read_text())  # what differs from the defaults, and what the run is
+    assert written == {"task": "nas_bench_graph", "ranker": "evolution", "budget": 8, "seed": 4}, written
     assert main(["--config", str(run_file), "--db", str(db), "--run-id", "again", "--quiet"]) == 0
     assert ncodes(db, "again") == ncodes(db, "first") and len(ncodes(db, "first")) == 8
     saved = tmp_path / "shown.yaml"
@@ -102,6 +106,10 @@ def test_resume_refuses_options_it_would_ignore_and_extends_the_budget(tmp_path,
     assert main(["--resume", "r", "--db", str(db), "--ranker", "random"]) == 2
     assert "drop --ranker" in capsys.readouterr().err
     assert main(["--resume", "r", "--db", str(db), "--budget", "10", "--quiet"]) == 0
+    summary = capsys.readouterr().out  # the whole run, and what this session added to it
+    assert re.search(r"│ evaluations\s+│ 10 ", summary)
+    assert re.search(r"│   this session\s+│ 4 \(resumed at 6\)", summary)
+    assert re.search(r"│ wall time\s+│ [\d.]+ s this session, [\d.]+ s over all sessions", summary)
     assert main(["--ranker", "evolution", "--budget", "10", "--db", str(db), "--run-id", "whole", "--quiet"]) == 0
     assert ncodes(db, "r") == ncodes(db, "whole") and len(ncodes(db, "r")) == 10
 
@@ -243,3 +251,34 @@ def test_an_option_the_run_would_not_read_is_named_before_any_other_rule(tmp_pat
     assert main(["--ranker", "random", "--population", "5", "--db", str(tmp_path / "s.db")]) == 2
     said = capsys.readouterr().err
     assert "--population 5 applies to regularized evolution" in said and "sample-size" not in said
+
+
+def closed_port() -> int:
+    """A local port nothing listens on: connecting to it is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--ranker", "openai:gpt-4o"], "needs an API key in the environment variable OPENAI_API_KEY"),
+        (["--ranker", "llm", "--model", "m", "--prompt-format", "grade"], "cannot reach the ranker at"),
+        (["--strategy", "collm", "--model", "m"], "CoLLM-NAS navigator: cannot reach the navigator at"),
+    ],
+)
+def test_an_llm_that_cannot_be_used_is_said_before_the_task_is_built(tmp_path, capsys, monkeypatch, flags, said):
+    """A training task takes minutes to build: keys and endpoints are checked first."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("LMSEARCHER_API_KEY", raising=False)
+
+    def built(*_: object) -> None:
+        raise AssertionError("the task was built before the ranker was checked")
+
+    monkeypatch.setattr("agent.driver.make_evaluator", built)
+    url = ["--base-url", f"http://127.0.0.1:{closed_port()}/v1"] * (flags[1] != "openai:gpt-4o")
+    db = tmp_path / "r.db"
+    assert main([*flags, *url, "--task", "diffusion_lora", "--db", str(db), "--run-id", "r"]) == 2
+    assert said in capsys.readouterr().err
+    assert main(["runs", "--db", str(db)]) == 0 and "│ r " not in capsys.readouterr().out  # no run was made

@@ -192,10 +192,12 @@ def test_choice_format_picks_the_highest_predicted_score(tmp_path: Path) -> None
 
 
 def test_choice_format_refuses_pools_larger_than_its_labels(tmp_path: Path) -> None:
-    config = llm_config("http://127.0.0.1:9/v1", prompt_format="choice")
-    config.pool_size = 27
-    with pytest.raises(RankerSetupError, match="at most 26 candidates; use --pool-size 26"):
-        Search(tmp_path / "runs.db").start(config)
+    with FakeOpenAI(first_candidate) as server:  # reachable: its key and endpoint are checked first
+        config = llm_config(server.base_url, prompt_format="choice")
+        config.pool_size = 27
+        with pytest.raises(RankerSetupError, match="at most 26 candidates; use --pool-size 26"):
+            Search(tmp_path / "runs.db").start(config)
+        assert not server.requests  # refused before any question
 
 
 def test_near_format_ranks_any_space_but_writes_codes_only_where_they_fit() -> None:

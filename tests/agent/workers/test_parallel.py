@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from agent import Study
+from agent.cli.main import main
 from agent.config import ConfigError
 from agent.driver import Search, SearchConfig
 from tests.agent.cli.test_resume import ROOT, main_py, wait_for_evaluations
@@ -218,3 +220,16 @@ def test_ray_workers_report_to_the_driver_and_are_stopped_by_its_scheduler(tmp_p
         reported = connection.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
         steps = connection.execute("SELECT SUM(fidelity) FROM evaluations").fetchone()[0]
     assert reported == steps, "every step an evaluation reached was reported to the driver"
+
+
+def test_a_ray_address_nothing_answers_at_is_one_line_in_seconds_and_makes_no_run(tmp_path, capsys):
+    """Ray itself waits minutes for a GCS that is not there; no run is made for a search that cannot start."""
+    pytest.importorskip("ray", reason="pip install .[distributed]")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    db = tmp_path / "r.db"
+    flags = ["--ranker", "random", "--workers", "2", "--backend", "ray", "--ray-address", f"127.0.0.1:{closed}"]
+    assert main([*flags, "--db", str(db)]) == 2
+    assert f"nothing answers at Ray address '127.0.0.1:{closed}' (Connection refused)" in capsys.readouterr().err
+    assert main(["runs", "--db", str(db)]) == 0 and "random" not in capsys.readouterr().out

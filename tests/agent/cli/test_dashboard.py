@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -22,14 +21,9 @@ import pytest
 
 from agent.cli.main import main
 from agent.runs.optuna_mirror import mirror_path
+from tests.browser import needs_chromium, rendered_text
 
 ROOT = Path(__file__).resolve().parents[3]
-CHROMIUM = shutil.which("chromium")
-# Chromium on a closed network, as root: without the background-networking flags it keeps dialling out.
-CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--virtual-time-budget=10000",
-)  # fmt: skip
 LAG_LIMIT_S = 5.0  # an evaluation is in the dashboard's API within this long of its row in the run database
 
 
@@ -197,21 +191,6 @@ def db_evaluations(db: Path, run_id: str) -> int:
         return connection.execute("SELECT COUNT(*) FROM evaluations WHERE run_id = ?", [run_id]).fetchone()[0]
 
 
-def rendered_text(url: str, profile: Path) -> str:
-    """The page as headless Chromium renders it (the dashboard is a React app: its DOM after scripts ran)."""
-    browser = subprocess.Popen(
-        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
-        dom, _ = browser.communicate(timeout=60)
-    finally:
-        if browser.poll() is None:
-            os.killpg(browser.pid, signal.SIGKILL)
-            browser.wait()
-    return dom
-
-
 def stop(process: subprocess.Popen, how: int = signal.SIGKILL) -> int:
     """Send ``how``; a process still there after 15 s gets SIGABRT, which with ``-X faulthandler`` writes every
     thread's stack to its log (so a failure says where it hung), then SIGKILL."""
@@ -228,7 +207,7 @@ def stop(process: subprocess.Popen, how: int = signal.SIGKILL) -> int:
         return process.wait()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it: apt-get install chromium)")
+@needs_chromium
 def test_a_running_search_appears_live_in_the_browser(tmp_path):
     pytest.importorskip("optuna_dashboard")
     db, port = tmp_path / "searches.db", free_port()

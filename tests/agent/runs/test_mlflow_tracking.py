@@ -25,6 +25,7 @@ from agent.config import SearchConfig
 from agent.runs.mlflow_tracking import EXPERIMENT, RUN_TAG, TrackingError, unreachable
 from tests.agent import objectives
 from tests.agent.test_study import SPACE
+from tests.browser import needs_chromium, rendered_text
 from tests.processes import wait_for
 
 mlflow = pytest.importorskip("mlflow")
@@ -162,6 +163,22 @@ def test_a_search_is_a_parent_run_with_a_child_run_per_evaluation(tmp_path, serv
     # The mlflow command pushes only what MLflow lacks: nothing here.
     assert main(["mlflow", "--db", str(db)]) == 0
     assert_one_child_per_evaluation(uri, db, "r")
+
+
+@needs_chromium
+def test_the_run_and_its_evaluations_show_in_the_mlflow_ui(tmp_path, server):
+    """What a user sees in the MLflow UI they started: the run in the experiment, its evaluations as children."""
+    db = tmp_path / "s.db"
+    assert main(["--ranker", "evolution", "--budget", "4", "--db", str(db), "--run-id", "seen-in-the-ui", "--quiet",
+                 "--mlflow", server.uri]) == 0  # fmt: skip
+    parent, children = logged(server.uri, "seen-in-the-ui")
+    runs_page = rendered_text(f"{server.uri}/#/experiments/{parent.info.experiment_id}/runs", tmp_path / "chromium")
+    assert "seen-in-the-ui" in runs_page
+    run_page = rendered_text(
+        f"{server.uri}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}", tmp_path / "chromium"
+    )
+    assert "Child runs" in run_page and all(child.info.run_name in run_page for child in children)
+    assert "best_val_acc" in run_page and len(children) == 4
 
 
 def test_a_killed_search_resumed_keeps_one_parent_and_one_child_per_evaluation(tmp_path, server):

@@ -443,11 +443,27 @@ def check_shipped_model(spec: str) -> None:
         )
 
 
+def check_options(options: LLMOptions) -> None:
+    """The rules of the ranker's own settings, which need neither a space nor a server."""
+    if options.prompt_format not in FORMATS:
+        raise RankerSetupError(f"unknown prompt format {options.prompt_format!r}; valid: {', '.join(FORMATS)}")
+    if options.parallel_requests < 1:
+        raise RankerSetupError(
+            f"--parallel-requests must be at least 1 (1: one question at a time), got {options.parallel_requests}"
+        )
+    if options.fallback_limit < 0 or not 0.0 <= options.fallback_share <= 1.0:
+        raise RankerSetupError(
+            "--fallback-limit must be 0 or more and --fallback-share in [0, 1] (0 turns either off), got "
+            f"{options.fallback_limit} and {options.fallback_share}"
+        )
+
+
 def preflight_llm_ranker(spec: str, raw_options: dict[str, Any]) -> None:
     """What can be checked of an LLM ranker in seconds, before a task is built (minutes for a training task):
     its options and model card, its API key, a remote endpoint answering, the shipped model being there.
     :func:`make_llm_ranker` checks it all again when it builds the ranker."""
     options, _ = effective_options(spec, raw_options)
+    check_options(options)
     if is_remote(spec):
         ChatClient(*remote_endpoint(spec, options), options).check()
     else:
@@ -521,17 +537,7 @@ def make_llm_ranker(
             "served model's folder or its lmsearcher.json) or --prompt-format",
             file=sys.stderr,
         )
-    if options.prompt_format not in FORMATS:
-        raise RankerSetupError(f"unknown prompt format {options.prompt_format!r}; valid: {', '.join(FORMATS)}")
-    if options.parallel_requests < 1:
-        raise RankerSetupError(
-            f"--parallel-requests must be at least 1 (1: one question at a time), got {options.parallel_requests}"
-        )
-    if options.fallback_limit < 0 or not 0.0 <= options.fallback_share <= 1.0:
-        raise RankerSetupError(
-            "--fallback-limit must be 0 or more and --fallback-share in [0, 1] (0 turns either off), got "
-            f"{options.fallback_limit} and {options.fallback_share}"
-        )
+    check_options(options)
     writes_codes = options.prompt_format in (TAGGED if generates else RANKS_TAGGED)
     if writes_codes and space is not None:
         widest = max(len(slot.options) for slot in space.slots)

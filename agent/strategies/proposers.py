@@ -95,7 +95,12 @@ class RandomProposer(Proposer):
 
 
 class MutationProposer(Proposer):
-    """One-slot mutations of the ``top`` best codes so far; random until there is history."""
+    """One-slot mutations of the ``top`` best codes so far; random until there is history.
+
+    On a results table (``space.members``) a child is an unseen member nearest to its parent (Hamming distance,
+    ties drawn at random): on a partial table few members are one slot apart, and mutations that fall outside it
+    would leave the pool to random codes.
+    """
 
     name = "mutation"
 
@@ -104,6 +109,14 @@ class MutationProposer(Proposer):
 
     def propose(self, context: ProposalContext, n: int) -> list[str]:
         parents = [code for _, code in scored(context.history, context.metric)[: self.top]]
+        if context.space.members is not None and parents:
+            free = sorted(context.space.members - context.seen)
+            children: list[str] = []
+            while free and len(children) < n:
+                child = nearest(context.rng.choice(parents), free, context.rng)
+                free.remove(child)
+                children.append(child)
+            return children
         found: list[str] = []
         for _ in range(20 * n if parents else 0):
             if len(found) == n:

@@ -274,6 +274,25 @@ def table_of(space: SearchSpace, codes) -> SearchSpace:
     return replace(space, members=frozenset(codes))
 
 
+def test_mutations_on_a_sparse_table_are_the_nearest_unseen_members_of_the_best():
+    """Few members of a partial table are one slot apart: a child is an unseen member nearest its parent, not a
+    random one (the pool would otherwise turn random)."""
+    space = grid_space()
+    rows = random.Random(1).sample(all_codes(space), 60)  # 60 of 4,096: one-slot neighbours are rare
+    table = table_of(space, rows)
+    history = make_history(table, 12, seed=4)
+    best = [code for _, code in sorted(((o.score, o.ncode) for o in history), reverse=True)[:3]]
+    seen = {o.ncode for o in history}
+    for seed in range(5):
+        children = MutationProposer(top=3).propose(context(table, history, seed), 6)
+        assert len(set(children)) == 6 and set(children) <= table.members and not set(children) & seen
+        free = set(table.members - seen)
+        for child in children:  # each is as near a parent as any member not yet seen or picked
+            assert any(hamming(child, parent) == min(hamming(c, parent) for c in free) for parent in best)
+            free.remove(child)
+    assert sum(any(hamming(c, p) == 1 for p in best) for c in table.members - seen) < 6  # not one-slot mutations
+
+
 @pytest.mark.parametrize("history_size", [0, 5, 40])
 def test_tpe_on_a_sparse_table_proposes_only_unseen_members(history_size):
     space = grid_space()

@@ -1,4 +1,5 @@
-"""Multi-fidelity peers (Optuna's Hyperband and successive halving, Syne Tune's ASHA and BOHB) replayed on a table.
+"""Multi-fidelity peers (Optuna's Hyperband and successive halving, Syne Tune's ASHA and BOHB, Ray Tune's ASHA) replayed
+on a table.
 
 Why: a searcher that stops bad configurations early must be compared with the early-stopping methods users already
 know, on the same curves and the same budget. The table (benchmarks/data/digits_mlp, made by make_curves.py) holds
@@ -15,6 +16,9 @@ Methods (``--method``, comma-separated for several):
 * ``optuna-random``: RandomSampler, no pruner, every trial trains 27 epochs (the full-fidelity reference).
 * ``syne-asha``: Syne Tune's ``baselines.ASHA`` (random search as its searcher; grace period 1, max_t 27, rf 3).
 * ``syne-bohb``: Syne Tune's ``baselines.BOHB`` (ASHA's stopping with a KDE searcher, Falkner et al. 2018).
+* ``ray-lmsearcher-asha``: Ray Tune's ``Tuner`` with ``LMSearcherSearch`` (our default ranker) and Ray's own
+  ``ASHAScheduler`` (grace period 1, max_t 27, rf 3), one trial at a time; each trial reports its epochs with
+  ``tune.report``. ``ray-random-asha``: the same with Ray's random search. Ray costs about 2 s a trial.
 
 Every slot is a categorical choice for every method (Optuna's ``suggest_categorical``, Syne Tune's ``choice``). Seeds
 fix each method's random draws (Optuna's sampler seed and the study's name, from which HyperbandPruner draws each
@@ -237,6 +241,57 @@ def _syne(kind: str) -> Callable[[CurveTable, int, int], Record]:
     return run
 
 
+def _ray(searcher: str) -> Callable[[CurveTable, int, int], Record]:
+    def run(table: CurveTable, seed: int, n_trials: int) -> Record:
+        import os
+
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        import ray
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.search import BasicVariantGenerator
+
+        from agent.integrations.ray_tune import LMSearcherSearch
+
+        curves = {code: row["val_acc"] for code, row in table.rows.items()}
+        slots = table.slots
+
+        def trainable(config: dict[str, Any]) -> None:
+            code = "".join(SYMBOLS[options.index(config[name])] for name, options in slots)
+            for epoch, value in enumerate(curves[code], start=1):
+                tune.report({"val_acc": value, "epoch": epoch})
+
+        if not ray.is_initialized():
+            ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        search_alg = (
+            LMSearcherSearch(seed=seed) if searcher == "lmsearcher" else BasicVariantGenerator(random_state=seed)
+        )
+        scheduler = ASHAScheduler(
+            time_attr="epoch", max_t=MAX_EPOCHS, grace_period=1, reduction_factor=REDUCTION_FACTOR
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space={name: tune.choice(options) for name, options in slots},
+            tune_config=tune.TuneConfig(
+                metric="val_acc", mode="max", search_alg=search_alg, scheduler=scheduler, num_samples=n_trials,
+                max_concurrent_trials=1,
+            ),
+            run_config=tune.RunConfig(storage_path=str(Path(os.environ.get("TMPDIR", "/tmp")) / "curve-peers-ray"),
+                                      name=f"{searcher}-{seed}-{time.time_ns()}", verbose=0),
+        )  # fmt: skip
+        results = tuner.fit()
+        frames = sorted(
+            ((result.metrics_dataframe, result.config) for result in results if result.metrics_dataframe is not None),
+            key=lambda pair: pair[0]["timestamp"].min(),
+        )  # one trial at a time: started in this order
+        record = Record(table)
+        for frame, config in frames:
+            record.add({name: config[name] for name, _ in slots}, int(frame["epoch"].max()))
+        return record
+
+    return run
+
+
 METHODS: dict[str, tuple[Callable[[CurveTable, int, int], Record], str]] = {
     "optuna-hyperband": (
         _optuna("hyperband", "tpe"),
@@ -253,6 +308,16 @@ METHODS: dict[str, tuple[Callable[[CurveTable, int, int], Record], str]] = {
     "optuna-random": (_optuna("none", "random"), "Optuna RandomSampler, no pruner (27 epochs per trial)"),
     "syne-asha": (_syne("asha"), "Syne Tune baselines.ASHA (random searcher, grace_period=1, max_t=27, rf=3)"),
     "syne-bohb": (_syne("bohb"), "Syne Tune baselines.BOHB (KDE searcher, grace_period=1, max_t=27, rf=3)"),
+    "ray-lmsearcher-asha": (
+        _ray("lmsearcher"),
+        "Ray Tune: LMSearcherSearch (the default ranker) + ASHAScheduler(grace_period=1, max_t=27, rf=3), one trial "
+        "at a time",
+    ),
+    "ray-random-asha": (
+        _ray("random"),
+        "Ray Tune: random search (BasicVariantGenerator) + ASHAScheduler(grace_period=1, max_t=27, rf=3), one trial "
+        "at a time",
+    ),
 }
 
 
@@ -271,7 +336,7 @@ def summarize_run(table: CurveTable, trials: list[Trial]) -> dict[str, Any]:
 
 
 def library_version(method: str) -> str:
-    module = "syne_tune" if method.startswith("syne") else "optuna"
+    module = {"syne": "syne_tune", "ray": "ray"}.get(method.split("-")[0], "optuna")
     return f"{module} {__import__(module).__version__}"
 
 

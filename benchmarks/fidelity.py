@@ -56,7 +56,9 @@ from agent.driver import Search, SearchConfig
 FULL_EPOCHS = 100 * MAX_EPOCHS  # what ours-full spends: 100 evaluations of 27 epochs
 COMPUTE_LEVELS = (300, 600, 900)  # summed epochs at which methods are compared side by side
 FULL_COUNTS = (25, 50, 100)  # evaluations of ours-full whose best is a target
-PEERS = ("optuna-hyperband", "syne-asha", "optuna-sha", "syne-bohb")
+PEERS = ("optuna-hyperband", "syne-asha", "optuna-sha", "syne-bohb", "ray-lmsearcher-asha", "ray-random-asha")
+# our ranker through Ray Tune (LMSearcherSearch + Ray's ASHA) against Ray's random search under the same ASHA
+EXTRA_PAIRS = (("ray-lmsearcher-asha", "ray-random-asha"),)
 METHODS: dict[str, dict[str, Any]] = {
     "ours-full": {"ranker": "inprocess", "budget": 100},
     "ours-asha": {"ranker": "inprocess", "scheduler": "asha"},
@@ -169,15 +171,19 @@ def compare(folder: Path) -> list[str]:
     lines.append("")
     lines.append("paired by seed at equal compute, better/level/worse of the first against the second (best fully "
                  "trained val_acc within the compute):")  # fmt: skip
-    for ours in ("ours-asha", "ours-hyperband", "ours-full"):
-        for peer in (*PEERS, "random-asha", *(("ours-asha",) if ours == "ours-full" else ())):
-            if ours in results and peer in results:
-                cells = []
-                for compute in COMPUTE_LEVELS:
-                    a = [best_within(results[ours][seed], compute) for seed in seeds]
-                    b = [best_within(results[peer][seed], compute) for seed in seeds]
-                    cells.append(f"@{compute}: {sign_counts(a, b)}")
-                lines.append(f"  {ours} vs {peer}: " + "  ".join(cells))
+    pairs = [
+        (ours, peer)
+        for ours in ("ours-asha", "ours-hyperband", "ours-full")
+        for peer in (*PEERS, "random-asha", *(("ours-asha",) if ours == "ours-full" else ()))
+    ]
+    for ours, peer in [*pairs, *EXTRA_PAIRS]:
+        if ours in results and peer in results:
+            cells = []
+            for compute in COMPUTE_LEVELS:
+                a = [best_within(results[ours][seed], compute) for seed in seeds]
+                b = [best_within(results[peer][seed], compute) for seed in seeds]
+                cells.append(f"@{compute}: {sign_counts(a, b)}")
+            lines.append(f"  {ours} vs {peer}: " + "  ".join(cells))
     return lines
 
 

@@ -337,12 +337,13 @@ def preflight(config: SearchConfig) -> None:
     """Check in seconds what can be checked before the task is built (minutes for a training task) and a run is
     made: what an LLM ranker or CoLLM-NAS needs (API keys, endpoints answering, the shipped model; checked again
     by :func:`make_strategy`) and a Ray cluster's address answering."""
-    if config.backend == "ray" and config.ray_address:
-        from agent.workers.parallel import unreachable_ray, why_unreachable
+    if config.backend == "ray":
+        from agent.workers.parallel import ParallelSetupError, check_ray_address
 
-        unreachable = why_unreachable(config.ray_address)
-        if unreachable:
-            raise SearchError(unreachable_ray(config.ray_address, unreachable))
+        try:
+            check_ray_address(config.ray_address)
+        except ParallelSetupError as error:
+            raise SearchError(str(error)) from None
     if config.strategy == "collm":
         from agent.loops.collm import make_collm_agents
 

@@ -37,6 +37,7 @@ from agent.runs.report import (
 )
 from agent.runs.store import RunStore, open_reader, unusable
 from tools.evaluator import EvaluatorSetupError, Metric
+from tools.io_checks import file_in_the_way
 from tools.objectives import Objective
 
 
@@ -87,7 +88,7 @@ def output_file(value: str, example: str) -> Path:
     path = Path(value)
     if path.is_dir():
         raise UsageError(f"cannot write {path}: it is a folder; pass a file path such as {path / example}")
-    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    blocking = file_in_the_way(path)
     if blocking is not None:
         raise UsageError(f"cannot write {path}: {blocking} is a file, not a folder; pass another path")
     return path

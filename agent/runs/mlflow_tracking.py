@@ -16,7 +16,6 @@ import logging
 import math
 import os
 import re
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 from agent.config import SearchConfig, run_file_text
 from agent.runs.report import plot_curves, plot_pareto, plot_trajectory, run_objectives
 from agent.runs.store import RunStore, pareto_front
+from tools.io_checks import tcp_unreachable
 from tools.objectives import Objective
 
 
@@ -98,10 +98,9 @@ def unreachable(uri: str) -> str | None:
         return None
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        with socket.create_connection((parts.hostname or "localhost", port), timeout=PROBE_TIMEOUT_S):
-            return None
-    except (OSError, ValueError) as error:
-        return str(getattr(error, "strerror", None) or error)
+    except ValueError as error:  # a port out of range or not a number
+        return str(error)
+    return tcp_unreachable(parts.hostname or "localhost", port, PROBE_TIMEOUT_S)
 
 
 def experiment_id(client: Any, uri: str) -> str:

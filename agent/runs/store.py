@@ -34,6 +34,7 @@ from typing import Any
 
 import sqlite_utils
 
+from tools.io_checks import file_in_the_way
 from tools.objectives import Objective, pareto_indices
 
 SCHEMA_VERSION = 2
@@ -80,7 +81,7 @@ def open_connection(path: str | Path, verify: bool = True) -> sqlite3.Connection
     path = Path(path)
     if path.exists() and not path.is_file():
         raise StoreError(f"{path} is not a file; pass a database file path with --db")
-    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    blocking = file_in_the_way(path)
     if blocking is not None:
         raise StoreError(f"cannot use database {path}: {blocking} is a file, not a folder; pass another --db")
     try:

@@ -37,6 +37,7 @@ from typing import Any
 from evaluators.references import reference_of
 from evaluators.registry import TaskOptions
 from tools.evaluator import Outcome
+from tools.io_checks import tcp_unreachable
 from tools.processes import exit_with_parent
 from tools.reporting import Decide, asking_over
 
@@ -303,24 +304,18 @@ class LocalBackend(Backend):
         self.workers.clear()
 
 
-def why_unreachable(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> str | None:
-    """Why no TCP connection opens to a Ray address (HOST:PORT or ray://HOST:PORT) within ``timeout_s``; None
-    when one does, or when the address is not of that form ("auto", "local": Ray says what is wrong with it)."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
+def check_ray_address(address: str | None, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Refuse a Ray address (HOST:PORT or ray://HOST:PORT) that opens no TCP connection within ``timeout_s``:
+    Ray itself would wait for its GCS for minutes. Other forms ("auto", "local", none) are Ray's to judge."""
+    host, _, port = (address or "").removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
-        return None
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as error:
-        return error.strerror or str(error) or type(error).__name__
-    return None
-
-
-def unreachable_ray(address: str, reason: str) -> str:
-    return (
-        f"nothing answers at Ray address {address!r} ({reason}); start a cluster with 'ray start --head' and pass "
-        "the address it prints with --ray-address, or leave --ray-address out for a local Ray"
-    )
+        return
+    reason = tcp_unreachable(host.strip("[]"), int(port), timeout_s)
+    if reason:
+        raise ParallelSetupError(
+            f"nothing answers at Ray address {address!r} ({reason}); start a cluster with 'ray start --head' and "
+            "pass the address it prints with --ray-address, or leave --ray-address out for a local Ray"
+        )
 
 
 class RayBackend(Backend):
@@ -346,9 +341,7 @@ class RayBackend(Backend):
     def _connect(self, address: str | None) -> None:
         ray = self.ray
         quiet = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
-        unreachable = why_unreachable(address) if address else None
-        if unreachable:  # Ray itself would wait for its GCS for minutes
-            raise ParallelSetupError(unreachable_ray(address, unreachable))
+        check_ray_address(address)
         try:
             if address in (None, "", "auto"):
                 # $RAY_ADDRESS, else a cluster started on this machine with `ray start --head`, else a new local Ray

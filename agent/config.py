@@ -38,6 +38,7 @@ NEAREST_READERS = ("nearest", "nearest-mean")  # the baselines that read --histo
 LOCAL_FOLDER_PREFIXES = ("local", "vllm", "inprocess")  # ranker specs naming a model folder (the shipped one alone)
 COLLM_READS_LLM = ("model", "base_url", "timeout_s", "llm_retries", "llm_backoff_s")  # CoLLM-NAS's share of them
 STOPPED_AS = ("last", "worst", "omit")  # agent.loops.common.searcher_view
+INFEASIBLE_AS = ("worst", "omit")  # agent.loops.common.searcher_view
 STRATEGIES = ("lmsearcher", "collm")  # the LM-Searcher loop (loops/lmsearcher.py) or CoLLM-NAS (loops/collm.py)
 BACKENDS = ("local", "ray")
 MAX_COUNT = 10**9  # budgets, batches, pools, workers: far above any search, far below SQLite's integer limit
@@ -93,6 +94,19 @@ class SearchConfig:
     constraint: list[str] = option(
         [], "a constraint NAME<=NUMBER (or >=, <, >; repeatable), e.g. params<=5e6: results that break one are "
         "infeasible, never the best", group="task",
+    )  # fmt: skip
+    known_before: list[str] = option(
+        [], "what is known of a configuration without evaluating it (repeatable): a table's column (params, flops), "
+        "or MODULE:FUNCTION, a function of the configuration returning such metrics; a candidate that breaks a "
+        "--constraint on one is dropped before it is evaluated", group="task",
+    )  # fmt: skip
+    infeasible_as: str = option(
+        "worst", "what rankers read of an infeasible result: the worst finished score, however good its own, or "
+        "nothing (it is still never proposed again)", group="task", choices=INFEASIBLE_AS,
+    )  # fmt: skip
+    evaluate_known_infeasible: bool = option(
+        False, "evaluate candidates known to break a --constraint anyway, as Optuna's constrained samplers do, "
+        "instead of dropping them (to compare, or to record where the limit runs)", group="task",
     )  # fmt: skip
     command: str | None = option(
         None, "command: the shell command to run per evaluation, with {slot} placeholders", group="task"
@@ -337,6 +351,9 @@ class SearchConfig:
                 llm or (lmsearcher and self.ranker in NEAREST_READERS), f"{llm_rankers} or --ranker nearest[-mean]"
             ),
             "vllm_python": (llm and self.ranker.partition(":")[0] == "vllm", "--ranker vllm[:PATH]"),
+            "known_before": (bool(self.constraint or self.objectives), "a run with a --constraint or objectives"),
+            "evaluate_known_infeasible": (bool(self.constraint), "a run with a --constraint"),
+            "infeasible_as": (lmsearcher, "--strategy lmsearcher"),
         }  # fmt: skip
         for name in ("ranker", "proposer", "pool_size", "batch", "warm_start", "transfer"):
             readers[name] = (lmsearcher, "--strategy lmsearcher (CoLLM-NAS proposes and picks with its two LLMs)")
@@ -412,6 +429,8 @@ class SearchConfig:
             raise ConfigError(f"unknown scheduler {self.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
         if self.stopped_as not in STOPPED_AS:
             raise ConfigError(f"unknown --stopped-as {self.stopped_as!r}; valid: {', '.join(STOPPED_AS)}")
+        if self.infeasible_as not in INFEASIBLE_AS:
+            raise ConfigError(f"unknown --infeasible-as {self.infeasible_as!r}; valid: {', '.join(INFEASIBLE_AS)}")
         if not self.min_fidelity > 0:
             raise ConfigError(f"--min-fidelity must be above 0, got {self.min_fidelity}")
         if self.max_fidelity is not None and not self.max_fidelity > 0:

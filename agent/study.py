@@ -86,7 +86,9 @@ class Study:
         :class:`Ranker` object of yours, which the run names by its class (give it again to :meth:`load`).
 
         Several objectives: ``metric=["val_acc", "latency_ms"], maximize=[True, False]``; the run keeps a Pareto
-        front (:attr:`pareto_front`). ``constraints=["params<=5e6"]`` makes results that break one infeasible.
+        front (:attr:`pareto_front`). ``constraints=["params<=5e6"]`` makes results that break one infeasible;
+        ``known_before=[count_params]``: functions of the configuration returning what is known without training
+        it (importable ones, or their ``module:function``), so that a candidate over a limit is never trained.
         ``load_if_exists=True`` with a ``run_id`` the database holds loads that run instead (as Optuna's
         ``create_study``), whatever the other arguments say.
 
@@ -109,6 +111,8 @@ class Study:
             options = {key: value for key, value in options.items() if key != "constraints"} | {
                 "constraint": list(options["constraints"])
             }
+        if options.get("known_before"):
+            options = {**options, "known_before": known_before_specs(options["known_before"])}
         for key in ("warm_start", "transfer"):  # one source or several
             if isinstance(options.get(key), str | Path):
                 options = {**options, key: [str(options[key])]}
@@ -304,7 +308,9 @@ class Study:
             ask_tell = _AskTellOnly(config)  # asked and told from outside; nothing to call
             if not config.objectives and not config.constraint:
                 return ask_tell
-            return judged(ask_tell, config.objectives, config.constraint)
+            return judged(
+                ask_tell, config.objectives, config.constraint, config.known_before, config.evaluate_known_infeasible
+            )
         return make_evaluator(config.task, task_options(config, objective))
 
     def _observations(self) -> list[Observation]:
@@ -319,7 +325,7 @@ class Study:
             store = self._search.store
             self._asker = _AskParts(
                 store, self.evaluator, proposer, ranker, config.budget, config.seed, known=store.known(self.run_id),
-                queue=store.queued(self.run_id),
+                queue=store.queued(self.run_id), infeasible_as=config.infeasible_as,
             )  # fmt: skip
         return self._asker
 
@@ -338,6 +344,7 @@ class _AskParts(RankingScaffold):
     target: float | None = None
     limits: Limits = field(default_factory=Limits)
     stopped_as: str = "last"
+    infeasible_as: str = "worst"
     known: list[Observation] = field(default_factory=list)
     queue: list[str] = field(default_factory=list)
 
@@ -378,3 +385,21 @@ def _told_outcome(result: Any, error: str | None, metric: str) -> Outcome:
 
 
 __all__ = ["Study", "Trial"]
+
+
+def known_before_specs(given: Any) -> list[str]:
+    """``known_before=`` as the run stores it: table column names and ``module:function`` references, a function
+    given as itself turned into its reference (the run must rebuild it on resume and in workers)."""
+    specs = []
+    for item in given if isinstance(given, list | tuple) else [given]:
+        if callable(item):
+            reference = reference_of(item)
+            if reference is None:
+                raise ConfigError(
+                    f"known_before= got {getattr(item, '__qualname__', item)!r}, which another process cannot import "
+                    "(a lambda, a closure, or a function of a script run as __main__): define it in a module and "
+                    "pass it, or its 'module:function'"
+                )
+            item = reference
+        specs.append(item)
+    return specs

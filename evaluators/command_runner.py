@@ -47,14 +47,31 @@ def _stop(child: subprocess.Popen[bytes] | None, status: int) -> None:
     os._exit(status)
 
 
+def _group_running(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` is still running (zombies do not count). Where there is no /proc to
+    read, whether the shell that leads it is."""
+    if not os.path.isdir("/proc/self"):
+        return os.waitid(os.P_PID, pgid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()  # after "pid (name)": state, ppid, pgrp, ...
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
 def _terminate(child: subprocess.Popen[bytes], status: int) -> None:
-    """SIGTERM to the command's group, up to GRACE_S seconds for the shell to end, then :func:`_stop`."""
+    """SIGTERM to the command's group, up to GRACE_S seconds for every process in it to end (the shell may end at
+    once while the training still saves its work), then :func:`_stop`."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(child.pid, signal.SIGTERM)
     deadline = time.monotonic() + GRACE_S
-    while time.monotonic() < deadline:
-        if os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-            break
+    while time.monotonic() < deadline and _group_running(child.pid):
         time.sleep(POLL_S)
     _stop(child, status)
 

@@ -785,6 +785,11 @@ class HatMTEvaluator(Evaluator):
         metrics["valid_ppl"] = round(math.exp(min(loss, 50.0)), 4)
         return Outcome(loss, metrics)
 
+    def known_before(self, ncode: str) -> dict[str, float]:
+        """The sub-transformer's parameter count: its sizes alone decide it (``--constraint params<=N``)."""
+        self.model.set_sample_config(sub_config(self.space, ncode, self.scale))
+        return {"params": float(self.model.sampled_params())}
+
     def final_metrics(self, ncode: str) -> dict[str, Any]:
         with torch_threads(self._threads):
             return self._final_metrics(ncode)

@@ -10,16 +10,27 @@ the search process and in every worker alike.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tools.evaluator import Evaluator, Outcome
+from tools.ncode import decode
 from tools.objectives import Constraint, Objective, broken, number_of
 from tools.reporting import Reporter
 
+log = logging.getLogger(__name__)
+
 
 class JudgedEvaluator(Evaluator):
-    def __init__(self, inner: Evaluator, objectives: list[Objective], constraints: list[Constraint]) -> None:
+    def __init__(
+        self, inner: Evaluator, objectives: list[Objective], constraints: list[Constraint],
+        known_functions: dict[str, Callable[[dict[str, Any]], Any]] | None = None, reject_early: bool = True,
+    ) -> None:  # fmt: skip
         self.inner, self.constraints = inner, constraints
+        self.known_functions = known_functions or {}  # reference -> function of the configuration (--known-before)
+        self._failed_functions: set[str] = set()
+        self.reject_early = reject_early  # False: candidates known to break a constraint are evaluated all the same
         self.space, self.metric = inner.space, inner.metric
         self.max_fidelity, self.resources, self.fidelity_option = (
             inner.max_fidelity, inner.resources, inner.fidelity_option,
@@ -50,8 +61,8 @@ class JudgedEvaluator(Evaluator):
         values = {**outcome.metrics, self.metric.name: outcome.score}
         needed = {o.name for o in self._objectives} | {c.name for c in self.constraints}
         lacking = [name for name in needed if number_of(values, name) is None]
-        if lacking:  # a table keeps such columns for the final report: known without training, so shown
-            hidden = self.inner.final_metrics(ncode)
+        if lacking:  # a table keeps such columns for the final report; others are known before: shown too
+            hidden = {**self.inner.final_metrics(ncode), **self.known_before(ncode)}
             found = {name: number_of(hidden, name) for name in lacking if number_of(hidden, name) is not None}
             outcome.metrics = {**outcome.metrics, **found}
             values.update(found)
@@ -71,7 +82,37 @@ class JudgedEvaluator(Evaluator):
     def final_metrics(self, ncode: str) -> dict[str, Any]:
         return self.inner.final_metrics(ncode)
 
+    def known_before(self, ncode: str) -> dict[str, float]:
+        """What the task knows of ``ncode`` unevaluated, and what each ``--known-before`` function computes from its
+        configuration. A function that raises tells nothing for that code (logged once per function)."""
+        known = dict(self.inner.known_before(ncode))
+        for reference, function in self.known_functions.items():
+            try:
+                computed = function(decode(self.space, ncode))
+                if not isinstance(computed, Mapping):
+                    raise TypeError(f"it returned {computed!r}; return a dict such as {{'params': 12345}}")
+            except Exception as error:  # users' code must not stop a search at proposal time
+                if reference not in self._failed_functions:
+                    self._failed_functions.add(reference)
+                    log.warning("--known-before %s failed on %s (%s); its constraints wait for results", reference,
+                                ncode, error)  # fmt: skip
+                continue
+            numbers = {str(name): number_of(computed, name) for name in computed}
+            known.update({name: value for name, value in numbers.items() if value is not None})
+        return known
+
+    def broken_before(self, ncode: str) -> list[str]:
+        """Only the constraints on what the task knows before evaluating: the others wait for the result."""
+        if not self.reject_early:
+            return []
+        known = self.known_before(ncode)
+        return broken([c for c in self.constraints if c.name in known], known)
+
     def describe(self) -> str:
         also = ", ".join(o.spec() for o in self._objectives[1:])
         limits = ", ".join(c.spec() for c in self.constraints)
-        return self.inner.describe() + (f"; also {also}" if also else "") + (f"; subject to {limits}" if limits else "")
+        known = ", ".join(self.known_functions)
+        return (
+            self.inner.describe() + (f"; also {also}" if also else "") + (f"; subject to {limits}" if limits else "")
+            + (f"; known before evaluating: {known}" if known else "")
+        )  # fmt: skip

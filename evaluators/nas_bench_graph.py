@@ -39,3 +39,8 @@ class NasBenchGraphEvaluator(Evaluator):
     def final_metrics(self, ncode: str) -> dict[str, Any]:
         row = self._row(ncode)
         return {"test_acc": float(row["perf"]), "params_m": float(row["para"])}
+
+    def known_before(self, ncode: str) -> dict[str, float]:
+        """The parameter count and the measured inference latency: both come from the architecture, not training."""
+        row = self._row(ncode)
+        return {"params_m": float(row["para"]), "latency_s": float(row["latency"])}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -41,6 +41,10 @@ class TaskOptions:
     fidelity: float | None = None  # command ({fidelity}), objective (trial.fidelity): how long to train (epochs)
     objectives: list[str] = field(default_factory=list)  # objectives after the metric: NAME[:min|max]
     constraint: list[str] = field(default_factory=list)  # NAME<=NUMBER (or >=, <, >): others are infeasible
+    # What is known of a code without evaluating it: a table's columns (params), or module:function references to
+    # functions of the decoded configuration returning such metrics; constraints on them drop candidates early.
+    known_before: list[str] = field(default_factory=list)
+    evaluate_known_infeasible: bool = False  # evaluate candidates known to break a constraint (not drop them)
 
 
 def _nas_bench_graph(options: TaskOptions) -> Evaluator:
@@ -58,7 +62,8 @@ def _nb201(options: TaskOptions) -> Evaluator:
 def _table(options: TaskOptions) -> Evaluator:
     from evaluators.table import TableEvaluator
 
-    return TableEvaluator(options.space, options.data, options.metric, maximize=not options.minimize)
+    columns = [name for name in options.known_before if not is_reference(name)]
+    return TableEvaluator(options.space, options.data, options.metric, not options.minimize, columns)
 
 
 def _diffusion_lora(options: TaskOptions) -> Evaluator:
@@ -150,14 +155,26 @@ def make_evaluator(task: str, options: TaskOptions) -> Evaluator:
     problem = missing_extra("training", TRAINING_MODULES[task], f"--task {task}") if task in TRAINING_MODULES else None
     if problem:
         raise EvaluatorSetupError(problem)
+    columns = [name for name in options.known_before if not is_reference(name)]
+    if columns and task != "table":
+        raise EvaluatorSetupError(
+            f"--known-before {columns[0]} names a table column, which only --task table has; for --task {task} give "
+            "a function of the configuration that returns the known metrics, as module:function"
+        )
     evaluator = TASKS[task](options) if task in TASKS else _build_plugin(task, _plugin_factory(task), options)
     if not options.objectives and not options.constraint:
         return evaluator
-    return judged(evaluator, options.objectives, options.constraint)
+    functions = [name for name in options.known_before if is_reference(name)]
+    return judged(evaluator, options.objectives, options.constraint, functions, options.evaluate_known_infeasible)
 
 
-def judged(evaluator: Evaluator, objective_specs: list[str], constraint_specs: list[str]) -> Evaluator:
-    """``evaluator`` judged against further objectives (``NAME:min``) and constraints (``NAME<=NUMBER``)."""
+def judged(
+    evaluator: Evaluator, objective_specs: list[str], constraint_specs: list[str], known_before: Sequence[str] = (),
+    evaluate_known_infeasible: bool = False,
+) -> Evaluator:  # fmt: skip
+    """``evaluator`` judged against further objectives (``NAME:min``) and constraints (``NAME<=NUMBER``);
+    ``known_before``: module:function references of functions of the configuration returning metrics known
+    without evaluating it; a candidate known to break a constraint is dropped unless ``evaluate_known_infeasible``."""
     from evaluators.judged import JudgedEvaluator
 
     try:
@@ -168,7 +185,11 @@ def judged(evaluator: Evaluator, objective_specs: list[str], constraint_specs: l
     names = [evaluator.metric.name, *(o.name for o in objectives)]
     if len(set(names)) < len(names):
         raise EvaluatorSetupError(f"objectives {names} name one metric twice; give each objective once")
-    return JudgedEvaluator(evaluator, objectives, constraints)
+    functions = {reference: resolve(reference, "--known-before function") for reference in known_before}
+    for reference, function in functions.items():
+        if not callable(function):
+            raise EvaluatorSetupError(f"--known-before {reference} is not a function of the configuration")
+    return JudgedEvaluator(evaluator, objectives, constraints, functions, reject_early=not evaluate_known_infeasible)
 
 
 def _plugin_factory(task: str) -> Any:

@@ -83,7 +83,10 @@ def _coerce(value: Any, options: tuple[Any, ...]) -> Any:
 class TableEvaluator(Evaluator):
     resources: ClassVar[dict[str, Any]] = {"num_cpus": 0.5}  # a table lookup
 
-    def __init__(self, space_path: str | None, data: str | None, metric: str | None, maximize: bool = True) -> None:
+    def __init__(
+        self, space_path: str | None, data: str | None, metric: str | None, maximize: bool = True,
+        known_before: list[str] | None = None,
+    ) -> None:  # fmt: skip
         if not space_path or not data or not metric:
             raise EvaluatorSetupError(
                 "--task table needs --space SPACE.yaml, --data RESULTS.csv|json and --metric NAME"
@@ -121,6 +124,7 @@ class TableEvaluator(Evaluator):
         self.metric = Metric(metric, maximize, f"{metric} from {path.name}")
         self.curves = {code: curve for code, row in self.rows.items() if (curve := curve_of(row[metric])) is not None}
         self.max_fidelity = float(max(map(len, self.curves.values()))) if self.curves else None
+        self.known_columns = self._known_columns(path, known_before or [])
 
     @staticmethod
     def _code_of(space: SearchSpace, row: dict[str, Any], where: str) -> str:
@@ -146,6 +150,26 @@ class TableEvaluator(Evaluator):
             if reporter.report(value, epoch):
                 break
         return Outcome(score=curve[-1], fidelity=float(len(curve)))
+
+    def _known_columns(self, path: Path, names: list[str]) -> tuple[str, ...]:
+        """``--known-before`` columns, checked: each must hold numbers, and none can be the searched metric."""
+        for name in names:
+            if name == self.metric.name:
+                raise EvaluatorSetupError(
+                    f"--known-before {name}: that is the metric the search optimises, which is known only by "
+                    "evaluating; name columns the architecture alone determines, such as params or flops"
+                )
+            if not any(_number(row.get(name)) is not None for row in self.rows.values()):
+                columns = sorted({key for row in self.rows.values() for key in row})
+                raise EvaluatorSetupError(
+                    f"--known-before {name}: no row of {path} has a number under {name!r}; columns are {columns}"
+                )
+        return tuple(names)
+
+    def known_before(self, ncode: str) -> dict[str, float]:
+        row = self.rows.get(ncode, {})
+        found = {name: _number(row.get(name)) for name in self.known_columns}
+        return {name: value for name, value in found.items() if value is not None}
 
     def final_metrics(self, ncode: str) -> dict[str, Any]:
         row = self.rows[ncode]

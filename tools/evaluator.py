@@ -75,6 +75,16 @@ class Evaluator(ABC):
     def final_metrics(self, ncode: str) -> dict[str, Any]:
         return {}
 
+    def known_before(self, ncode: str) -> dict[str, float]:
+        """Metrics the code alone determines, known without evaluating it (a table's parameter count, a measured
+        latency): a constraint on one of them rejects a candidate before any budget is spent on it."""
+        return {}
+
+    def broken_before(self, ncode: str) -> list[str]:
+        """The constraints ``ncode`` is known to break before it is evaluated, each said with its value; only a
+        run with constraints (evaluators.judged) has any."""
+        return []
+
     @property
     def objectives(self) -> list[Objective]:
         """What a run scores: its metric, then, in a run of several objectives, the others (evaluators.judged)."""

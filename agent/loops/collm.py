@@ -11,8 +11,10 @@
 - **generate**: the stateless Generator. The current direction and the space's
   description in, a batch of candidate NCodes out (parsed leniently).
 - **coordinate**: the Coordinator. Keeps valid canonical codes, drops duplicates of
-  anything evaluated or already in the batch, and tops the batch up with random
-  unseen codes when the Generator gives too few (recorded in ``collm_rounds``).
+  anything evaluated or already in the batch, rejects codes known to break a
+  constraint before evaluation (a table's parameter count: ``Evaluator.known_before``),
+  and tops the batch up with random unseen codes, feasible as far as is known, when
+  the Generator gives too few (recorded in ``collm_rounds``).
 - **evaluate** / **record**: as in every loop (:mod:`agent.loops.common`); the search stops at the
   budget or once ``target`` is reached.
 
@@ -28,6 +30,7 @@ continuing the same conversation.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -39,12 +42,15 @@ from langgraph.graph import END, START, StateGraph
 from agent.llm.ranker import OPENAI_BASE_URL, ChatClient, LLMOptions, RankerSetupError, RankerUnavailable, _api_key
 from agent.loops.common import Histories, Limits, LoopScaffold, Progress, ranked, step_end_nodes
 from agent.runs.store import RunStore
-from agent.strategies.proposers import ProposalContext, unseen_random
+from agent.strategies.proposers import ProposalContext, known_feasible, unseen_random
 from prompts.collm import generator_messages, navigator_round, navigator_start, task_description
 from tools.evaluator import Evaluator, Outcome
 from tools.ncode import SYMBOLS, decode, normalize, validate
 
 NAVIGATOR, GENERATOR = "collm-navigator", "collm-generator"
+REJECTIONS_SHOWN = 5  # codes rejected before evaluation that the Navigator's note names, with their reasons
+TOP_UP_DRAWS = 1000  # random codes drawn at most to fill a round with ones that keep the constraints
+log = logging.getLogger(__name__)
 
 
 class CollmState(TypedDict):
@@ -221,11 +227,30 @@ def coordinator_note(round_row: dict[str, Any] | None) -> str:
     if round_row is None:
         return ""
     proposed = len(json.loads(round_row["proposed"]))
+    rejected = json.loads(round_row.get("rejected") or "[]")
     note = f"The Generator proposed {proposed} code(s): {round_row['valid']} new and valid"
     note += f", {round_row['invalid']} invalid, {round_row['duplicates']} already evaluated or repeated."
+    if rejected:
+        shown = "; ".join(f"{code}: {reason}" for code, reason in rejected[:REJECTIONS_SHOWN])
+        more = f"; and {len(rejected) - REJECTIONS_SHOWN} more" if len(rejected) > REJECTIONS_SHOWN else ""
+        note += f" {len(rejected)} rejected before evaluation as infeasible ({shown}{more})."
     if round_row["topped_up"]:
         note += f" {round_row['topped_up']} random code(s) filled the round."
     return note
+
+
+def feasible_random(context: ProposalContext, n: int, exclude: set[str], evaluator: Evaluator) -> list[str]:
+    """Up to ``n`` random unseen codes not known to break a constraint; after ``TOP_UP_DRAWS`` draws without
+    enough of them, the ones found (a constraint few codes keep, in a large space: the warning says so)."""
+    found, rejected = known_feasible(
+        lambda avoid, count: unseen_random(context, count, exclude | avoid), n, evaluator.broken_before, TOP_UP_DRAWS
+    )
+    if len(found) < n and len(found) + len(rejected) >= TOP_UP_DRAWS:
+        log.warning(
+            "CoLLM-NAS: %d random draws found %d code(s) that keep the constraints, of %d wanted; the round is "
+            "smaller", len(found) + len(rejected), len(found), n,
+        )  # fmt: skip
+    return found
 
 
 def build_collm_graph(parts: CollmParts) -> StateGraph:
@@ -292,6 +317,7 @@ def build_collm_graph(parts: CollmParts) -> StateGraph:
         seen = {o.ncode for o in history}
         k = min(options.batch, parts.budget - len(history))
         chosen: list[str] = []
+        rejected: list[tuple[str, str]] = []
         invalid = duplicates = 0
         for raw in state["proposals"]:
             if len(chosen) >= k:
@@ -301,14 +327,21 @@ def build_collm_graph(parts: CollmParts) -> StateGraph:
             except Exception:  # anything a model writes must not stop the run: an invalid candidate
                 invalid += 1
                 continue
-            if code in seen or code in chosen:
+            if code in seen or code in chosen or code in {c for c, _ in rejected}:
                 duplicates += 1
+                continue
+            problems = parts.evaluator.broken_before(code)
+            if problems:
+                rejected.append((code, "; ".join(problems)))
                 continue
             chosen.append(code)
         context = ProposalContext(space, metric, history, seen, parts.rng(iteration, "top-up"))
-        top_up = unseen_random(context, k - len(chosen), set(chosen)) if len(chosen) < k else []
+        exclude = set(chosen) | {code for code, _ in rejected}
+        top_up = feasible_random(context, k - len(chosen), exclude, parts.evaluator) if len(chosen) < k else []
         chosen += top_up
-        parts.store.record_round(run_id, iteration, state["proposals"], chosen, invalid, duplicates, len(top_up))
+        parts.store.record_round(
+            run_id, iteration, state["proposals"], chosen, invalid, duplicates, len(top_up), rejected
+        )
         return {"chosen": chosen, "done": not chosen}
 
     evaluate, record = step_end_nodes(parts, observations)

@@ -11,6 +11,7 @@ order, stay their own.
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -18,11 +19,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.runs.store import Observation, RunStore
-from agent.strategies.proposers import ProposalContext, Proposer
+from agent.strategies.proposers import ProposalContext, Proposer, known_feasible
 from agent.strategies.rankers import Decision, Ranker, RankRequest
 from tools.evaluator import Evaluator, Metric, Outcome
 from tools.ncode import SearchSpace, decode
 from tools.objectives import Objective, chebyshev_weights, scalarised
+
+FEASIBLE_DRAWS = 20  # pools' worth of codes drawn at most to fill one with codes that keep what is known before
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,12 +74,14 @@ def ranked(history: Sequence[Observation], metric: Metric) -> list[Observation]:
     return sorted(finished, key=lambda o: -metric.utility(o.score))
 
 
-def searcher_view(history: Sequence[Observation], metric: Metric, stopped_as: str) -> list[Observation]:
+def searcher_view(
+    history: Sequence[Observation], metric: Metric, stopped_as: str, infeasible_as: str = "worst"
+) -> list[Observation]:
     """The history as proposers and rankers read it. A stopped evaluation's score is a value at a low
     fidelity: ``last`` shows it as it is, ``worst`` as the worst finished score (or its own when lower),
     ``omit`` without a score (still never proposed again); BENCHMARKS.md compares the three. An infeasible
-    result reads as the worst finished score, however good its own (Optuna's samplers read its true values
-    and a broken constraint instead: ``Observation.values``)."""
+    result reads as the worst finished score, however good its own, or with ``infeasible_as="omit"`` without a
+    score (Optuna's samplers read its true values and a broken constraint instead: ``Observation.values``)."""
     infeasible = any(o.status == "infeasible" and o.score is not None for o in history)
     if not infeasible and (stopped_as == "last" or not any(o.status == "stopped" for o in history)):
         return list(history)
@@ -84,7 +90,7 @@ def searcher_view(history: Sequence[Observation], metric: Metric, stopped_as: st
     view = []
     for o in history:
         if o.status == "infeasible" and o.score is not None:  # its values are kept, but it must not look good
-            o = replace(o, score=worst)
+            o = replace(o, score=worst if infeasible_as == "worst" else None)
         elif o.status == "stopped" and stopped_as != "last":
             if stopped_as == "omit" or worst is None:
                 o = replace(o, score=None)
@@ -95,12 +101,12 @@ def searcher_view(history: Sequence[Observation], metric: Metric, stopped_as: st
 
 
 def scalarised_view(
-    history: Sequence[Observation], objectives: Sequence[Objective], rng: random.Random
+    history: Sequence[Observation], objectives: Sequence[Objective], rng: random.Random, infeasible_as: str = "worst"
 ) -> tuple[list[Observation], Metric]:
     """A run of several objectives as one number per evaluation, which every ranker and proposer can read:
-    ParEGO's augmented Chebyshev scalarisation with weights drawn for this step. An infeasible result, or a
-    stopped one (it has no objective values), reads as the worst scalarised score, so rankers learn to avoid
-    its neighbourhood."""
+    ParEGO's augmented Chebyshev scalarisation with weights drawn for this step. A stopped result (it has no
+    objective values) reads as the worst scalarised score, so rankers learn to avoid its neighbourhood; so does
+    an infeasible one, or it has no score with ``infeasible_as="omit"``."""
     weights = chebyshev_weights(len(objectives), rng)
     scored = [o for o in history if o.values is not None and o.status == "ok"]
     points = [[objective.utility(v) for objective, v in zip(objectives, o.values, strict=True)] for o in scored]
@@ -108,7 +114,8 @@ def scalarised_view(
     worst = min(scalar.values()) if scalar else None
     view = []
     for o in history:
-        score = scalar.get(o.ncode, worst if (o.status in ("infeasible", "stopped") and worst is not None) else None)
+        shown_worst = o.status == "stopped" or (o.status == "infeasible" and infeasible_as == "worst")
+        score = scalar.get(o.ncode, worst if shown_worst else None)
         view.append(replace(o, score=None if score is None else round(score, 6)))
     names = ", ".join(objective.spec() for objective in objectives)
     return view, Metric(f"chebyshev({names})", True, f"ParEGO scalarisation, weights {[round(w, 3) for w in weights]}")
@@ -244,6 +251,7 @@ class RankingScaffold(LoopScaffold):
     proposer: Proposer
     ranker: Ranker
     stopped_as: str  # what proposers and rankers read of a stopped evaluation (searcher_view)
+    infeasible_as: str  # and of an infeasible one
     known: list[Observation]  # results from before the run (--warm-start): read, never evaluated, never counted
     queue: list[str]  # codes to evaluate first (study.enqueue, a list of configurations, --transfer), in order
 
@@ -251,11 +259,11 @@ class RankingScaffold(LoopScaffold):
         """The history and metric that proposers and rankers read at a step: the known results first, stopped
         evaluations as ``stopped_as`` says, and in a run of several objectives, one number per evaluation (a
         scalarisation whose weights change per step)."""
-        view = searcher_view([*self.known, *history], self.evaluator.metric, self.stopped_as)
+        view = searcher_view([*self.known, *history], self.evaluator.metric, self.stopped_as, self.infeasible_as)
         objectives = self.evaluator.objectives
         if len(objectives) == 1:
             return view, self.evaluator.metric
-        return scalarised_view(view, objectives, self.rng(iteration, "weights"))
+        return scalarised_view(view, objectives, self.rng(iteration, "weights"), self.infeasible_as)
 
     def propose(
         self, history: list[Observation], seen: set[str], rng: random.Random, n: int, iteration: int
@@ -266,8 +274,19 @@ class RankingScaffold(LoopScaffold):
         if waiting:
             return waiting[:n]
         view, metric = self.view(history, iteration)
-        context = ProposalContext(self.evaluator.space, metric, view, seen, rng, self.evaluator.objectives)
-        return self.proposer.propose(context, n)
+
+        def draw(avoid: set[str], count: int) -> list[str]:
+            space, objectives = self.evaluator.space, self.evaluator.objectives
+            return self.proposer.propose(ProposalContext(space, metric, view, seen | avoid, rng, objectives), count)
+
+        pool, rejected = known_feasible(draw, n, self.evaluator.broken_before, FEASIBLE_DRAWS * n)
+        if pool or not rejected:
+            return pool
+        log.warning(
+            "none of %d proposed codes keeps the constraints known before evaluation (%s); evaluating proposals "
+            "as they come, each recorded infeasible", len(rejected), rejected[0][1],
+        )  # fmt: skip
+        return draw(set(), n)
 
     def decide(
         self, run_id: str, iteration: int, history: list[Observation], seen: set[str], pool: list[str], k: int

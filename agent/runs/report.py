@@ -79,6 +79,7 @@ def llm_call_summary(calls: list[dict[str, Any]], rounds: list[dict[str, Any]]) 
         "invalid_candidates": sum(r["invalid"] for r in rounds),
         "duplicate_candidates": sum(r["duplicates"] for r in rounds),
         "topped_up": sum(r["topped_up"] for r in rounds),
+        "rejected_before_evaluation": sum(len(json.loads(r.get("rejected") or "[]")) for r in rounds),
     }
 
 
@@ -276,7 +277,7 @@ def export_run(store: RunStore, run_id: str, fmt: str) -> str:
         if store.llm_calls(run_id):  # CoLLM-NAS
             document.update(
                 llm_calls=store.llm_calls(run_id),
-                collm_rounds=_decoded(store.collm_rounds(run_id), "proposed", "chosen"),
+                collm_rounds=_decoded(store.collm_rounds(run_id), "proposed", "chosen", "rejected"),
                 conversation=store.conversation(run_id),
             )
         return json.dumps(document, indent=2)

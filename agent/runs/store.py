@@ -242,10 +242,12 @@ class RunStore:
         self.db["collm_rounds"].create(
             {
                 "id": int, "run_id": str, "iteration": int, "proposed": str, "chosen": str, "valid": int,
-                "invalid": int, "duplicates": int, "topped_up": int, "created_at": float,
+                "invalid": int, "duplicates": int, "topped_up": int, "created_at": float, "rejected": str,
             },
             pk="id", if_not_exists=True, foreign_keys=[("run_id", "runs", "run_id")],
         )  # fmt: skip
+        if "rejected" not in self.db["collm_rounds"].columns_dict:  # a file from before pre-evaluation rejection
+            self.db["collm_rounds"].add_column("rejected", str)
         self.db["collm_rounds"].create_index(["run_id", "iteration"], unique=True, if_not_exists=True)
 
     # runs -----------------------------------------------------------------
@@ -495,13 +497,16 @@ class RunStore:
 
     def record_round(
         self, run_id: str, iteration: int, proposed: list[str], chosen: list[str], invalid: int, duplicates: int,
-        topped_up: int,
+        topped_up: int, rejected: Sequence[tuple[str, str]] = (),
     ) -> None:  # fmt: skip
+        """One Coordinator round; ``rejected``: (code, the constraint it breaks) for candidates known infeasible
+        before evaluation."""
         self.db["collm_rounds"].upsert(
             {
                 "run_id": run_id, "iteration": iteration, "proposed": json.dumps(proposed),
                 "chosen": json.dumps(chosen), "valid": len(chosen) - topped_up, "invalid": invalid,
                 "duplicates": duplicates, "topped_up": topped_up, "created_at": time.time(),
+                "rejected": json.dumps([list(pair) for pair in rejected]),
             },
             pk=("run_id", "iteration"),
         )  # fmt: skip

@@ -78,6 +78,32 @@ def unseen_random(context: ProposalContext, n: int, exclude: set[str], max_misse
     return found
 
 
+def known_feasible(
+    draw: Callable[[set[str], int], list[str]], n: int, broken_before: Callable[[str], list[str]], max_drawn: int
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """Up to ``n`` codes of repeated ``draw(avoid, count)`` calls that are not known to break a constraint before
+    evaluation (``Evaluator.broken_before``), and the ones rejected with their reasons. Draws again only while
+    codes are rejected, avoiding every code drawn so far, up to about ``max_drawn`` codes in all: a draw with
+    nothing rejected is returned as the proposer gave it, so a run without such constraints proposes as before."""
+    found: list[str] = []
+    rejected: list[tuple[str, str]] = []
+    avoid: set[str] = set()
+    while len(found) < n and len(avoid) < max_drawn:
+        batch = [code for code in draw(avoid, n - len(found)) if code not in avoid]
+        avoid.update(batch)
+        kept = []
+        for code in batch:
+            problems = broken_before(code)
+            if problems:
+                rejected.append((code, "; ".join(problems)))
+            else:
+                kept.append(code)
+        found += kept
+        if len(kept) == len(batch):  # nothing rejected (or nothing left): what the proposer gives
+            break
+    return found, rejected
+
+
 class Proposer(ABC):
     name: str
 

@@ -133,3 +133,12 @@ def slow_ranges(config: dict[str, Any]) -> float:
     """``ranges_objective``, slow enough for a signal to land inside an evaluation."""
     time.sleep(0.3)
     return ranges_objective(config)
+
+
+def parameter_count(config: dict[str, Any]) -> dict[str, float]:
+    """What a user computes from a configuration without training it (``--known-before``): accuracy_and_size's."""
+    return {"params": config["depth"] * config["width"] ** 2}
+
+
+def broken_count(config: dict[str, Any]) -> dict[str, float]:
+    raise RuntimeError("a bug in the user's counting")

@@ -23,6 +23,7 @@ IGNORED = [
     ({"ranker": "tests.agent.rankers:Smallest", "fallback_limit": 0}, "--fallback-limit 0 applies to an LLM ranker"),
     ({"ranker": "inprocess", "vllm_python": "/venv/bin/python"}, "applies to --ranker vllm[:PATH]"),
     ({"collm_batch": 5}, "--collm-batch 5 applies to --strategy collm"),
+    ({"task": "table", "known_before": ["params"]}, "--known-before ['params'] applies to a run with a --constraint"),
     ({"strategy": "collm", "pool_size": 20}, "--pool-size 20 applies to --strategy lmsearcher"),
     ({"strategy": "collm", "max_reasks": 1}, "--max-reasks 1 applies to an LLM ranker"),
 ]

@@ -264,6 +264,30 @@ def test_ask_and_tell_of_two_objectives_is_judged(tmp_path):
         assert [t.ncode for t in study.pareto_front] == [kept.ncode]
 
 
+def test_a_known_before_function_keeps_every_trial_under_the_limit_and_survives_a_resume(tmp_path):
+    """accuracy_and_size trains; parameter_count only multiplies: under the limit, nothing over it is trained.
+    The same study without it trains some over the limit (the control)."""
+
+    def create(name: str, **options) -> Study:
+        return Study.create(
+            tmp_path / f"{name}.db", SPACE, objectives.accuracy_and_size, metric=["acc", "params"],
+            maximize=[True, False], constraints=["params<=5000"], run_id="k", ranker="random", budget=12, **options,
+        )  # fmt: skip
+
+    with create("control") as study:
+        study.optimize()
+        assert "infeasible" in [t.status for t in study.history]
+    with create("known", known_before=[objectives.parameter_count]) as study:
+        study.optimize()
+        assert [t.status for t in study.history] == ["ok"] * 12
+    with Study.load(tmp_path / "known.db", "k") as study:
+        assert study.config.known_before == ["tests.agent.objectives:parameter_count"]
+        study.optimize(budget=14)
+        assert [t.status for t in study.history] == ["ok"] * 14
+    with pytest.raises(ConfigError, match=r"known_before= got .*<lambda>.* another process cannot import"):
+        create("lambda", known_before=[lambda config: {"params": 1}])
+
+
 def test_directions_must_match_the_objectives(tmp_path):
     with pytest.raises(ConfigError, match="names 2 objectives but maximize= gives 3 directions"):
         Study.create(tmp_path / "s.db", SPACE, metric=["acc", "params"], maximize=[True, False, True])

@@ -353,3 +353,22 @@ def test_a_command_that_ignores_sigterm_is_killed_after_the_grace_period(space, 
     assert outcome.status == "stopped"
     assert wait_for(lambda: process_gone(int(pid_file.read_text())), 15), "SIGKILL after the grace period"
     assert time.monotonic() - started < 20
+
+
+def test_a_training_still_saving_after_sigterm_gets_its_grace_when_the_shell_ends_at_once(space, tmp_path):
+    """`cmd; true` keeps the shell waiting, and SIGTERM ends a waiting shell at once: the training must still get
+    its grace period to save (once, the group was killed as soon as the shell ended, mid-save)."""
+    script = tmp_path / "saver.py"
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "def on_term(signum, frame):\n    time.sleep(0.5)\n    open(sys.argv[1] + '.saved', 'w').write('saved')\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, on_term)\nopen(sys.argv[1], 'w').write(str(os.getpid()))\n"
+        "for epoch in range(1, 100):\n    print(f'epoch {epoch} val_acc: 0.1', flush=True)\n    time.sleep(0.1)\n"
+    )
+    pid_file = tmp_path / "pid"
+    template = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} {shlex.quote(str(pid_file))}; true"
+    outcome = run_evaluation(make(space, template, tmp_path), "000", decide=lambda step, value: step >= 2)
+    assert outcome.status == "stopped"
+    assert Path(str(pid_file) + ".saved").read_text() == "saved", "the training finished saving"
+    assert process_gone(int(pid_file.read_text()))

@@ -71,6 +71,12 @@ def test_over_the_latency_limit_is_infeasible_and_stays_so(trained):
     assert run_evaluation(evaluator, SMALLEST).status == "ok"  # the default 500 ms limit
 
 
+def test_the_parameter_count_is_known_before_evaluating(trained):
+    evaluator, _ = trained
+    for code in (LARGEST, SMALLEST):
+        assert evaluator.known_before(code) == {"params": evaluator.evaluate(code).metrics["params"]}
+
+
 def test_bleu_is_in_the_final_metrics_only(trained):
     evaluator, _ = trained
     final = evaluator.final_metrics(LARGEST)

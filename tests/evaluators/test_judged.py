@@ -86,3 +86,41 @@ def test_a_command_prints_its_other_objectives_as_text_lines(tmp_path) -> None:
 def test_bad_objectives_and_constraints_are_refused_before_the_search(objectives, constraint, error) -> None:
     with pytest.raises(EvaluatorSetupError, match=error):
         objective_task(lambda config: 1.0, objectives, constraint)
+
+
+def test_a_known_before_function_judges_constraints_before_and_fills_what_the_result_lacks(caplog) -> None:
+    calls: list[dict] = []
+
+    def accuracy_only(config: dict) -> float:
+        calls.append(config)
+        return 0.5
+
+    options = TaskOptions(
+        space=space_definition(), objective=accuracy_only, metric="acc", objectives=["params:min"],
+        constraint=["params<=5000"], known_before=["tests.agent.objectives:parameter_count"],
+    )  # fmt: skip
+    evaluator = make_evaluator("objective", options)
+    assert evaluator.known_before("330") == {"params": 131072.0}
+    assert evaluator.broken_before("330") == ["params = 131072 breaks params<=5000"] and not calls, "nothing trained"
+    assert evaluator.broken_before("010") == []
+    outcome = run_evaluation(evaluator, "010")
+    assert (outcome.status, outcome.values) == ("ok", (0.5, 1024.0)), "the objective's missing value is the known one"
+    failing = make_evaluator("objective", TaskOptions(
+        space=space_definition(), objective=accuracy_only, metric="acc", constraint=["params<=100"],
+        known_before=["tests.agent.objectives:broken_count"],
+    ))  # fmt: skip
+    assert failing.broken_before("330") == [] and failing.broken_before("010") == []
+    assert caplog.text.count("--known-before tests.agent.objectives:broken_count failed on 330") == 1
+
+
+@pytest.mark.parametrize(
+    ("known", "named"),
+    [("params", "--known-before params names a table column, which only --task table has; for --task objective"),
+     ("tests.agent.objectives:nothing_here", "module 'tests.agent.objectives' has no 'nothing_here'"),
+     ("tests.agent.objectives:DEPTHS", "--known-before tests.agent.objectives:DEPTHS is not a function")],
+)  # fmt: skip
+def test_a_known_before_that_cannot_be_used_is_named(known, named) -> None:
+    options = TaskOptions(space=space_definition(), objective=lambda config: 0.5, metric="acc",
+                          constraint=["params<=100"], known_before=[known])  # fmt: skip
+    with pytest.raises(EvaluatorSetupError, match=named.replace("(", r"\(")):
+        make_evaluator("objective", options)

@@ -93,3 +93,11 @@ def test_unknown_task_lists_valid_tasks():
         make_evaluator("nb101", TaskOptions())
     for task in ("nas_bench_graph", "nb201", "table"):
         assert task in str(info.value)
+
+
+def test_parameters_and_latency_are_known_before_evaluating() -> None:
+    evaluator = NasBenchGraphEvaluator("cora")
+    code = sorted(canonical_codes("cora"))[7]
+    known, outcome = evaluator.known_before(code), evaluator.evaluate(code)
+    assert known == {"params_m": evaluator.final_metrics(code)["params_m"], "latency_s": outcome.metrics["latency_s"]}
+    assert known["params_m"] > 0 and known["latency_s"] > 0

@@ -223,3 +223,24 @@ def test_a_header_only_csv_names_its_columns(tmp_path, space_file):
 def test_a_space_that_is_a_folder_says_so(tmp_path):
     with pytest.raises(EvaluatorSetupError, match="is a folder; pass the YAML file itself"):
         TableEvaluator(str(tmp_path), write_csv(tmp_path, "ncode,acc\n000,1\n"), "acc")
+
+
+def test_known_before_columns_judge_a_constraint_without_evaluating(tmp_path, space_file):
+    data = write_csv(tmp_path, "ncode,acc,params,test_acc\n000,0.5,10,0.4\n013,0.75,20,0.7\n211,0.625,,0.6\n")
+    options = TaskOptions(space=space_file, data=data, metric="acc", known_before=["params"], constraint=["params<=15"])
+    evaluator = make_evaluator("table", options)
+    assert evaluator.known_before("013") == {"params": 20.0} and evaluator.known_before("211") == {}
+    assert evaluator.broken_before("013") == ["params = 20 breaks params<=15"]
+    assert evaluator.broken_before("000") == [] and evaluator.broken_before("211") == [], "unknown: wait for it"
+    unconstrained = make_evaluator("table", TaskOptions(space=space_file, data=data, metric="acc"))
+    assert unconstrained.known_before("013") == {} and unconstrained.broken_before("013") == []
+
+
+@pytest.mark.parametrize(
+    ("column", "named"),
+    [("acc", "that is the metric the search optimises"), ("flops", "no row of .* has a number under 'flops'")],
+)
+def test_a_known_before_column_that_cannot_be_known_is_named(tmp_path, space_file, column, named):
+    data = write_csv(tmp_path, "ncode,acc,params\n000,0.5,10\n013,0.75,20\n")
+    with pytest.raises(EvaluatorSetupError, match=f"--known-before {column}: {named}"):
+        TableEvaluator(space_file, data, "acc", known_before=[column])

@@ -275,3 +275,28 @@ def test_cli_separate_navigator_and_generator_servers_then_show_and_export(
 )
 def test_parse_candidates_is_lenient(answer: str, expected: list[str]) -> None:
     assert parse_candidates(answer, 5) == expected
+
+
+def test_candidates_known_to_break_a_constraint_are_rejected_before_evaluation(tmp_path: Path) -> None:
+    """NAS-Bench-Graph knows a code's parameter count without evaluating it: the Coordinator spends no budget on a
+    candidate over the limit, tells the Navigator why, and fills the round with random codes under it."""
+    limit = 1.28
+    codes = fresh_codes(40, seed=3)
+    heavy = [c for c in codes if EVALUATOR.known_before(c)["params_m"] > limit][:3]
+    light = [c for c in codes if EVALUATOR.known_before(c)["params_m"] <= limit][:3]
+    answers = iter(["\n".join([heavy[0], light[0], heavy[1], light[1]]), "\n".join([heavy[2], light[2]]), ""])
+    with FakeOpenAI(collm_script(navigator, lambda request: (200, next(answers), 0.0))) as server:
+        search = Search(tmp_path / "runs.db")
+        result = search.start(collm_config(server.base_url, constraint=[f"params_m<={limit}"]), run_id="r")
+    stored = [o for _, o in search.store.observations("r")]
+    assert result.evaluations == 12 and not set(heavy) & {o.ncode for o in stored}
+    assert set(light) <= {o.ncode for o in stored}
+    assert all(o.status == "ok" for o in stored), "every code evaluated keeps the limit, top-ups included"
+    rounds = search.store.collm_rounds("r")
+    assert [(r["valid"], r["topped_up"]) for r in rounds] == [(2, 2), (1, 3), (0, 4)]
+    assert [code for code, _ in json.loads(rounds[0]["rejected"])] == heavy[:2]
+    reason = json.loads(rounds[1]["rejected"])[0][1]
+    assert reason == f"params_m = {EVALUATOR.known_before(heavy[2])['params_m']:g} breaks params_m<=1.28"
+    note = requests_of(server, NAVIGATOR_MARK)[1]["messages"][-1]["content"]
+    assert f"2 rejected before evaluation as infeasible ({heavy[0]}: params_m = " in note
+    assert "params_m<=1.28 (a hard limit" in requests_of(server, NAVIGATOR_MARK)[0]["messages"][1]["content"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
+from agent.driver import Search, SearchConfig
 from agent.loops.common import scalarised_view, searcher_view
 from agent.runs.store import Observation, pareto_front
 from tools.evaluator import Metric
@@ -49,3 +51,32 @@ def test_several_objectives_read_as_one_number_that_ranks_the_front_first():
         assert scores[2] < max(scores[:2]) and scores[3] == min(scores[:3]), "infeasible reads as the worst"
     again = [o.score for o in scalarised_view(history, objectives, random.Random(3))[0]]
     assert again == [o.score for o in scalarised_view(history, objectives, random.Random(3))[0]]
+    omitted, _ = scalarised_view(history, objectives, random.Random(3), infeasible_as="omit")
+    assert [o.score for o in omitted[:3]] == again[:3] and omitted[3].score is None
+
+
+def test_infeasible_as_omit_shows_an_infeasible_result_without_a_score():
+    view = searcher_view(HISTORY, ACC, "last", infeasible_as="omit")
+    assert view[4].score is None and view[4].status == "infeasible" and view[4].values == (0.95,)
+    assert [o.score for o in view[:4]] == [0.8, 0.3, 0.6, 0.7]
+
+
+@pytest.mark.parametrize("ranker", ["random", "inprocess", "tpe"])
+def test_a_code_known_to_break_a_constraint_is_never_proposed(tmp_path, ranker):
+    """NAS-Bench-Graph knows each code's parameter count before evaluating it: under a limit at about the median,
+    a pool of any proposer holds only codes that keep it, so no evaluation is spent on an infeasible one (by chance,
+    30 in a row would happen about once in 2**30)."""
+    search = Search(tmp_path / "runs.db")
+    config = SearchConfig(ranker=ranker, budget=30, seed=3, constraint=["params_m<=1.28"])
+    search.start(config, run_id="r")
+    statuses = [o.status for _, o in search.store.observations("r")]
+    assert len(statuses) == 30 and set(statuses) == {"ok"}
+    search.start(replace(config, evaluate_known_infeasible=True), run_id="control")
+    assert "infeasible" in [o.status for _, o in search.store.observations("control")], "as Optuna would"
+
+
+def test_a_constraint_nothing_keeps_still_spends_the_budget_and_says_so(tmp_path, caplog):
+    search = Search(tmp_path / "runs.db")
+    search.start(SearchConfig(ranker="random", budget=4, constraint=["params_m<=0"]), run_id="r")
+    assert [o.status for _, o in search.store.observations("r")] == ["infeasible"] * 4
+    assert "none of 200 proposed codes keeps the constraints known before evaluation (params_m = " in caplog.text

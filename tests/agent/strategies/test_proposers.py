@@ -27,6 +27,7 @@ from agent.strategies.proposers import (
     RandomProposer,
     TPEProposer,
     all_codes,
+    known_feasible,
     local_search_centre,
     nearest,
 )
@@ -485,3 +486,24 @@ def test_optuna_baselines_read_every_objective_and_the_infeasible(name):
     assert [t.constraints for t in trials] == [{"infeasible": 0.0}, {"infeasible": 1.0}, {"infeasible": 0.0}]
     if name == "nsga2":
         assert {t.system_attrs["NSGAIISampler:generation"] for t in trials} == {0}
+
+
+def test_known_feasible_draws_again_only_while_codes_are_rejected():
+    calls: list[tuple[set[str], int]] = []
+    codes = iter(["a1", "b9", "c2", "d8", "e3", "f4"])
+
+    def draw(avoid: set[str], count: int) -> list[str]:
+        calls.append((set(avoid), count))
+        return [next(codes) for _ in range(count)]
+
+    over_5 = lambda code: [f"{code} > 5"] if int(code[1]) > 5 else []  # noqa: E731
+    found, rejected = known_feasible(draw, 3, over_5, max_drawn=100)
+    assert found == ["a1", "c2", "e3"] and rejected == [("b9", "b9 > 5"), ("d8", "d8 > 5")]
+    assert calls == [(set(), 3), ({"a1", "b9", "c2"}, 1), ({"a1", "b9", "c2", "d8"}, 1)]
+    calls.clear()
+    assert known_feasible(lambda avoid, count: draw(avoid, 1), 3, over_5, 100) == (["f4"], [])
+    assert len(calls) == 1, "a draw with nothing rejected is what the proposer gives, even when short"
+    assert known_feasible(lambda avoid, count: ["z9"] if "z9" not in avoid else [], 1, over_5, 100) == (
+        [],
+        [("z9", "z9 > 5")],
+    )

@@ -39,6 +39,7 @@ LOCAL_FOLDER_PREFIXES = ("local", "vllm", "inprocess")  # ranker specs naming a 
 COLLM_READS_LLM = ("model", "base_url", "timeout_s", "llm_retries", "llm_backoff_s")  # CoLLM-NAS's share of them
 STOPPED_AS = ("last", "worst", "omit")  # agent.loops.common.searcher_view
 INFEASIBLE_AS = ("worst", "omit")  # agent.loops.common.searcher_view
+SCALARISATIONS = ("fronts", "parego")  # agent.loops.common.scalarised_view
 STRATEGIES = ("lmsearcher", "collm")  # the LM-Searcher loop (loops/lmsearcher.py) or CoLLM-NAS (loops/collm.py)
 BACKENDS = ("local", "ray")
 MAX_COUNT = 10**9  # budgets, batches, pools, workers: far above any search, far below SQLite's integer limit
@@ -99,6 +100,11 @@ class SearchConfig:
         [], "what is known of a configuration without evaluating it (repeatable): a table's column (params, flops), "
         "or MODULE:FUNCTION, a function of the configuration returning such metrics; a candidate that breaks a "
         "--constraint on one is dropped before it is evaluated", group="task",
+    )  # fmt: skip
+    scalarisation: str = option(
+        "fronts", "a run of several objectives: the one number rankers read, fronts (the non-dominated layer first, "
+        "ParEGO's value within it) or parego (random Chebyshev weights per step alone)", group="task",
+        choices=SCALARISATIONS,
     )  # fmt: skip
     infeasible_as: str = option(
         "worst", "what rankers read of an infeasible result: the worst finished score, however good its own, or "
@@ -354,6 +360,7 @@ class SearchConfig:
             "known_before": (bool(self.constraint or self.objectives), "a run with a --constraint or objectives"),
             "evaluate_known_infeasible": (bool(self.constraint), "a run with a --constraint"),
             "infeasible_as": (lmsearcher, "--strategy lmsearcher"),
+            "scalarisation": (lmsearcher and bool(self.objectives), "a run of several objectives (LM-Searcher loop)"),
         }  # fmt: skip
         for name in ("ranker", "proposer", "pool_size", "batch", "warm_start", "transfer"):
             readers[name] = (lmsearcher, "--strategy lmsearcher (CoLLM-NAS proposes and picks with its two LLMs)")
@@ -429,6 +436,8 @@ class SearchConfig:
             raise ConfigError(f"unknown scheduler {self.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
         if self.stopped_as not in STOPPED_AS:
             raise ConfigError(f"unknown --stopped-as {self.stopped_as!r}; valid: {', '.join(STOPPED_AS)}")
+        if self.scalarisation not in SCALARISATIONS:
+            raise ConfigError(f"unknown --scalarisation {self.scalarisation!r}; valid: {', '.join(SCALARISATIONS)}")
         if self.infeasible_as not in INFEASIBLE_AS:
             raise ConfigError(f"unknown --infeasible-as {self.infeasible_as!r}; valid: {', '.join(INFEASIBLE_AS)}")
         if not self.min_fidelity > 0:

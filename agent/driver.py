@@ -407,7 +407,8 @@ def _lmsearcher_graph(
         "store": run.store, "evaluator": evaluator, "proposer": make_proposer(config, ranker), "ranker": ranker,
         "budget": config.budget, "pool_size": 1 if config.ranker in PROPOSER_DRIVEN else config.pool_size,
         "seed": config.seed, "on_progress": run.on_progress, "target": config.target, "limits": run.limits,
-        "stopped_as": config.stopped_as, "infeasible_as": config.infeasible_as, "known": run.store.known(run.run_id),
+        "stopped_as": config.stopped_as, "infeasible_as": config.infeasible_as,
+        "scalarisation": config.scalarisation, "known": run.store.known(run.run_id),
         "queue": run.store.queued(run.run_id),
     }  # fmt: skip
     if config.asynchronous():

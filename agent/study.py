@@ -326,6 +326,7 @@ class Study:
             self._asker = _AskParts(
                 store, self.evaluator, proposer, ranker, config.budget, config.seed, known=store.known(self.run_id),
                 queue=store.queued(self.run_id), infeasible_as=config.infeasible_as,
+                scalarisation=config.scalarisation,
             )  # fmt: skip
         return self._asker
 
@@ -345,6 +346,7 @@ class _AskParts(RankingScaffold):
     limits: Limits = field(default_factory=Limits)
     stopped_as: str = "last"
     infeasible_as: str = "worst"
+    scalarisation: str = "fronts"
     known: list[Observation] = field(default_factory=list)
     queue: list[str] = field(default_factory=list)
 

@@ -2,6 +2,7 @@
 
     python benchmarks/pareto.py [--tasks NAME,...] [--methods NAME,...] [--seeds 0-9] [--budget 100] [--out FILE]
     python benchmarks/pareto.py --constrained [--seeds 0-9] [--out FILE]
+    python benchmarks/pareto.py --summary FILE [FILE ...]
 
 Tables with real second objectives (no objective is made up):
 
@@ -10,7 +11,7 @@ Tables with real second objectives (no objective is made up):
   (max), parameters (min), FLOPs (min).
 
 Methods, each a real search (``Search.start``, ``--metric`` three times): ``inprocess`` (the default:
-LM-Searcher-tiny reading the ParEGO scalarisation), ``nearest-mean`` (its classical reader under the same
+LM-Searcher-tiny reading the ``fronts`` scalarisation), ``nearest-mean`` (its classical reader under the same
 scalarisation), ``nsga2`` and ``tpe`` (Optuna's NSGA-II and multi-objective TPE, which read every objective),
 and ``random``.
 
@@ -28,7 +29,8 @@ knows a code's parameter count before it is evaluated (NAS-Bench-Graph itself; t
 anyway (``evaluate_known_infeasible``), as Optuna's samplers do on their own: the peers run so by default, and
 ``inprocess+blind`` shows what dropping them buys the default. ``+omit`` shows the ranker an infeasible result
 without a score (``infeasible_as="omit"``) instead of as the worst finished score: ``inprocess+blind+omit``
-against ``inprocess+blind`` measures that marking.
+against ``inprocess+blind`` measures that marking. ``+parego`` reads several objectives through ParEGO's
+scalarisation alone instead of the default ``fronts`` rule (``+fronts``: the non-dominated layer first).
 """
 
 from __future__ import annotations
@@ -109,6 +111,9 @@ def run_search(task: dict[str, Any], metrics: list[str], method: str, seed: int,
     ranker, *flags = method.split("+")
     options = {"evaluate_known_infeasible": "blind" in flags, "infeasible_as": "omit" if "omit" in flags else "worst"}
     options = {"constraint": constraint, **options} if constraint else {}
+    for rule in ("fronts", "parego"):
+        if rule in flags:
+            options["scalarisation"] = rule
     config = SearchConfig.from_mapping({**task, "metric": metrics, "ranker": ranker, "budget": budget, "seed": seed,
                                         **options})  # fmt: skip
     search = Search(db)
@@ -170,22 +175,33 @@ def constrained(tasks: list[str], methods: list[str], seeds: list[int], budget: 
 
 
 def summary(document: dict[str, Any], key: str) -> list[str]:
-    """Mean per task and method, each method's mean rank over tasks (1 = best), and the default's wins."""
+    """Mean per task and method over the tasks every method ran, each method's mean rank over them (1 = best),
+    and the first method against each other one, paired by (task, seed): better/level/worse."""
     runs = document["runs"]
-    tasks = list(dict.fromkeys(run["task"] for run in runs))
     methods = list(dict.fromkeys(run["method"] for run in runs))
-    means = {
-        (t, m): statistics.fmean(r[key] or 0.0 for r in runs if r["task"] == t and r["method"] == m)
-        for t in tasks for m in methods
-    }  # fmt: skip
-    lines = [f"{'task':<22}" + "".join(f"{m:>14}" for m in methods)]
+    value = {(r["task"], r["method"], r["seed"]): r[key] or 0.0 for r in runs}
+    every = [t for t in dict.fromkeys(r["task"] for r in runs) if all(any(k[:2] == (t, m) for k in value)
+                                                                        for m in methods)]  # fmt: skip
+    means = {(t, m): statistics.fmean(v for k, v in value.items() if k[:2] == (t, m)) for t in every for m in methods}
+    lines = [f"{'task':<22}" + "".join(f"{m:>16}" for m in methods)]
     ranks: dict[str, list[float]] = {m: [] for m in methods}
-    for t in tasks:
+    for t in every:
         ordered = sorted(methods, key=lambda m: -means[t, m])
         for m in methods:
             ranks[m].append(1 + sum(means[t, other] > means[t, m] for other in methods))
-        lines.append(f"{t:<22}" + "".join(f"{means[t, m]:>14.4f}" for m in methods) + f"   best: {ordered[0]}")
-    lines.append(f"{'mean rank':<22}" + "".join(f"{statistics.fmean(ranks[m]):>14.2f}" for m in methods))
+        lines.append(f"{t:<22}" + "".join(f"{means[t, m]:>16.4f}" for m in methods) + f"   best: {ordered[0]}")
+    lines.append(f"{'mean rank':<22}" + "".join(f"{statistics.fmean(ranks[m]):>16.2f}" for m in methods))
+    first = methods[0]
+    for other in methods[1:]:
+        pairs = [(v, value[t, other, seed]) for (t, m, seed), v in value.items()
+                 if m == first and t in every and (t, other, seed) in value]  # fmt: skip
+        better, worse = sum(a > b for a, b in pairs), sum(a < b for a, b in pairs)
+        lines.append(f"{first} vs {other}, paired: {better}/{len(pairs) - better - worse}/{worse} (better/level/worse)")
+    if any("infeasible_evaluations" in r for r in runs):
+        spent = {m: statistics.fmean(counted) for m in methods
+                 if (counted := [r["infeasible_evaluations"] for r in runs
+                                 if r["method"] == m and "infeasible_evaluations" in r])}  # fmt: skip
+        lines.append("infeasible evaluations per run: " + ", ".join(f"{m} {v:.1f}" for m, v in spent.items()))
     return lines
 
 
@@ -198,11 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=100)
     parser.add_argument("--constrained", action="store_true")
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--summary", type=Path, help="print the summary of a results file and stop")
+    parser.add_argument("--summary", type=Path, nargs="+", help="print the summary of results files and stop")
     args = parser.parse_args(argv)
-    if args.summary:
-        document = json.loads(args.summary.read_text())
-        print("\n".join(summary(document, "best_feasible" if "limit" in document["runs"][0] else "hv_ratio")))
+    if args.summary:  # several files (one per task, or per method) are read as one
+        runs = [run for path in args.summary for run in json.loads(path.read_text())["runs"]]
+        print("\n".join(summary({"runs": runs}, "best_feasible" if "limit" in runs[0] else "hv_ratio")))
         return 0
     tasks, seeds = args.tasks.split(","), parse_seeds(args.seeds)
     if args.constrained:

@@ -122,11 +122,11 @@ def summary(found: dict[str, dict[str, dict[int, list]]], seeds: range) -> str:
     for name in tables:
         for n in QUERIES:
             for seed in seeds:
-                at = {m: found[name][m][seed][min(n, len(found[name][m][seed])) - 1] for m in methods}
-                for method, rank in ranks(at).items():
+                best = {m: at(found[name][m][seed], n) for m in methods}
+                for method, rank in ranks(best).items():
                     per_family.setdefault((family(name), n), {m: [] for m in methods})[method].append(rank)
                     overall[n][method].append(rank)
-                    best_at.setdefault((name, n), {m: [] for m in methods})[method].append(at[method])
+                    best_at.setdefault((name, n), {m: [] for m in methods})[method].append(best[method])
     lines = [f"Mean rank among {', '.join(methods)} (1 = best), seeds {seeds[0]}-{seeds[-1]}:", ""]
     lines.append("| tables | queries | " + " | ".join(methods) + " |")
     lines.append("|---|---|" + "---|" * len(methods))
@@ -136,12 +136,25 @@ def summary(found: dict[str, dict[str, dict[int, list]]], seeds: range) -> str:
     for n in QUERIES:
         cells = " | ".join(f"**{statistics.mean(overall[n][m]):.2f}**" for m in methods)
         lines.append(f"| all {len(tables)} tables | {n} | {cells} |")
+    lines += ["", f"{methods[0]} against each other method, paired by (table, seed): better/level/worse", ""]
+    for other in methods[1:]:
+        counts = []
+        for n in QUERIES:
+            pairs = [(at(found[t][methods[0]][s], n), at(found[t][other][s], n)) for t in tables for s in seeds]
+            better, worse = sum(a > b for a, b in pairs), sum(a < b for a, b in pairs)
+            counts.append(f"{n} queries {better}/{len(pairs) - better - worse}/{worse}")
+        lines.append(f"- against {other}: " + ", ".join(counts))
     lines += ["", "Mean best val_acc per table:", "", "| table | queries | " + " | ".join(methods) + " |"]
     lines.append("|---|---|" + "---|" * len(methods))
     for (name, n), by_method in sorted(best_at.items()):
         cells = " | ".join(f"{statistics.mean(v for v in by_method[m] if v is not None):.4f}" for m in methods)
         lines.append(f"| {name} | {n} | {cells} |")
     return "\n".join(lines)
+
+
+def at(trajectory: list, queries: int) -> float | None:
+    """The best found within ``queries`` (a run that ended sooner: its last)."""
+    return trajectory[min(queries, len(trajectory)) - 1]
 
 
 def label_order(label: str) -> tuple[int, str]:

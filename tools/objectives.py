@@ -4,8 +4,9 @@ A run's first objective is its metric (the score); the others are metrics every 
 under their names. A constraint (``params<=5e6``) names a metric, or an objective, and a bound: a
 result that breaks one is recorded as ``infeasible`` with all its values, and never enters the
 best or the Pareto front. The front is computed here, on utilities (higher is better whatever an
-objective's direction), and searchers that rank one number read the history through a random
-Chebyshev scalarisation that changes per decision (ParEGO, Knowles 2006).
+objective's direction), and searchers that rank one number read the history through its non-dominated
+layers (:func:`front_layers`) and, within a layer, a random Chebyshev scalarisation that changes per decision
+(ParEGO, Knowles 2006).
 """
 
 from __future__ import annotations
@@ -120,6 +121,18 @@ def pareto_indices(points: Sequence[Sequence[float]]) -> list[int]:
             continue
         front.append(i)
     return front
+
+
+def front_layers(points: Sequence[Sequence[float]]) -> list[int]:
+    """Each point's non-dominated layer (utilities): 0 for the Pareto front, 1 for the front of the rest, ..."""
+    layer, left, depth = [0] * len(points), list(range(len(points))), 0
+    while left:
+        front = [left[i] for i in pareto_indices([points[j] for j in left])]
+        front += [j for j in left if j not in front and any(list(points[j]) == list(points[f]) for f in front)]
+        for j in front:
+            layer[j] = depth
+        left, depth = [j for j in left if j not in front], depth + 1
+    return layer
 
 
 def chebyshev_weights(count: int, rng: random.Random) -> list[float]:

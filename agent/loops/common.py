@@ -23,7 +23,7 @@ from agent.strategies.proposers import ProposalContext, Proposer, known_feasible
 from agent.strategies.rankers import Decision, Ranker, RankRequest
 from tools.evaluator import Evaluator, Metric, Outcome
 from tools.ncode import SearchSpace, decode
-from tools.objectives import Objective, chebyshev_weights, scalarised
+from tools.objectives import Objective, chebyshev_weights, front_layers, scalarised
 
 FEASIBLE_DRAWS = 20  # pools' worth of codes drawn at most to fill one with codes that keep what is known before
 log = logging.getLogger(__name__)
@@ -101,16 +101,25 @@ def searcher_view(
 
 
 def scalarised_view(
-    history: Sequence[Observation], objectives: Sequence[Objective], rng: random.Random, infeasible_as: str = "worst"
+    history: Sequence[Observation],
+    objectives: Sequence[Objective],
+    rng: random.Random,
+    infeasible_as: str = "worst",
+    rule: str = "fronts",
 ) -> tuple[list[Observation], Metric]:
     """A run of several objectives as one number per evaluation, which every ranker and proposer can read:
     ParEGO's augmented Chebyshev scalarisation with weights drawn for this step. A stopped result (it has no
     objective values) reads as the worst scalarised score, so rankers learn to avoid its neighbourhood; so does
-    an infeasible one, or it has no score with ``infeasible_as="omit"``."""
+    an infeasible one, or it has no score with ``infeasible_as="omit"``. ``rule="fronts"`` (the default) puts the
+    non-dominated layer first (the front scores above every other point) and ParEGO's value within it;
+    ``rule="parego"``, ParEGO's value alone (BENCHMARKS.md §10 compares them)."""
     weights = chebyshev_weights(len(objectives), rng)
     scored = [o for o in history if o.values is not None and o.status == "ok"]
     points = [[objective.utility(v) for objective, v in zip(objectives, o.values, strict=True)] for o in scored]
-    scalar = dict(zip((o.ncode for o in scored), scalarised(points, weights), strict=True)) if points else {}
+    values = scalarised(points, weights) if points else []
+    if rule == "fronts" and points:  # ParEGO's values lie in [-(1 + RHO), 0]: layers 2 apart outrank later ones
+        values = [value - 2.0 * layer for value, layer in zip(values, front_layers(points), strict=True)]
+    scalar = dict(zip((o.ncode for o in scored), values, strict=True))
     worst = min(scalar.values()) if scalar else None
     view = []
     for o in history:
@@ -252,6 +261,7 @@ class RankingScaffold(LoopScaffold):
     ranker: Ranker
     stopped_as: str  # what proposers and rankers read of a stopped evaluation (searcher_view)
     infeasible_as: str  # and of an infeasible one
+    scalarisation: str  # and of several objectives (scalarised_view)
     known: list[Observation]  # results from before the run (--warm-start): read, never evaluated, never counted
     queue: list[str]  # codes to evaluate first (study.enqueue, a list of configurations, --transfer), in order
 
@@ -263,7 +273,7 @@ class RankingScaffold(LoopScaffold):
         objectives = self.evaluator.objectives
         if len(objectives) == 1:
             return view, self.evaluator.metric
-        return scalarised_view(view, objectives, self.rng(iteration, "weights"), self.infeasible_as)
+        return scalarised_view(view, objectives, self.rng(iteration, "weights"), self.infeasible_as, self.scalarisation)
 
     def propose(
         self, history: list[Observation], seen: set[str], rng: random.Random, n: int, iteration: int

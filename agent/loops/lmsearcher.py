@@ -45,6 +45,7 @@ class LoopParts(RankingScaffold):
     limits: Limits = field(default_factory=Limits)
     stopped_as: str = "last"  # what searchers read of a stopped evaluation (common.searcher_view)
     infeasible_as: str = "worst"  # and of an infeasible one
+    scalarisation: str = "fronts"  # and of several objectives
     known: list[Observation] = field(default_factory=list)  # --warm-start results (common.RankingScaffold)
     queue: list[str] = field(default_factory=list)  # codes to evaluate first
 

@@ -12,6 +12,7 @@ from tools.objectives import (
     broken,
     chebyshev_weights,
     dominates,
+    front_layers,
     pareto_indices,
     parse_constraint,
     parse_objective,
@@ -58,3 +59,9 @@ def test_the_scalarisation_ranks_the_front_first_and_follows_its_weights() -> No
         assert values[2] < max(values[0], values[1]), "a dominated point never scores best"
     assert scalarised(points, [0.99, 0.01]).index(max(scalarised(points, [0.99, 0.01]))) == 0
     assert scalarised(points, [0.01, 0.99]).index(max(scalarised(points, [0.01, 0.99]))) == 1
+
+
+def test_front_layers_peel_the_pareto_front_off_layer_by_layer():
+    points = [(3, 1), (1, 3), (2, 2), (1, 1), (0, 0), (2, 2), (0, 3)]
+    assert front_layers(points) == [0, 0, 0, 1, 2, 0, 1], "equal points share a layer; (0, 3) is beaten by (1, 3)"
+    assert front_layers([]) == []

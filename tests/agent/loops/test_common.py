@@ -45,13 +45,13 @@ def test_several_objectives_read_as_one_number_that_ranks_the_front_first():
     ]
     assert [o.ncode for o in pareto_front(history, objectives)] == ["00", "01"]
     for seed in range(10):
-        view, metric = scalarised_view(history, objectives, random.Random(seed))
+        view, metric = scalarised_view(history, objectives, random.Random(seed), rule="parego")
         assert metric.maximize and metric.name == "chebyshev(acc:max, params:min)"
         scores = [o.score for o in view]
         assert scores[2] < max(scores[:2]) and scores[3] == min(scores[:3]), "infeasible reads as the worst"
-    again = [o.score for o in scalarised_view(history, objectives, random.Random(3))[0]]
-    assert again == [o.score for o in scalarised_view(history, objectives, random.Random(3))[0]]
-    omitted, _ = scalarised_view(history, objectives, random.Random(3), infeasible_as="omit")
+    again = [o.score for o in scalarised_view(history, objectives, random.Random(3), rule="parego")[0]]
+    assert again == [o.score for o in scalarised_view(history, objectives, random.Random(3), rule="parego")[0]]
+    omitted, _ = scalarised_view(history, objectives, random.Random(3), infeasible_as="omit", rule="parego")
     assert [o.score for o in omitted[:3]] == again[:3] and omitted[3].score is None
 
 
@@ -80,3 +80,19 @@ def test_a_constraint_nothing_keeps_still_spends_the_budget_and_says_so(tmp_path
     search.start(SearchConfig(ranker="random", budget=4, constraint=["params_m<=0"]), run_id="r")
     assert [o.status for _, o in search.store.observations("r")] == ["infeasible"] * 4
     assert "none of 200 proposed codes keeps the constraints known before evaluation (params_m = " in caplog.text
+
+
+def test_the_fronts_rule_scores_every_point_of_a_layer_above_every_later_layer():
+    objectives = [Objective("acc"), Objective("params", maximize=False)]
+    history = [
+        Observation(0, "00", 0.9, "ok", values=(0.9, 100.0)),  # front
+        Observation(1, "01", 0.5, "ok", values=(0.5, 10.0)),  # front
+        Observation(2, "10", 0.8, "ok", values=(0.8, 120.0)),  # layer 1: dominated by 00 only
+        Observation(3, "11", 0.1, "ok", values=(0.1, 500.0)),  # layer 2
+    ]
+    for seed in range(10):
+        scores = [o.score for o in scalarised_view(history, objectives, random.Random(seed), rule="fronts")[0]]
+        assert min(scores[:2]) > scores[2] > scores[3]
+    parego = [o.score for o in scalarised_view(history, objectives, random.Random(1), rule="parego")[0]]
+    fronts = [o.score for o in scalarised_view(history, objectives, random.Random(1))[0]]
+    assert fronts[:2] == parego[:2], "the front keeps ParEGO's values"

@@ -164,6 +164,27 @@ def test_pareto_command_example_keeps_a_front_of_feasible_results(tmp_path):
     assert "Pareto front:" in shown.stdout and "params:min" in shown.stdout
 
 
+def test_known_before_example_trains_nothing_over_the_limit(tmp_path):
+    folder = user_folder(tmp_path)
+    (folder / "train.py").write_text(example("train"))
+    (folder / "count.py").write_text(example("count"))
+    subprocess.run(["bash", "-c", example("command").rsplit("YAML\n", 1)[0] + "YAML\n"], cwd=folder, check=True)
+    search = example("known-before-command").replace("\\\n", " ").strip()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", search], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with sqlite3.connect(folder / "runs" / "mlp-known.db") as connection:
+        rows = connection.execute("SELECT status, config, metrics FROM evaluations").fetchall()
+    sys.path.insert(0, str(folder))
+    try:
+        from count import count_params
+    finally:
+        sys.path.remove(str(folder))
+    assert len(rows) == 6 and {status for status, _, _ in rows} == {"ok"}
+    for _, config, metrics in rows:  # the count is what train.py reports, and under the limit
+        assert json.loads(metrics)["params"] == count_params(json.loads(config))["params"] <= 20000
+
+
 def test_ranges_study_example_evaluates_the_enqueued_configuration_first(tmp_path):
     folder = user_folder(tmp_path)
     (folder / "search_sgd.py").write_text(example("ranges-study"))

@@ -16,7 +16,7 @@ from langgraph.graph import StateGraph
 
 from agent.config import BASELINE_RANKERS, PROPOSER_DRIVEN, SearchConfig, is_llm_ranker
 from agent.final import FinalScore, plan_of, run_final
-from agent.loops.common import Limits, Progress, best_of, target_reached
+from agent.loops.common import Limits, Progress, Reading, best_of, target_reached
 from agent.loops.lmsearcher import LoopParts, build_graph
 from agent.loops.reports import ReportDesk
 from agent.runs.store import RunStore, StoreError, open_connection, open_store, pareto_front
@@ -407,9 +407,8 @@ def _lmsearcher_graph(
         "store": run.store, "evaluator": evaluator, "proposer": make_proposer(config, ranker), "ranker": ranker,
         "budget": config.budget, "pool_size": 1 if config.ranker in PROPOSER_DRIVEN else config.pool_size,
         "seed": config.seed, "on_progress": run.on_progress, "target": config.target, "limits": run.limits,
-        "stopped_as": config.stopped_as, "infeasible_as": config.infeasible_as,
-        "scalarisation": config.scalarisation, "known": run.store.known(run.run_id),
-        "queue": run.store.queued(run.run_id),
+        "reading": Reading(config.stopped_as, config.infeasible_as, config.scalarisation),
+        "known": run.store.known(run.run_id), "queue": run.store.queued(run.run_id),
     }  # fmt: skip
     if config.asynchronous():
         from agent.loops.asynchronous import AsyncParts, build_async_graph, initial_state

@@ -25,7 +25,7 @@ from typing import Any
 from agent.config import PROPOSER_DRIVEN, ConfigError, SearchConfig
 from agent.driver import Search, SearchError, make_proposer, make_strategy, task_options
 from agent.final import FinalPlan, FinalScore, run_final
-from agent.loops.common import Limits, RankingScaffold, best_of
+from agent.loops.common import Limits, RankingScaffold, Reading, best_of
 from agent.runs.store import Observation, pareto_front
 from agent.strategies.rankers import Ranker
 from agent.strategies.user_rankers import object_spec
@@ -325,8 +325,8 @@ class Study:
             store = self._search.store
             self._asker = _AskParts(
                 store, self.evaluator, proposer, ranker, config.budget, config.seed, known=store.known(self.run_id),
-                queue=store.queued(self.run_id), infeasible_as=config.infeasible_as,
-                scalarisation=config.scalarisation,
+                queue=store.queued(self.run_id),
+                reading=Reading(infeasible_as=config.infeasible_as, scalarisation=config.scalarisation),
             )  # fmt: skip
         return self._asker
 
@@ -344,9 +344,7 @@ class _AskParts(RankingScaffold):
     on_progress: Any = None
     target: float | None = None
     limits: Limits = field(default_factory=Limits)
-    stopped_as: str = "last"
-    infeasible_as: str = "worst"
-    scalarisation: str = "fronts"
+    reading: Reading = field(default_factory=Reading)
     known: list[Observation] = field(default_factory=list)
     queue: list[str] = field(default_factory=list)
 
@@ -386,9 +384,6 @@ def _told_outcome(result: Any, error: str | None, metric: str) -> Outcome:
         raise SearchError(f"cannot tell {result!r}: {problem}") from None
 
 
-__all__ = ["Study", "Trial"]
-
-
 def known_before_specs(given: Any) -> list[str]:
     """``known_before=`` as the run stores it: table column names and ``module:function`` references, a function
     given as itself turned into its reference (the run must rebuild it on resume and in workers)."""
@@ -405,3 +400,6 @@ def known_before_specs(given: Any) -> list[str]:
             item = reference
         specs.append(item)
     return specs
+
+
+__all__ = ["Study", "Trial"]

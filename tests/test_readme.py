@@ -39,6 +39,22 @@ def user_folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def training_folder(tmp_path: Path) -> Path:
+    """A user folder with the README's training script (train.py) and its space (space.yaml) written."""
+    folder = user_folder(tmp_path)
+    (folder / "train.py").write_text(example("train"))
+    subprocess.run(["bash", "-c", example("command").rsplit("YAML\n", 1)[0] + "YAML\n"], cwd=folder, check=True)
+    return folder
+
+
+def run_to_end(folder: Path, name: str) -> None:
+    """The README's command example ``name``, pasted into a shell in ``folder`` (this venv's python on PATH)."""
+    search = example(name).replace("\\\n", " ").strip()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", search], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_study_example_runs_with_two_workers(tmp_path):
     folder = user_folder(tmp_path)
     (folder / "search_mlp.py").write_text(example("study"))
@@ -110,9 +126,7 @@ def test_asha_study_example_stops_some_trainings(tmp_path):
 def test_asha_command_example_killed_twice_and_resumed(tmp_path):
     """The README's training script under ASHA with 2 workers, SIGKILLed twice mid-run: no training process is
     left, nothing is lost or repeated, stopped trainings are recorded and shown by show."""
-    folder = user_folder(tmp_path)
-    (folder / "train.py").write_text(example("train"))
-    subprocess.run(["bash", "-c", example("command").rsplit("YAML\n", 1)[0] + "YAML\n"], cwd=folder, check=True)
+    folder = training_folder(tmp_path)
     search = example("asha-command").replace("\\\n", " ").strip()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     db = folder / "runs" / "mlp-asha.db"
@@ -147,13 +161,8 @@ def test_asha_command_example_killed_twice_and_resumed(tmp_path):
 
 
 def test_pareto_command_example_keeps_a_front_of_feasible_results(tmp_path):
-    folder = user_folder(tmp_path)
-    (folder / "train.py").write_text(example("train"))
-    subprocess.run(["bash", "-c", example("command").rsplit("YAML\n", 1)[0] + "YAML\n"], cwd=folder, check=True)
-    search = example("pareto-command").replace("\\\n", " ").strip()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    done = subprocess.run(["bash", "-c", search], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    folder = training_folder(tmp_path)
+    run_to_end(folder, "pareto-command")
     with sqlite3.connect(folder / "runs" / "mlp-pareto.db") as connection:
         rows = connection.execute("SELECT status, objective_values FROM evaluations").fetchall()
         (run_id,) = connection.execute("SELECT run_id FROM runs").fetchone()
@@ -165,14 +174,9 @@ def test_pareto_command_example_keeps_a_front_of_feasible_results(tmp_path):
 
 
 def test_known_before_example_trains_nothing_over_the_limit(tmp_path):
-    folder = user_folder(tmp_path)
-    (folder / "train.py").write_text(example("train"))
+    folder = training_folder(tmp_path)
     (folder / "count.py").write_text(example("count"))
-    subprocess.run(["bash", "-c", example("command").rsplit("YAML\n", 1)[0] + "YAML\n"], cwd=folder, check=True)
-    search = example("known-before-command").replace("\\\n", " ").strip()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    done = subprocess.run(["bash", "-c", search], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_to_end(folder, "known-before-command")
     with sqlite3.connect(folder / "runs" / "mlp-known.db") as connection:
         rows = connection.execute("SELECT status, config, metrics FROM evaluations").fetchall()
     sys.path.insert(0, str(folder))
@@ -201,9 +205,7 @@ def test_ranges_study_example_evaluates_the_enqueued_configuration_first(tmp_pat
 
 
 def test_warm_command_example_reads_the_first_run_without_running_it_again(tmp_path):
-    folder = user_folder(tmp_path)
-    (folder / "train.py").write_text(example("train"))
-    subprocess.run(["bash", "-c", example("command").rsplit("YAML\n", 1)[0] + "YAML\n"], cwd=folder, check=True)
+    folder = training_folder(tmp_path)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     for search in example("warm-command").replace("\\\n", " ").strip().splitlines():
         done = subprocess.run(["bash", "-c", search], cwd=folder, env=env, capture_output=True, text=True, timeout=300)

@@ -34,7 +34,7 @@ from typing import TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from agent.loops.common import Histories, Limits, Progress, RankingScaffold
+from agent.loops.common import Histories, Limits, Progress, RankingScaffold, Reading
 from agent.runs.store import Observation, RunStore
 from agent.strategies.proposers import Proposer
 from agent.strategies.rankers import Ranker
@@ -69,9 +69,7 @@ class AsyncParts(RankingScaffold):
     on_progress: Callable[[Progress], None] | None = None
     target: float | None = None
     limits: Limits = field(default_factory=Limits)
-    stopped_as: str = "last"  # what searchers read of a stopped evaluation (common.searcher_view)
-    infeasible_as: str = "worst"  # and of an infeasible one
-    scalarisation: str = "fronts"  # and of several objectives
+    reading: Reading = field(default_factory=Reading)  # what searchers read of the history (common.Reading)
     known: list[Observation] = field(default_factory=list)  # --warm-start results (common.RankingScaffold)
     queue: list[str] = field(default_factory=list)  # codes to evaluate first
 

@@ -29,6 +29,17 @@ FEASIBLE_DRAWS = 20  # pools' worth of codes drawn at most to fill one with code
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Reading:
+    """What proposers and rankers read of the history (a run's --stopped-as, --infeasible-as and
+    --scalarisation): a stopped evaluation and an infeasible one (:func:`searcher_view`), several objectives
+    (:func:`scalarised_view`)."""
+
+    stopped_as: str = "last"
+    infeasible_as: str = "worst"
+    scalarisation: str = "fronts"
+
+
 @dataclass
 class Progress:
     """What a loop reports after each step."""
@@ -259,21 +270,22 @@ class RankingScaffold(LoopScaffold):
 
     proposer: Proposer
     ranker: Ranker
-    stopped_as: str  # what proposers and rankers read of a stopped evaluation (searcher_view)
-    infeasible_as: str  # and of an infeasible one
-    scalarisation: str  # and of several objectives (scalarised_view)
+    reading: Reading  # what proposers and rankers read of stopped and infeasible results, and of several objectives
     known: list[Observation]  # results from before the run (--warm-start): read, never evaluated, never counted
     queue: list[str]  # codes to evaluate first (study.enqueue, a list of configurations, --transfer), in order
 
     def view(self, history: list[Observation], iteration: int) -> tuple[list[Observation], Metric]:
         """The history and metric that proposers and rankers read at a step: the known results first, stopped
-        evaluations as ``stopped_as`` says, and in a run of several objectives, one number per evaluation (a
-        scalarisation whose weights change per step)."""
-        view = searcher_view([*self.known, *history], self.evaluator.metric, self.stopped_as, self.infeasible_as)
+        and infeasible evaluations as ``reading`` says, and in a run of several objectives, one number per evaluation
+        (a scalarisation whose weights change per step)."""
+        reading = self.reading
+        view = searcher_view([*self.known, *history], self.evaluator.metric, reading.stopped_as, reading.infeasible_as)
         objectives = self.evaluator.objectives
         if len(objectives) == 1:
             return view, self.evaluator.metric
-        return scalarised_view(view, objectives, self.rng(iteration, "weights"), self.infeasible_as, self.scalarisation)
+        return scalarised_view(
+            view, objectives, self.rng(iteration, "weights"), reading.infeasible_as, reading.scalarisation
+        )
 
     def propose(
         self, history: list[Observation], seen: set[str], rng: random.Random, n: int, iteration: int

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from langgraph.graph import END, START, StateGraph
 
-from agent.loops.common import Histories, Limits, Progress, RankingScaffold, step_end_nodes
+from agent.loops.common import Histories, Limits, Progress, RankingScaffold, Reading, step_end_nodes
 from agent.loops.state import SearchState
 from agent.runs.store import Observation, RunStore
 from agent.strategies.proposers import Proposer
@@ -43,9 +43,7 @@ class LoopParts(RankingScaffold):
     evaluate_many: Callable[[list[str]], Iterable[tuple[str, Outcome]]] | None = None
     target: float | None = None
     limits: Limits = field(default_factory=Limits)
-    stopped_as: str = "last"  # what searchers read of a stopped evaluation (common.searcher_view)
-    infeasible_as: str = "worst"  # and of an infeasible one
-    scalarisation: str = "fronts"  # and of several objectives
+    reading: Reading = field(default_factory=Reading)  # what searchers read of the history (common.Reading)
     known: list[Observation] = field(default_factory=list)  # --warm-start results (common.RankingScaffold)
     queue: list[str] = field(default_factory=list)  # codes to evaluate first
 

@@ -2,7 +2,7 @@
 
     python benchmarks/pareto.py [--tasks NAME,...] [--methods NAME,...] [--seeds 0-9] [--budget 100] [--out FILE]
     python benchmarks/pareto.py --constrained [--seeds 0-9] [--out FILE]
-    python benchmarks/pareto.py --summary FILE [FILE ...]
+    python benchmarks/pareto.py --summary FILE [FILE ...] [--methods FIRST,OTHER,...]   # FIRST paired against each
 
 Tables with real second objectives (no objective is made up):
 
@@ -216,8 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--summary", type=Path, nargs="+", help="print the summary of results files and stop")
     args = parser.parse_args(argv)
-    if args.summary:  # several files (one per task, or per method) are read as one
+    if args.summary:  # several files (one per task, or per method) are read as one; --methods: those, in order
         runs = [run for path in args.summary for run in json.loads(path.read_text())["runs"]]
+        if args.methods:
+            order = args.methods.split(",")
+            runs = sorted((r for r in runs if r["method"] in order), key=lambda r: order.index(r["method"]))
         print("\n".join(summary({"runs": runs}, "best_feasible" if "limit" in runs[0] else "hv_ratio")))
         return 0
     tasks, seeds = args.tasks.split(","), parse_seeds(args.seeds)

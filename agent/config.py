@@ -39,7 +39,7 @@ LOCAL_FOLDER_PREFIXES = ("local", "vllm", "inprocess")  # ranker specs naming a 
 COLLM_READS_LLM = ("model", "base_url", "timeout_s", "llm_retries", "llm_backoff_s")  # CoLLM-NAS's share of them
 STOPPED_AS = ("last", "worst", "omit")  # agent.loops.common.searcher_view
 INFEASIBLE_AS = ("worst", "omit")  # agent.loops.common.searcher_view
-SCALARISATIONS = ("fronts", "parego")  # agent.loops.common.scalarised_view
+SCALARISATIONS = ("auto", "epsilon", "fronts", "parego")  # agent.loops.common.scalarised_view
 STRATEGIES = ("lmsearcher", "collm")  # the LM-Searcher loop (loops/lmsearcher.py) or CoLLM-NAS (loops/collm.py)
 BACKENDS = ("local", "ray")
 MAX_COUNT = 10**9  # budgets, batches, pools, workers: far above any search, far below SQLite's integer limit
@@ -102,8 +102,11 @@ class SearchConfig:
         "--constraint on one is dropped before it is evaluated", group="task",
     )  # fmt: skip
     scalarisation: str = option(
-        "fronts", "a run of several objectives: the one number rankers read, fronts (the non-dominated layer first, "
-        "ParEGO's value within it) or parego (random Chebyshev weights per step alone)", group="task",
+        "auto", "a run of several objectives: the one number rankers read each step. epsilon: a front member drawn "
+        "per step sets limits on the other objectives and the score is the first one within them, the pool kept "
+        "inside where they are known before evaluating; fronts: the non-dominated layer first, ParEGO's value "
+        "within it; parego: random Chebyshev weights per step alone; auto: epsilon where every other objective is "
+        "known before evaluating (NAS-Bench-Graph, --known-before), fronts otherwise", group="task",
         choices=SCALARISATIONS,
     )  # fmt: skip
     infeasible_as: str = option(

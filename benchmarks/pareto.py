@@ -30,7 +30,9 @@ anyway (``evaluate_known_infeasible``), as Optuna's samplers do on their own: th
 ``inprocess+blind`` shows what dropping them buys the default. ``+omit`` shows the ranker an infeasible result
 without a score (``infeasible_as="omit"``) instead of as the worst finished score: ``inprocess+blind+omit``
 against ``inprocess+blind`` measures that marking. ``+parego`` reads several objectives through ParEGO's
-scalarisation alone instead of the default ``fronts`` rule (``+fronts``: the non-dominated layer first).
+scalarisation alone instead of the default, ``+fronts`` through the non-dominated layers first and ParEGO's value
+within them, ``+epsilon`` through a front member's box (``--scalarisation``). ``+known`` tells a table's search its
+parameters and FLOPs before evaluating (``--known-before``), as NAS-Bench-Graph always knows its own.
 """
 
 from __future__ import annotations
@@ -111,9 +113,11 @@ def run_search(task: dict[str, Any], metrics: list[str], method: str, seed: int,
     ranker, *flags = method.split("+")
     options = {"evaluate_known_infeasible": "blind" in flags, "infeasible_as": "omit" if "omit" in flags else "worst"}
     options = {"constraint": constraint, **options} if constraint else {}
-    for rule in ("fronts", "parego"):
+    for rule in ("fronts", "parego", "epsilon"):
         if rule in flags:
             options["scalarisation"] = rule
+    if "known" in flags and task["task"] == "table":  # NAS-Bench-Graph always knows its latency and parameters
+        options["known_before"] = [name.partition(":")[0] for name in metrics[1:]]
     config = SearchConfig.from_mapping({**task, "metric": metrics, "ranker": ranker, "budget": budget, "seed": seed,
                                         **options})  # fmt: skip
     search = Search(db)
@@ -183,14 +187,15 @@ def summary(document: dict[str, Any], key: str) -> list[str]:
     every = [t for t in dict.fromkeys(r["task"] for r in runs) if all(any(k[:2] == (t, m) for k in value)
                                                                         for m in methods)]  # fmt: skip
     means = {(t, m): statistics.fmean(v for k, v in value.items() if k[:2] == (t, m)) for t in every for m in methods}
-    lines = [f"{'task':<22}" + "".join(f"{m:>16}" for m in methods)]
+    width = {m: max(16, len(m) + 2) for m in methods}
+    lines = [f"{'task':<22}" + "".join(f"{m:>{width[m]}}" for m in methods)]
     ranks: dict[str, list[float]] = {m: [] for m in methods}
     for t in every:
         ordered = sorted(methods, key=lambda m: -means[t, m])
         for m in methods:
             ranks[m].append(1 + sum(means[t, other] > means[t, m] for other in methods))
-        lines.append(f"{t:<22}" + "".join(f"{means[t, m]:>16.4f}" for m in methods) + f"   best: {ordered[0]}")
-    lines.append(f"{'mean rank':<22}" + "".join(f"{statistics.fmean(ranks[m]):>16.2f}" for m in methods))
+        lines.append(f"{t:<22}" + "".join(f"{means[t, m]:>{width[m]}.4f}" for m in methods) + f"   best: {ordered[0]}")
+    lines.append(f"{'mean rank':<22}" + "".join(f"{statistics.fmean(ranks[m]):>{width[m]}.2f}" for m in methods))
     first = methods[0]
     for other in methods[1:]:
         pairs = [(v, value[t, other, seed]) for (t, m, seed), v in value.items()

@@ -30,6 +30,7 @@ class JudgedEvaluator(Evaluator):
         self.inner, self.constraints = inner, constraints
         self.known_functions = known_functions or {}  # reference -> function of the configuration (--known-before)
         self._failed_functions: set[str] = set()
+        self._known: dict[str, dict[str, float]] = {}  # known_before per code: a pool asks again at every step
         self.reject_early = reject_early  # False: candidates known to break a constraint are evaluated all the same
         self.space, self.metric = inner.space, inner.metric
         self.max_fidelity, self.resources, self.fidelity_option = (
@@ -84,7 +85,13 @@ class JudgedEvaluator(Evaluator):
 
     def known_before(self, ncode: str) -> dict[str, float]:
         """What the task knows of ``ncode`` unevaluated, and what each ``--known-before`` function computes from its
-        configuration. A function that raises tells nothing for that code (logged once per function)."""
+        configuration (a function of the configuration alone, so each code's values are computed once). A function
+        that raises tells nothing for that code (logged once per function)."""
+        if ncode not in self._known:
+            self._known[ncode] = self._compute_known(ncode)
+        return dict(self._known[ncode])
+
+    def _compute_known(self, ncode: str) -> dict[str, float]:
         known = dict(self.inner.known_before(ncode))
         for reference, function in self.known_functions.items():
             try:

@@ -283,7 +283,8 @@ def test_optuna_sampler_example_runs_in_two_processes_on_one_study(tmp_path):
     optuna_cli = str(Path(sys.executable).parent / "optuna")  # the venv's, as an activated venv finds it
     created = subprocess.run(create.replace("optuna", optuna_cli, 1).split(), cwd=folder, capture_output=True)
     assert created.returncode == 0, created.stderr[-2000:]
-    done = subprocess.run(["bash", "-c", run_both], cwd=folder, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # this venv's python
+    done = subprocess.run(["bash", "-c", run_both], cwd=folder, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("{'lr':") == 2
     study = optuna.load_study(study_name="mlp", storage=f"sqlite:///{folder / 'optuna-mlp.db'}")

@@ -23,7 +23,7 @@ from agent.strategies.proposers import ProposalContext, Proposer, known_feasible
 from agent.strategies.rankers import Decision, Ranker, RankRequest
 from tools.evaluator import Evaluator, Metric, Outcome
 from tools.ncode import SearchSpace, decode
-from tools.objectives import Objective, chebyshev_weights, front_layers, scalarised
+from tools.objectives import Constraint, Objective, broken, chebyshev_weights, front_layers, pareto_indices, scalarised
 
 FEASIBLE_DRAWS = 20  # pools' worth of codes drawn at most to fill one with codes that keep what is known before
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class Reading:
 
     stopped_as: str = "last"
     infeasible_as: str = "worst"
-    scalarisation: str = "fronts"
+    scalarisation: str = "auto"
 
 
 @dataclass
@@ -115,30 +115,49 @@ def scalarised_view(
     history: Sequence[Observation],
     objectives: Sequence[Objective],
     rng: random.Random,
-    infeasible_as: str = "worst",
-    rule: str = "fronts",
-) -> tuple[list[Observation], Metric]:
-    """A run of several objectives as one number per evaluation, which every ranker and proposer can read:
-    ParEGO's augmented Chebyshev scalarisation with weights drawn for this step. A stopped result (it has no
-    objective values) reads as the worst scalarised score, so rankers learn to avoid its neighbourhood; so does
-    an infeasible one, or it has no score with ``infeasible_as="omit"``. ``rule="fronts"`` (the default) puts the
-    non-dominated layer first (the front scores above every other point) and ParEGO's value within it;
-    ``rule="parego"``, ParEGO's value alone (BENCHMARKS.md §10 compares them)."""
-    weights = chebyshev_weights(len(objectives), rng)
+    infeasible_as: str,
+    rule: str,
+) -> tuple[list[Observation], Metric, list[Constraint]]:
+    """A run of several objectives as one number per evaluation, which every ranker and proposer can read, and the
+    step's own limits on the other objectives (only ``rule="epsilon"`` has any). A stopped result (it has no
+    objective values) reads as the worst score, so rankers learn to avoid its neighbourhood; so does an infeasible
+    one, or it has no score with ``infeasible_as="omit"``.
+
+    ``fronts``: the non-dominated layer first (the front scores above every other point) and, within a
+    layer, ParEGO's augmented Chebyshev value with weights drawn for this step. ``parego``: ParEGO's value alone.
+    ``epsilon``: a front member drawn for this step sets limits on the other objectives (each at least as good as
+    its own), and the score is the first objective inside them (its own value and direction), the worst outside: a
+    step looks for a result that beats that member in its own box. BENCHMARKS.md §10 compares them."""
     scored = [o for o in history if o.values is not None and o.status == "ok"]
     points = [[objective.utility(v) for objective, v in zip(objectives, o.values, strict=True)] for o in scored]
-    values = scalarised(points, weights) if points else []
-    if rule == "fronts" and points:  # ParEGO's values lie in [-(1 + RHO), 0]: layers 2 apart outrank later ones
-        values = [value - 2.0 * layer for value, layer in zip(values, front_layers(points), strict=True)]
+    limits: list[Constraint] = []
+    if rule == "epsilon" and points:  # the first objective as it is, in its own direction
+        anchor = points[rng.choice(pareto_indices(points))]
+        inside = [all(u >= a for u, a in zip(p[1:], anchor[1:], strict=True)) for p in points]
+        lowest = min(p[0] for p in points)
+        values = [p[0] if ok else lowest for p, ok in zip(points, inside, strict=True)]
+        limits = [
+            Constraint(o.name, ">=" if o.maximize else "<=", o.utility(a))
+            for o, a in zip(objectives[1:], anchor[1:], strict=True)
+        ]
+        within = ", ".join(c.spec() for c in limits)
+        metric = Metric(objectives[0].name, objectives[0].maximize, f"within {within}; outside, the worst value")
+    else:
+        weights = chebyshev_weights(len(objectives), rng)
+        values = scalarised(points, weights) if points else []
+        if rule == "fronts" and points:  # ParEGO's values lie in [-(1 + RHO), 0]: layers 2 apart outrank later ones
+            values = [value - 2.0 * layer for value, layer in zip(values, front_layers(points), strict=True)]
+        names = ", ".join(objective.spec() for objective in objectives)
+        weighted = f"ParEGO scalarisation, weights {[round(w, 3) for w in weights]}"
+        metric = Metric(f"chebyshev({names})", True, weighted)
     scalar = dict(zip((o.ncode for o in scored), values, strict=True))
     worst = min(scalar.values()) if scalar else None
     view = []
     for o in history:
         shown_worst = o.status == "stopped" or (o.status == "infeasible" and infeasible_as == "worst")
-        score = scalar.get(o.ncode, worst if shown_worst else None)
-        view.append(replace(o, score=None if score is None else round(score, 6)))
-    names = ", ".join(objective.spec() for objective in objectives)
-    return view, Metric(f"chebyshev({names})", True, f"ParEGO scalarisation, weights {[round(w, 3) for w in weights]}")
+        score = scalar.get(o.ncode, worst if shown_worst else None)  # a utility, shown in the metric's direction
+        view.append(replace(o, score=None if score is None else round(metric.utility(score), 6)))
+    return view, metric, limits
 
 
 @dataclass
@@ -274,33 +293,45 @@ class RankingScaffold(LoopScaffold):
     known: list[Observation]  # results from before the run (--warm-start): read, never evaluated, never counted
     queue: list[str]  # codes to evaluate first (study.enqueue, a list of configurations, --transfer), in order
 
-    def view(self, history: list[Observation], iteration: int) -> tuple[list[Observation], Metric]:
+    def view(self, history: list[Observation], iteration: int) -> tuple[list[Observation], Metric, list[Constraint]]:
         """The history and metric that proposers and rankers read at a step: the known results first, stopped
         and infeasible evaluations as ``reading`` says, and in a run of several objectives, one number per evaluation
-        (a scalarisation whose weights change per step)."""
+        (a scalarisation that changes per step) and the step's own limits on the other objectives, if any."""
         reading = self.reading
         view = searcher_view([*self.known, *history], self.evaluator.metric, reading.stopped_as, reading.infeasible_as)
         objectives = self.evaluator.objectives
         if len(objectives) == 1:
-            return view, self.evaluator.metric
-        return scalarised_view(
-            view, objectives, self.rng(iteration, "weights"), reading.infeasible_as, reading.scalarisation
-        )
+            return view, self.evaluator.metric, []
+        rule = reading.scalarisation
+        if rule == "auto":  # a box helps where the pool can be kept inside it (BENCHMARKS.md §10)
+            rule = "epsilon" if view and self.known_before_all(view[-1].ncode, objectives[1:]) else "fronts"
+        return scalarised_view(view, objectives, self.rng(iteration, "weights"), reading.infeasible_as, rule)
+
+    def known_before_all(self, code: str, objectives: Sequence[Objective]) -> bool:
+        """Whether the task knows every one of ``objectives`` of a code before evaluating it."""
+        known = self.evaluator.known_before(code)
+        return all(objective.name in known for objective in objectives)
 
     def propose(
         self, history: list[Observation], seen: set[str], rng: random.Random, n: int, iteration: int
     ) -> list[str]:
-        """Up to ``n`` candidates outside ``seen`` and the known results: queued codes first, while any wait."""
+        """Up to ``n`` candidates outside ``seen`` and the known results: queued codes first, while any wait. A step
+        with its own limits (``epsilon``) proposes only candidates known to keep them, when the draws find any."""
         seen = seen | {o.ncode for o in self.known}
         waiting = [code for code in self.queue if code not in seen]
         if waiting:
             return waiting[:n]
-        view, metric = self.view(history, iteration)
+        view, metric, limits = self.view(history, iteration)
 
         def draw(avoid: set[str], count: int) -> list[str]:
             space, objectives = self.evaluator.space, self.evaluator.objectives
             return self.proposer.propose(ProposalContext(space, metric, view, seen | avoid, rng, objectives), count)
 
+        if limits:
+            within = self.within_limits(limits)
+            inside, _ = known_feasible(draw, n, within, FEASIBLE_DRAWS * n)
+            if inside:
+                return inside
         pool, rejected = known_feasible(draw, n, self.evaluator.broken_before, FEASIBLE_DRAWS * n)
         if pool or not rejected:
             return pool
@@ -309,6 +340,15 @@ class RankingScaffold(LoopScaffold):
             "as they come, each recorded infeasible", len(rejected), rejected[0][1],
         )  # fmt: skip
         return draw(set(), n)
+
+    def within_limits(self, limits: list[Constraint]) -> Callable[[str], list[str]]:
+        """What a candidate breaks of the run's constraints and the step's limits, as far as known before."""
+
+        def breaks(code: str) -> list[str]:
+            known = self.evaluator.known_before(code)
+            return self.evaluator.broken_before(code) + broken([c for c in limits if c.name in known], known)
+
+        return breaks
 
     def decide(
         self, run_id: str, iteration: int, history: list[Observation], seen: set[str], pool: list[str], k: int
@@ -321,7 +361,7 @@ class RankingScaffold(LoopScaffold):
             self.store.record_decision(run_id, iteration, "queued", pool, decision)
             return decision
         repools = itertools.count(1)
-        view, metric = self.view(history, iteration)
+        view, metric, _ = self.view(history, iteration)
         request = RankRequest(
             self.evaluator.space, metric, view, pool, k, self.rng(iteration, "rank"),
             repool=lambda: self.propose(

@@ -288,6 +288,25 @@ def test_a_known_before_function_keeps_every_trial_under_the_limit_and_survives_
         create("lambda", known_before=[lambda config: {"params": 1}])
 
 
+def test_the_default_scalarisation_is_epsilon_where_the_other_objectives_are_known_before_and_fronts_elsewhere(
+    tmp_path,
+):
+    """``auto`` reads a front member's box where the pool can be kept inside it (params known before, here through
+    parameter_count) and the non-dominated layers elsewhere: each choice equals the named rule's, and the two rules
+    choose differently here (so the comparison can fail)."""
+
+    def codes(name: str, **options) -> list[str]:
+        with create_two_objective_study(tmp_path / f"{name}.db", budget=16, seed=4, **options) as study:
+            study.optimize()
+            return [t.ncode for t in study.history]
+
+    known = {"known_before": [objectives.parameter_count]}
+    assert codes("auto") == codes("fronts", scalarisation="fronts")
+    auto_known = codes("auto-known", **known)
+    assert auto_known == codes("epsilon-known", scalarisation="epsilon", **known)
+    assert auto_known != codes("fronts-known", scalarisation="fronts", **known)
+
+
 def test_directions_must_match_the_objectives(tmp_path):
     with pytest.raises(ConfigError, match="names 2 objectives but maximize= gives 3 directions"):
         Study.create(tmp_path / "s.db", SPACE, metric=["acc", "params"], maximize=[True, False, True])

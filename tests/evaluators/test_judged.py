@@ -113,6 +113,21 @@ def test_a_known_before_function_judges_constraints_before_and_fills_what_the_re
     assert caplog.text.count("--known-before tests.agent.objectives:broken_count failed on 330") == 1
 
 
+def test_a_codes_known_values_are_computed_once_however_often_a_pool_asks() -> None:
+    from tests.agent import objectives
+
+    options = TaskOptions(
+        space=space_definition(), objective=lambda config: 0.5, metric="acc", constraint=["params<=5000"],
+        known_before=["tests.agent.objectives:counted_parameters"],
+    )  # fmt: skip
+    evaluator = make_evaluator("objective", options)
+    objectives.COUNTED.clear()
+    for _ in range(3):
+        assert evaluator.broken_before("330") == ["params = 131072 breaks params<=5000"]
+        assert evaluator.known_before("010") == {"params": 1024.0}
+    assert len(objectives.COUNTED) == 2
+
+
 @pytest.mark.parametrize(
     ("known", "named"),
     [("params", "--known-before params names a table column, which only --task table has; for --task objective"),

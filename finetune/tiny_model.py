@@ -78,9 +78,12 @@ def factored_embeddings(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerF
         table[ids(list(string.digits))] = score
 
 
-def new_tiny(size: TinySize = TinySize()) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+def new_tiny(size: TinySize = TinySize(), seed: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """A fresh model and its tokenizer; the same ``seed`` gives the same weights (the caller's torch RNG untouched)."""
     tokenizer = build_tokenizer(size.max_positions)
-    model = build_model(tokenizer, size)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = build_model(tokenizer, size)
     factored_embeddings(model, tokenizer)
     return model, tokenizer
 

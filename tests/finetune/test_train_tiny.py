@@ -69,6 +69,19 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
     assert after < before - 0.5, (before, after)
 
 
+def test_a_new_model_is_the_same_for_a_seed_and_leaves_the_callers_rng_alone():
+    """The fixture's tiny model and `finetune tiny` start from the same weights in every process."""
+    torch.manual_seed(123)
+    expected_draw = torch.rand(1)
+    torch.manual_seed(123)
+    first, _ = new_tiny(SIZE)
+    assert torch.equal(torch.rand(1), expected_draw), "the caller's torch RNG is untouched"
+    again, other = new_tiny(SIZE)[0], new_tiny(SIZE, seed=1)[0]
+    weights = [(a, b, c) for a, b, c in zip(first.parameters(), again.parameters(), other.parameters(), strict=True)]
+    assert all(torch.equal(a, b) for a, b, _ in weights)
+    assert not all(torch.equal(a, c) for a, _, c in weights)
+
+
 def test_checkpoint_resume_continues_the_step_count(tmp_path):
     samples = tiny_samples(4)
     checkpoint = tmp_path / "train_state.pt"
@@ -78,7 +91,7 @@ def test_checkpoint_resume_continues_the_step_count(tmp_path):
     assert torch.load(checkpoint, weights_only=False)["step"] == 3
 
     lines: list[str] = []
-    model, tokenizer = new_tiny(SIZE)  # a fresh process would start from new weights and load the checkpoint
+    model, tokenizer = new_tiny(SIZE)  # as a fresh process would: the model built again, then the checkpoint
     again = train(model, tokenizer, samples, TrainOptions(steps=5, batch_size=2, log_every=1), checkpoint, lines.append)
     assert any("resumed" in line and "step 3" in line for line in lines)
     assert again["steps"] == 5

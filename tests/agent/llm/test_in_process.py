@@ -65,7 +65,7 @@ def test_a_pool_graded_in_one_pass_gets_the_answers_of_one_question_at_a_time(mo
             assert pooled.text == alone.text[0]
             assert pooled.expected_grade == pytest.approx(alone.expected_grade, abs=1e-4)
     # the questions get different grades: the tiny model's spread over about 1e-3 (at three decimals they could
-    # round to one value, depending on the process's hash seed), the shipped model's over several digits
+    # round to one value), the shipped model's over several digits
     assert len({round(c.expected_grade, 5) for c in together if c.expected_grade is not None}) > 1
     if model == "shipped":  # trained to answer one digit: its answers are complete's, word for word
         assert [c.text for c in together] == [c.text for c in one_at_a_time]

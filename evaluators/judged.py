@@ -16,7 +16,7 @@ from typing import Any
 
 from tools.evaluator import Evaluator, Outcome
 from tools.ncode import decode
-from tools.objectives import Constraint, Objective, broken, number_of
+from tools.objectives import Constraint, Objective, broken, broken_where_known, number_of
 from tools.reporting import Reporter
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class JudgedEvaluator(Evaluator):
         if not self.reject_early:
             return []
         known = self.known_before(ncode)
-        return broken([c for c in self.constraints if c.name in known], known)
+        return broken_where_known(self.constraints, known)
 
     def describe(self) -> str:
         also = ", ".join(o.spec() for o in self._objectives[1:])

@@ -109,6 +109,11 @@ def broken(constraints: Sequence[Constraint], values: Mapping[str, Any]) -> list
     return said
 
 
+def broken_where_known(constraints: Sequence[Constraint], known: Mapping[str, Any]) -> list[str]:
+    """The constraints on values known before evaluating that ``known`` breaks; the others wait for the result."""
+    return broken([c for c in constraints if c.name in known], known)
+
+
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     """Whether utilities ``a`` are at least as good as ``b`` everywhere and better somewhere."""
     return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))

@@ -23,7 +23,15 @@ from agent.strategies.proposers import ProposalContext, Proposer, known_feasible
 from agent.strategies.rankers import Decision, Ranker, RankRequest
 from tools.evaluator import Evaluator, Metric, Outcome
 from tools.ncode import SearchSpace, decode
-from tools.objectives import Constraint, Objective, broken, chebyshev_weights, front_layers, pareto_indices, scalarised
+from tools.objectives import (
+    Constraint,
+    Objective,
+    broken_where_known,
+    chebyshev_weights,
+    front_layers,
+    pareto_indices,
+    scalarised,
+)
 
 FEASIBLE_DRAWS = 20  # pools' worth of codes drawn at most to fill one with codes that keep what is known before
 log = logging.getLogger(__name__)
@@ -345,8 +353,7 @@ class RankingScaffold(LoopScaffold):
         """What a candidate breaks of the run's constraints and the step's limits, as far as known before."""
 
         def breaks(code: str) -> list[str]:
-            known = self.evaluator.known_before(code)
-            return self.evaluator.broken_before(code) + broken([c for c in limits if c.name in known], known)
+            return self.evaluator.broken_before(code) + broken_where_known(limits, self.evaluator.known_before(code))
 
         return breaks
 

@@ -240,14 +240,17 @@ def test_two_objectives_keep_a_pareto_front_of_feasible_trials(tmp_path):
     assert {t.ncode for t in front} == expected, "exactly the non-dominated"
 
 
-def test_a_two_objective_run_interrupted_resumes_exactly(tmp_path, monkeypatch):
-    """The ranker reads a scalarisation whose weights change per step, drawn from (seed, step): resumed, the
-    run draws the same weights and makes the same choices."""
-    with create_two_objective_study(tmp_path / "a.db") as study:
+@pytest.mark.parametrize("known", [False, True], ids=["fronts", "epsilon"])
+def test_a_two_objective_run_interrupted_resumes_exactly(tmp_path, monkeypatch, known):
+    """The ranker reads a scalarisation drawn from (seed, step): ParEGO's weights, or with the size known before
+    evaluating (``auto`` reads it as ``epsilon``) a front member's box. Resumed, the run draws the same and makes
+    the same choices."""
+    options = {"known_before": [objectives.parameter_count]} if known else {}
+    with create_two_objective_study(tmp_path / "a.db", **options) as study:
         study.optimize()
         uninterrupted = [(t.ncode, t.status, t.values) for t in study.history]
     monkeypatch.setenv("LMSEARCHER_TEST_CRASH", str(tmp_path / "crashed"))
-    with create_two_objective_study(tmp_path / "b.db") as study, pytest.raises(KeyboardInterrupt):
+    with create_two_objective_study(tmp_path / "b.db", **options) as study, pytest.raises(KeyboardInterrupt):
         study.optimize()
     with Study.load(tmp_path / "b.db", "mo") as study:
         assert len(study.history) == 6

@@ -11,7 +11,7 @@ Tables with real second objectives (no objective is made up):
   (max), parameters (min), FLOPs (min).
 
 Methods, each a real search (``Search.start``, ``--metric`` three times): ``inprocess`` (the default:
-LM-Searcher-tiny reading the ``fronts`` scalarisation), ``nearest-mean`` (its classical reader under the same
+LM-Searcher-tiny reading the default ``auto`` scalarisation), ``nearest-mean`` (its classical reader under the same
 scalarisation), ``nsga2`` and ``tpe`` (Optuna's NSGA-II and multi-objective TPE, which read every objective),
 and ``random``.
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from tools.evaluator import Evaluator, Outcome
 from tools.ncode import decode
-from tools.objectives import Constraint, Objective, broken, broken_where_known, number_of
+from tools.objectives import Constraint, Objective, broken, broken_where_known, excess_where_known, number_of
 from tools.reporting import Reporter
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,11 @@ class JudgedEvaluator(Evaluator):
             return []
         known = self.known_before(ncode)
         return broken_where_known(self.constraints, known)
+
+    def excess_before(self, ncode: str) -> float:
+        if not self.reject_early:
+            return 0.0
+        return excess_where_known(self.constraints, self.known_before(ncode))
 
     def describe(self) -> str:
         also = ", ".join(o.spec() for o in self._objectives[1:])

@@ -174,6 +174,20 @@ def grouped_lora_config(groups: Sequence[Sequence[str]], ranks: Sequence[int], *
     )
 
 
+def lora_parameter_count(model: torch.nn.Module, groups: Sequence[Sequence[str]], ranks: Sequence[int]) -> int:
+    """The parameters ``grouped_lora_config(groups, ranks)`` adds to ``model``, from its modules' shapes alone:
+    rank x (inputs + outputs) per linear module (LoRA's A and B, no bias). It is known before any training, so a
+    ``--constraint lora_params<=N`` drops a candidate before it costs a fine-tune."""
+    total = 0
+    for group, rank in zip(groups, ranks, strict=True):
+        for name in group:
+            module = model.get_submodule(name)
+            if not isinstance(module, torch.nn.Linear):
+                raise TypeError(f"LoRA module {name} is a {type(module).__name__}; only linear modules are counted")
+            total += int(rank) * (module.in_features + module.out_features)
+    return total
+
+
 def lora_ranks(model: torch.nn.Module, adapter: str = "default") -> dict[str, int]:
     """The rank of every LoRA module of a peft-wrapped model, by its name in the base model."""
     from peft.tuners.lora import LoraLayer

@@ -63,6 +63,7 @@ from evaluators.lora_common import (
     failures_as_errors,
     grad_scaler,
     grouped_lora_config,
+    lora_parameter_count,
     seed_everything,
     split_evenly,
     tiny_cpu_threads,
@@ -361,6 +362,10 @@ class SamLoraEvaluator(Evaluator):
     def ranks(self, ncode: str) -> list[int]:
         config = decode(self.space, ncode)
         return [int(config[slot.name]) for slot in self.space.slots]
+
+    def known_before(self, ncode: str) -> dict[str, float]:
+        """The LoRA's parameter count (``lora_params``): the ranks and the frozen model's shapes decide it."""
+        return {"lora_params": float(lora_parameter_count(self.model, self.groups, self.ranks(ncode)))}
 
     def build_lora(self, ncode: str) -> torch.nn.Module:
         """A fresh copy of the model with the NCode's LoRA (a peft model); the mask decoder is trainable."""

@@ -85,6 +85,10 @@ class Evaluator(ABC):
         run with constraints (evaluators.judged) has any."""
         return []
 
+    def excess_before(self, ncode: str) -> float:
+        """How far ``ncode`` is known to lie past the constraints before it is evaluated (0: none known broken)."""
+        return 0.0
+
     @property
     def objectives(self) -> list[Objective]:
         """What a run scores: its metric, then, in a run of several objectives, the others (evaluators.judged)."""

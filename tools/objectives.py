@@ -114,6 +114,17 @@ def broken_where_known(constraints: Sequence[Constraint], known: Mapping[str, An
     return broken([c for c in constraints if c.name in known], known)
 
 
+def excess_where_known(constraints: Sequence[Constraint], known: Mapping[str, Any]) -> float:
+    """How far the values known before evaluating lie past their constraints, each relative to its bound and summed:
+    0 when they keep every one. A repair walks a candidate down this (agent.strategies.proposers.repaired)."""
+    total = 0.0
+    for constraint in constraints:
+        value = number_of(known, constraint.name)
+        if value is not None and not constraint.holds(value):
+            total += constraint.violation(value) / (abs(constraint.bound) or 1.0)
+    return total
+
+
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     """Whether utilities ``a`` are at least as good as ``b`` everywhere and better somewhere."""
     return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))

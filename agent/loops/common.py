@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.runs.store import Observation, RunStore
-from agent.strategies.proposers import ProposalContext, Proposer, known_feasible
+from agent.strategies.proposers import ProposalContext, Proposer, known_feasible, repaired_pool
 from agent.strategies.rankers import Decision, Ranker, RankRequest
 from tools.evaluator import Evaluator, Metric, Outcome
 from tools.ncode import SearchSpace, decode
@@ -311,8 +311,10 @@ class RankingScaffold(LoopScaffold):
         if len(objectives) == 1:
             return view, self.evaluator.metric, []
         rule = reading.scalarisation
-        if rule == "auto":  # a box helps where the pool can be kept inside it (BENCHMARKS.md §10)
-            rule = "epsilon" if view and self.known_before_all(view[-1].ncode, objectives[1:]) else "fronts"
+        if rule == "auto":  # a box helps where the pool can be kept inside it (BENCHMARKS.md §10), and only whoever
+            # reads the one number: NSGA-II, TPE and random search read every objective or none, and stay as users know
+            boxed = bool(view) and (self.ranker.reads_scalarisation or self.proposer.reads_scalarisation)
+            rule = "epsilon" if boxed and self.known_before_all(view[-1].ncode, objectives[1:]) else "fronts"
         return scalarised_view(view, objectives, self.rng(iteration, "weights"), reading.infeasible_as, rule)
 
     def known_before_all(self, code: str, objectives: Sequence[Objective]) -> bool:
@@ -343,9 +345,14 @@ class RankingScaffold(LoopScaffold):
         pool, rejected = known_feasible(draw, n, self.evaluator.broken_before, FEASIBLE_DRAWS * n)
         if pool or not rejected:
             return pool
+        rejects = [code for code, _ in rejected]
+        pool = repaired_pool(rejects, n, self.evaluator.space, self.evaluator.excess_before, seen, rng)
+        if pool:
+            return pool
         log.warning(
-            "none of %d proposed codes keeps the constraints known before evaluation (%s); evaluating proposals "
-            "as they come, each recorded infeasible", len(rejected), rejected[0][1],
+            "none of %d proposed codes keeps the constraints known before evaluation (%s), and no one-slot changes "
+            "bring one inside; evaluating proposals as they come, each recorded infeasible", len(rejected),
+            rejected[0][1],
         )  # fmt: skip
         return draw(set(), n)
 

@@ -15,7 +15,7 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -104,8 +104,41 @@ def known_feasible(
     return found, rejected
 
 
+def repaired(code: str, space: SearchSpace, excess: Callable[[str], float], rng: random.Random) -> str | None:
+    """``code`` walked one slot at a time into the constraints known before evaluating: each move is the first
+    of its neighbours, in random order, that lies less far past them (``excess``), until none is broken. None when
+    no neighbour helps. Under a tight limit (small LoRA ranks, a parameter budget) random draws almost never keep
+    it, while a few moves from any draw do, and the walk stops just inside, where such limits usually bind."""
+    amount = excess(code)
+    while amount > 0:
+        moves = neighbours(space, code)
+        rng.shuffle(moves)
+        better = next(((move, after) for move in moves if (after := excess(move)) < amount), None)
+        if better is None:
+            return None
+        code, amount = better
+    return code
+
+
+def repaired_pool(
+    codes: Sequence[str], n: int, space: SearchSpace, excess: Callable[[str], float], avoid: set[str],
+    rng: random.Random,
+) -> list[str]:  # fmt: skip
+    """Up to ``n`` distinct codes outside ``avoid`` repaired from ``codes`` in order (see :func:`repaired`)."""
+    found: list[str] = []
+    for code in codes:
+        if len(found) == n:
+            break
+        fixed = repaired(code, space, excess, rng)
+        if fixed is not None and fixed not in avoid and fixed not in found:
+            found.append(fixed)
+    return found
+
+
 class Proposer(ABC):
     name: str
+    # whether it reads the one number a run of several objectives shows per step (agent.loops.common.scalarised_view)
+    reads_scalarisation: ClassVar[bool] = True
 
     @abstractmethod
     def propose(self, context: ProposalContext, n: int) -> list[str]: ...
@@ -115,6 +148,7 @@ class RandomProposer(Proposer):
     """Uniform unseen codes: the paper's inference pool (10 random candidates)."""
 
     name = "random"
+    reads_scalarisation = False
 
     def propose(self, context: ProposalContext, n: int) -> list[str]:
         return unseen_random(context, n, set())
@@ -293,6 +327,8 @@ class OptunaProposer(Proposer):
     that is invalid or already seen is asked again, and random codes fill up.
     Until ``startup_trials`` observations are scored, suggestions are random.
     """
+
+    reads_scalarisation = False  # a run of several objectives gives the sampler every one (``_study``)
 
     def __init__(self, startup_trials: int = 10) -> None:
         self.startup_trials = startup_trials

@@ -14,6 +14,7 @@ import statistics
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from agent.runs.store import Observation
 from prompts import near
@@ -52,6 +53,8 @@ class RankerStopped(RuntimeError):
 
 class Ranker(ABC):
     name: str
+    # whether it reads the one number a run of several objectives shows per step (agent.loops.common.scalarised_view)
+    reads_scalarisation: ClassVar[bool] = True
 
     @abstractmethod
     def rank(self, request: RankRequest) -> Decision: ...
@@ -65,6 +68,8 @@ class FirstRanker(Ranker):
     """Keeps the proposer's order: the ranker of proposer-driven baselines (evolution, TPE).
     ``name`` is the baseline's, so each recorded decision names what the user chose."""
 
+    reads_scalarisation = False
+
     def __init__(self, name: str = "first") -> None:
         self.name = name
 
@@ -76,6 +81,7 @@ class RandomRanker(Ranker):
     """A uniform pick: with a random pool this is random search."""
 
     name = "random"
+    reads_scalarisation = False
 
     def rank(self, request: RankRequest) -> Decision:
         chosen = request.rng.sample(request.pool, min(request.k, len(request.pool)))

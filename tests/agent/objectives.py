@@ -151,3 +151,16 @@ def counted_parameters(config: dict[str, Any]) -> dict[str, float]:
 
 def broken_count(config: dict[str, Any]) -> dict[str, float]:
     raise RuntimeError("a bug in the user's counting")
+
+
+RANKS_SPACE = {"name": "ranks", "slots": [{"name": "r", "options": [4, 8, 16], "repeat": 24}]}
+
+
+def rank_parameters(config: dict[str, Any]) -> dict[str, float]:
+    """A LoRA-like size: every rank adds parameters. Known from the configuration alone (``--known-before``)."""
+    return {"params": float(sum(config.values()))}
+
+
+def rank_quality(config: dict[str, Any]) -> dict[str, float]:
+    """More rank, better quality, with diminishing returns; reports the size as well."""
+    return {"quality": sum(math.log(rank) for rank in config.values()), **rank_parameters(config)}

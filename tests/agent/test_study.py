@@ -291,6 +291,29 @@ def test_a_known_before_function_keeps_every_trial_under_the_limit_and_survives_
         create("lambda", known_before=[lambda config: {"params": 1}])
 
 
+def test_a_limit_random_draws_never_keep_is_searched_by_repairing_the_draws(tmp_path, caplog):
+    """24 ranks under a size limit 4.6 standard deviations below a random draw's: no pool of random codes and
+    mutations holds one inside, so the drawn codes are walked inside (their size known before), and nothing over
+    the limit is trained. The control, without the size known before, trains every draw and records it infeasible."""
+
+    def create(name: str, **options) -> Study:
+        return Study.create(
+            tmp_path / f"{name}.db", objectives.RANKS_SPACE, objectives.rank_quality, metric=["quality", "params"],
+            maximize=[True, False], constraints=["params<=110"], run_id="r", ranker="random", budget=6, **options,
+        )  # fmt: skip
+
+    with create("control") as study:
+        study.optimize()
+        assert [t.status for t in study.history] == ["infeasible"] * 6
+    with create("known", known_before=[objectives.rank_parameters]) as study:
+        study.optimize()
+        assert [t.status for t in study.history] == ["ok"] * 6
+        sizes = [t.values[1] for t in study.history]
+        assert max(sizes) <= 110 and min(sizes) > 96, "inside, and not collapsed to the smallest code (96)"
+        assert len({t.ncode for t in study.history}) == 6
+    assert "evaluating proposals as they come" not in caplog.text
+
+
 def test_the_default_scalarisation_is_epsilon_where_the_other_objectives_are_known_before_and_fronts_elsewhere(
     tmp_path,
 ):
@@ -308,6 +331,24 @@ def test_the_default_scalarisation_is_epsilon_where_the_other_objectives_are_kno
     auto_known = codes("auto-known", **known)
     assert auto_known == codes("epsilon-known", scalarisation="epsilon", **known)
     assert auto_known != codes("fronts-known", scalarisation="fronts", **known)
+
+
+@pytest.mark.parametrize("ranker", ["random", "nsga2", "tpe"])
+def test_the_default_scalarisation_leaves_the_baselines_that_read_every_objective_or_none_as_users_know_them(
+    tmp_path, ranker
+):
+    """Random search, NSGA-II and TPE read no scalarisation, so ``auto`` draws them no box to keep their pools in,
+    even where the other objectives are known before (an explicit ``epsilon`` does: the control)."""
+
+    def codes(name: str, **options) -> list[str]:
+        options = {"known_before": [objectives.parameter_count], "ranker": ranker, **options}
+        with create_two_objective_study(tmp_path / f"{name}.db", budget=24, seed=1, **options) as study:
+            study.optimize()
+            return [t.ncode for t in study.history]
+
+    auto = codes("auto")
+    assert auto == codes("fronts", scalarisation="fronts")
+    assert auto != codes("epsilon", scalarisation="epsilon")
 
 
 def test_directions_must_match_the_objectives(tmp_path):

@@ -66,6 +66,8 @@ def test_each_group_gets_the_rank_its_slot_asks_for(evaluator, ncode):
     assert modules[f"base_model.model.{first}"].lora_A["default"].weight.shape[0] == wanted[0]
     assert modules[f"base_model.model.{first}"].scaling["default"] == 1.0  # alpha = rank
     assert not lora_ranks(evaluator.unet)  # the base UNet is never modified
+    built = sum(p.numel() for name, p in model.named_parameters() if "lora_" in name)
+    assert evaluator.known_before(ncode) == {"lora_params": built}, "the size is known before any training"
 
 
 def test_other_unets_are_cut_into_48_contiguous_groups():

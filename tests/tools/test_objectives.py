@@ -12,6 +12,7 @@ from tools.objectives import (
     broken,
     chebyshev_weights,
     dominates,
+    excess_where_known,
     front_layers,
     pareto_indices,
     parse_constraint,
@@ -41,6 +42,14 @@ def test_broken_names_each_constraint_with_its_value_and_a_missing_value_breaks_
     assert broken(limits, {"params": 250, "acc": float("nan")}) == [
         "params = 250 breaks params<=100", "acc missing (constraint acc>=0.5)",
     ]  # fmt: skip
+
+
+def test_the_excess_sums_how_far_known_values_lie_past_their_bounds_relative_to_each() -> None:
+    limits = [parse_constraint("params<=100"), parse_constraint("acc>=0.5"), parse_constraint("flops<0")]
+    assert excess_where_known(limits, {"params": 100, "acc": 0.9, "flops": -1}) == 0.0
+    assert excess_where_known(limits, {"params": 250}) == pytest.approx(1.5), "unknown values wait for the result"
+    assert excess_where_known(limits, {"params": 150, "acc": 0.25}) == pytest.approx(0.5 + 0.5)
+    assert excess_where_known(limits, {"flops": 2}) == pytest.approx(2.0), "a bound of 0 counts in its own units"
 
 
 def test_the_pareto_front_keeps_the_non_dominated_and_the_first_of_equals() -> None:

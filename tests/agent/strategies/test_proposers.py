@@ -6,6 +6,7 @@ import csv
 import itertools
 import random
 import sqlite3
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from agent.strategies.proposers import (
     known_feasible,
     local_search_centre,
     nearest,
+    repaired,
+    repaired_pool,
 )
 from tools.evaluator import Metric
 from tools.ncode import SearchSpace, Slot, from_indices, is_valid, neighbours, normalize, sample, to_indices
@@ -507,3 +510,35 @@ def test_known_feasible_draws_again_only_while_codes_are_rejected():
         [],
         [("z9", "z9 > 5")],
     )
+
+
+def digit_sum_over(limit: int, space: SearchSpace) -> Callable[[str], float]:
+    """A known-before excess: how far a code's option indices add up past ``limit``."""
+    return lambda code: max(0, sum(to_indices(space, code)) - limit) / limit
+
+
+def test_a_repair_walks_a_code_one_slot_at_a_time_just_inside_a_known_limit():
+    space = SearchSpace("ranks", tuple(Slot(f"r{i}", (4, 8, 16)) for i in range(24)))
+    excess = digit_sum_over(10, space)
+    rng = random.Random(0)
+    draws = [sample(space, rng) for _ in range(20)]
+    assert all(excess(code) > 0 for code in draws), "random draws break the limit (mean digit sum 24)"
+    for code in draws:
+        fixed = repaired(code, space, excess, random.Random(1))
+        indices = to_indices(space, fixed)
+        assert 9 <= sum(indices) <= 10, "it stops at the first code inside: one move (at most 2) from the limit"
+        assert all(a <= b for a, b in zip(indices, to_indices(space, code), strict=True)), "only moves that help"
+    assert repaired(draws[0], space, excess, random.Random(1)) == repaired(draws[0], space, excess, random.Random(1))
+    assert repaired(draws[0], space, digit_sum_over(10, space), random.Random(2)) != repaired(
+        draws[0], space, excess, random.Random(1)
+    ), "the rng orders the moves, so a pool of repairs spreads out"
+    assert repaired("0" * 24, space, excess, rng) == "0" * 24, "a code inside is kept as it is"
+
+
+def test_a_repair_that_no_move_helps_gives_up_and_the_pool_skips_the_seen_and_twins():
+    space = SearchSpace("ranks", tuple(Slot(f"r{i}", (4, 8, 16)) for i in range(4)))
+    assert repaired("2222", space, lambda code: 1.0, random.Random(0)) is None
+    excess = digit_sum_over(1, space)
+    pool = repaired_pool(["2000", "0200", "0020", "1000", "0002"], 3, space, excess, {"1000"}, random.Random(0))
+    assert len(pool) == 3 and len(set(pool)) == 3 and "1000" not in pool
+    assert all(excess(code) == 0 for code in pool)

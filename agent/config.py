@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from agent.strategies.scalarisations import RULES
 from agent.strategies.schedulers import SCHEDULERS
 from evaluators.registry import TaskOptions
 
@@ -39,7 +40,7 @@ LOCAL_FOLDER_PREFIXES = ("local", "vllm", "inprocess")  # ranker specs naming a 
 COLLM_READS_LLM = ("model", "base_url", "timeout_s", "llm_retries", "llm_backoff_s")  # CoLLM-NAS's share of them
 STOPPED_AS = ("last", "worst", "omit")  # agent.loops.common.searcher_view
 INFEASIBLE_AS = ("worst", "omit")  # agent.loops.common.searcher_view
-SCALARISATIONS = ("auto", "epsilon", "fronts", "parego")  # agent.loops.common.scalarised_view
+SCALARISATIONS = ("auto", *RULES)  # auto: chosen per step between two of them (agent.loops.common)
 STRATEGIES = ("lmsearcher", "collm")  # the LM-Searcher loop (loops/lmsearcher.py) or CoLLM-NAS (loops/collm.py)
 BACKENDS = ("local", "ray")
 MAX_COUNT = 10**9  # budgets, batches, pools, workers: far above any search, far below SQLite's integer limit

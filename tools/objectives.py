@@ -5,7 +5,7 @@ under their names. A constraint (``params<=5e6``) names a metric, or an objectiv
 result that breaks one is recorded as ``infeasible`` with all its values, and never enters the
 best or the Pareto front. The front is computed here, on utilities (higher is better whatever an
 objective's direction). Searchers that rank one number read the history through a rule that changes per
-decision (agent.loops.common.scalarised_view): a front member's box, the first objective scored within it
+decision (agent.strategies.scalarisations): a front member's box, the first objective scored within it
 (the epsilon-constraint method), or the non-dominated layers (:func:`front_layers`) with, within a layer, a
 random Chebyshev scalarisation (ParEGO, Knowles 2006).
 """

@@ -21,17 +21,10 @@ from typing import Any
 from agent.runs.store import Observation, RunStore
 from agent.strategies.proposers import ProposalContext, Proposer, known_feasible, repaired_pool
 from agent.strategies.rankers import Decision, Ranker, RankRequest
+from agent.strategies.scalarisations import scalarised_view
 from tools.evaluator import Evaluator, Metric, Outcome
 from tools.ncode import SearchSpace, decode
-from tools.objectives import (
-    Constraint,
-    Objective,
-    broken_where_known,
-    chebyshev_weights,
-    front_layers,
-    pareto_indices,
-    scalarised,
-)
+from tools.objectives import Constraint, Objective, broken_where_known
 
 FEASIBLE_DRAWS = 20  # pools' worth of codes drawn at most to fill one with codes that keep what is known before
 log = logging.getLogger(__name__)
@@ -41,7 +34,7 @@ log = logging.getLogger(__name__)
 class Reading:
     """What proposers and rankers read of the history (a run's --stopped-as, --infeasible-as and
     --scalarisation): a stopped evaluation and an infeasible one (:func:`searcher_view`), several objectives
-    (:func:`scalarised_view`)."""
+    (agent.strategies.scalarisations)."""
 
     stopped_as: str = "last"
     infeasible_as: str = "worst"
@@ -117,55 +110,6 @@ def searcher_view(
                 o = replace(o, score=worst)
         view.append(o)
     return view
-
-
-def scalarised_view(
-    history: Sequence[Observation],
-    objectives: Sequence[Objective],
-    rng: random.Random,
-    infeasible_as: str,
-    rule: str,
-) -> tuple[list[Observation], Metric, list[Constraint]]:
-    """A run of several objectives as one number per evaluation, which every ranker and proposer can read, and the
-    step's own limits on the other objectives (only ``rule="epsilon"`` has any). A stopped result (it has no
-    objective values) reads as the worst score, so rankers learn to avoid its neighbourhood; so does an infeasible
-    one, or it has no score with ``infeasible_as="omit"``.
-
-    ``fronts``: the non-dominated layer first (the front scores above every other point) and, within a
-    layer, ParEGO's augmented Chebyshev value with weights drawn for this step. ``parego``: ParEGO's value alone.
-    ``epsilon``: a front member drawn for this step sets limits on the other objectives (each at least as good as
-    its own), and the score is the first objective inside them (its own value and direction), the worst outside: a
-    step looks for a result that beats that member in its own box. BENCHMARKS.md §10 compares them."""
-    scored = [o for o in history if o.values is not None and o.status == "ok"]
-    points = [[objective.utility(v) for objective, v in zip(objectives, o.values, strict=True)] for o in scored]
-    limits: list[Constraint] = []
-    if rule == "epsilon" and points:  # the first objective as it is, in its own direction
-        anchor = points[rng.choice(pareto_indices(points))]
-        inside = [all(u >= a for u, a in zip(p[1:], anchor[1:], strict=True)) for p in points]
-        lowest = min(p[0] for p in points)
-        values = [p[0] if ok else lowest for p, ok in zip(points, inside, strict=True)]
-        limits = [
-            Constraint(o.name, ">=" if o.maximize else "<=", o.utility(a))
-            for o, a in zip(objectives[1:], anchor[1:], strict=True)
-        ]
-        within = ", ".join(c.spec() for c in limits)
-        metric = Metric(objectives[0].name, objectives[0].maximize, f"within {within}; outside, the worst value")
-    else:
-        weights = chebyshev_weights(len(objectives), rng)
-        values = scalarised(points, weights) if points else []
-        if rule == "fronts" and points:  # ParEGO's values lie in [-(1 + RHO), 0]: layers 2 apart outrank later ones
-            values = [value - 2.0 * layer for value, layer in zip(values, front_layers(points), strict=True)]
-        names = ", ".join(objective.spec() for objective in objectives)
-        weighted = f"ParEGO scalarisation, weights {[round(w, 3) for w in weights]}"
-        metric = Metric(f"chebyshev({names})", True, weighted)
-    scalar = dict(zip((o.ncode for o in scored), values, strict=True))
-    worst = min(scalar.values()) if scalar else None
-    view = []
-    for o in history:
-        shown_worst = o.status == "stopped" or (o.status == "infeasible" and infeasible_as == "worst")
-        score = scalar.get(o.ncode, worst if shown_worst else None)  # a utility, shown in the metric's direction
-        view.append(replace(o, score=None if score is None else round(metric.utility(score), 6)))
-    return view, metric, limits
 
 
 @dataclass

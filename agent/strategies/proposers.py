@@ -124,12 +124,15 @@ def repaired_pool(
     codes: Sequence[str], n: int, space: SearchSpace, excess: Callable[[str], float], avoid: set[str],
     rng: random.Random,
 ) -> list[str]:  # fmt: skip
-    """Up to ``n`` distinct codes outside ``avoid`` repaired from ``codes`` in order (see :func:`repaired`)."""
+    """Up to ``n`` distinct codes outside ``avoid`` repaired from ``codes`` in order (see :func:`repaired`). Gives
+    up after ``n`` walks that found no way inside: such a limit is then out of reach from the draws."""
     found: list[str] = []
+    stuck = 0
     for code in codes:
-        if len(found) == n:
+        if len(found) == n or stuck == n:
             break
         fixed = repaired(code, space, excess, rng)
+        stuck += fixed is None
         if fixed is not None and fixed not in avoid and fixed not in found:
             found.append(fixed)
     return found
@@ -137,7 +140,7 @@ def repaired_pool(
 
 class Proposer(ABC):
     name: str
-    # whether it reads the one number a run of several objectives shows per step (agent.loops.common.scalarised_view)
+    # whether it reads the one number a run of several objectives shows per step (agent.strategies.scalarisations)
     reads_scalarisation: ClassVar[bool] = True
 
     @abstractmethod

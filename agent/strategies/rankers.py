@@ -53,7 +53,7 @@ class RankerStopped(RuntimeError):
 
 class Ranker(ABC):
     name: str
-    # whether it reads the one number a run of several objectives shows per step (agent.loops.common.scalarised_view)
+    # whether it reads the one number a run of several objectives shows per step (agent.strategies.scalarisations)
     reads_scalarisation: ClassVar[bool] = True
 
     @abstractmethod

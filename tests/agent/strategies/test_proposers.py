@@ -538,6 +538,10 @@ def test_a_repair_walks_a_code_one_slot_at_a_time_just_inside_a_known_limit():
 def test_a_repair_that_no_move_helps_gives_up_and_the_pool_skips_the_seen_and_twins():
     space = SearchSpace("ranks", tuple(Slot(f"r{i}", (4, 8, 16)) for i in range(4)))
     assert repaired("2222", space, lambda code: 1.0, random.Random(0)) is None
+    walked: list[str] = []
+    out_of_reach = lambda code: walked.append(code) or 1.0  # noqa: E731
+    assert repaired_pool(["2222", "1111", "0000", "2020"], 2, space, out_of_reach, set(), random.Random(0)) == []
+    assert "1111" in walked and not {"0000", "2020"} & set(walked), "gives up after n walks found no way inside"
     excess = digit_sum_over(1, space)
     pool = repaired_pool(["2000", "0200", "0020", "1000", "0002"], 3, space, excess, {"1000"}, random.Random(0))
     assert len(pool) == 3 and len(set(pool)) == 3 and "1000" not in pool

@@ -11,11 +11,14 @@ space) is laid out as NCode slots as our numeric slots are: a categorical parame
 integer range every integer (at most 62) or ``levels`` values, a float range ``levels`` values, log-spaced where
 the distribution is. The finished trials, mapped to their nearest codes, are the history; our proposer fills a
 pool of codes no trial has (running trials of other processes included) and the ranker picks one, which becomes
-the trial's parameters. What the sampler cannot model falls back to Optuna's RandomSampler with a warning: the
-parameters a trial asks for that are not in every finished trial (a define-by-run space with conditions),
-and any trial once the space's codes are used up. Enqueued trials (``study.enqueue_trial``) keep their values;
-pruners and storages are Optuna's own. The ranker's decision of each trial is its user attribute
-``lmsearcher_decision`` (the ranker, the code, the pool, whether it fell back), which optuna-dashboard shows.
+the trial's parameters. A trial that sets a positive constraint (``trial.set_constraint("params", params -
+limit)``, Optuna 5's way; feasible at 0 or less) reads as an infeasible result, as in our own runs: the worst
+finished score, or no score with ``infeasible_as="omit"``. What the sampler cannot model falls back to Optuna's
+RandomSampler with a warning: the parameters a trial asks for that are not in every finished trial (a
+define-by-run space with conditions), and any trial once the space's codes are used up. Enqueued trials
+(``study.enqueue_trial``) keep their values; pruners and storages are Optuna's own. The ranker's decision of
+each trial is its user attribute ``lmsearcher_decision`` (the ranker, the code, the pool, whether it fell back),
+which optuna-dashboard shows.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from tools.ncode import MAX_LEVELS, Range, SearchSpace, Slot, decode, from_indic
 DECISION_KEY = "lmsearcher_decision"  # trial user attribute: what the ranker was shown and chose
 SAMPLER_OPTIONS = {
     "proposer", "pool_size", "random_fraction", "population", "sample_size", "gp_every", "history_cap", "stopped_as",
+    "infeasible_as",
     *(f.name for f in fields(SearchConfig) if f.metadata["group"] == "llm"),
 }  # fmt: skip
 
@@ -103,9 +107,11 @@ def code_of(space: SearchSpace, params: dict[str, Any]) -> str | None:
 
 
 def observation_of(trial: FrozenTrial, code: str) -> Observation:
-    """A finished trial as our searchers read it: a pruned trial as a stopped evaluation at its last report."""
+    """A finished trial as our searchers read it: a pruned trial as a stopped evaluation at its last report, and a
+    completed one with a positive constraint (Optuna's ``trial.set_constraint``) as an infeasible result."""
     if trial.state == TrialState.COMPLETE:
-        return Observation(trial.number, code, trial.value, "ok")
+        feasible = all(value <= 0 for value in trial.constraints.values())
+        return Observation(trial.number, code, trial.value, "ok" if feasible else "infeasible")
     if trial.state == TrialState.PRUNED and trial.intermediate_values:
         step = max(trial.intermediate_values)
         return Observation(trial.number, code, trial.intermediate_values[step], "stopped", fidelity=float(step))
@@ -211,7 +217,7 @@ class LMSearcherSampler(optuna.samplers.BaseSampler):
         metric = Metric(
             study.metric_names[0] if study.metric_names else "value", study.direction == StudyDirection.MAXIMIZE
         )
-        view = searcher_view(history, metric, self.config.stopped_as)
+        view = searcher_view(history, metric, self.config.stopped_as, self.config.infeasible_as)
         rng = random.Random(f"{self.seed}-{trial.number}")
         n = 1 if self.config.ranker in PROPOSER_DRIVEN else self.config.pool_size
         pool = self._proposer.propose(ProposalContext(space, metric, view, seen, rng), n)

@@ -112,6 +112,30 @@ def test_finished_trials_are_the_history_pruned_at_their_last_report_and_enqueue
     assert shown[1][0] == "0v57"
 
 
+@pytest.mark.parametrize("infeasible_as", ["worst", "omit"])
+def test_a_trial_over_a_constraint_it_sets_reads_as_infeasible_and_never_as_good(tmp_path, infeasible_as):
+    """Optuna 5's ``trial.set_constraint``: a completed trial over its limit reaches the ranker as an infeasible
+    result, with the worst finished score (or none), however good its own; Optuna's best trial stays feasible."""
+
+    def constrained(trial: optuna.Trial) -> float:
+        loss = objective(trial)
+        trial.set_constraint("depth", trial.params["depth"] - 3)  # depth <= 3
+        return loss
+
+    ranker = Recording()
+    sampler = LMSearcherSampler(ranker, seed=0, infeasible_as=infeasible_as)
+    study = optuna.create_study(direction="minimize", storage=storage(tmp_path), sampler=sampler)
+    study.optimize(constrained, n_trials=12)
+    finished = study.trials[:-1]
+    over = [t.params["depth"] > 3 for t in finished]
+    assert any(over) and not all(over)
+    worst = max(t.value for t, broke in zip(finished, over, strict=True) if not broke)
+    for (_, score, status), trial, broke in zip(ranker.histories[-1], finished, over, strict=True):
+        assert status == ("infeasible" if broke else "ok")
+        assert score == ((worst if infeasible_as == "worst" else None) if broke else trial.value)
+    assert study.best_trial.params["depth"] <= 3
+
+
 def test_a_conditional_parameter_falls_back_to_random_sampling_with_a_warning(tmp_path):
     def conditional(trial: optuna.Trial) -> float:
         depth = trial.suggest_int("depth", 1, 3)

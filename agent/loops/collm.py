@@ -42,7 +42,7 @@ from langgraph.graph import END, START, StateGraph
 from agent.llm.ranker import OPENAI_BASE_URL, ChatClient, LLMOptions, RankerSetupError, RankerUnavailable, _api_key
 from agent.loops.common import Histories, Limits, LoopScaffold, Progress, ranked, step_end_nodes
 from agent.runs.store import RunStore
-from agent.strategies.proposers import ProposalContext, known_feasible, unseen_random
+from agent.strategies.proposers import ProposalContext, known_feasible, repaired_pool, unseen_random
 from prompts.collm import generator_messages, navigator_round, navigator_start, task_description
 from tools.evaluator import Evaluator, Outcome
 from tools.ncode import SYMBOLS, decode, normalize, validate
@@ -240,11 +240,16 @@ def coordinator_note(round_row: dict[str, Any] | None) -> str:
 
 
 def feasible_random(context: ProposalContext, n: int, exclude: set[str], evaluator: Evaluator) -> list[str]:
-    """Up to ``n`` random unseen codes not known to break a constraint; after ``TOP_UP_DRAWS`` draws without
-    enough of them, the ones found (a constraint few codes keep, in a large space: the warning says so)."""
+    """Up to ``n`` random unseen codes not known to break a constraint: random draws, then, when ``TOP_UP_DRAWS``
+    of them hold too few, the rejected draws walked inside (``repaired_pool``); what is still short, the warning
+    says (a limit no one-slot walk reaches)."""
     found, rejected = known_feasible(
         lambda avoid, count: unseen_random(context, count, exclude | avoid), n, evaluator.broken_before, TOP_UP_DRAWS
     )
+    if len(found) < n and rejected:
+        avoid = context.seen | exclude | set(found)
+        rejects = [code for code, _ in rejected]
+        found += repaired_pool(rejects, n - len(found), context.space, evaluator.excess_before, avoid, context.rng)
     if len(found) < n and len(found) + len(rejected) >= TOP_UP_DRAWS:
         log.warning(
             "CoLLM-NAS: %d random draws found %d code(s) that keep the constraints, of %d wanted; the round is "

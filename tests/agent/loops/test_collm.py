@@ -17,7 +17,9 @@ import pytest
 from agent.cli.main import main
 from agent.driver import Search, SearchConfig
 from agent.llm.ranker import RankerSetupError, RankerUnavailable
+from agent.loops import collm
 from agent.loops.collm import parse_candidates
+from agent.strategies.proposers import ProposalContext
 from evaluators.registry import TaskOptions, make_evaluator
 from prompts.collm import GENERATOR_MARK, NAVIGATOR_MARK
 from tests.fake_openai import FakeOpenAI, collm_script
@@ -300,3 +302,14 @@ def test_candidates_known_to_break_a_constraint_are_rejected_before_evaluation(t
     note = requests_of(server, NAVIGATOR_MARK)[1]["messages"][-1]["content"]
     assert f"2 rejected before evaluation as infeasible ({heavy[0]}: params_m = " in note
     assert "params_m<=1.28 (a hard limit" in requests_of(server, NAVIGATOR_MARK)[0]["messages"][1]["content"]
+
+
+def test_top_ups_under_a_limit_random_draws_rarely_keep_are_walked_inside(monkeypatch, caplog) -> None:
+    """About 2 in 100 random NAS-Bench-Graph codes keep params_m<=0.57: with 20 draws allowed, random top-ups fall
+    short, so the rejected draws are walked inside and the round is full, every code under the limit."""
+    monkeypatch.setattr(collm, "TOP_UP_DRAWS", 20)
+    judged = make_evaluator("nas_bench_graph", TaskOptions(constraint=["params_m<=0.57"]))
+    context = ProposalContext(SPACE, judged.metric, [], set(), random.Random(0))
+    found = collm.feasible_random(context, 4, set(), judged)
+    assert len(set(found)) == 4 and all(judged.known_before(code)["params_m"] <= 0.57 for code in found)
+    assert "the round is smaller" not in caplog.text

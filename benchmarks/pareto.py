@@ -201,13 +201,28 @@ def summary(document: dict[str, Any], key: str) -> list[str]:
         pairs = [(v, value[t, other, seed]) for (t, m, seed), v in value.items()
                  if m == first and t in every and (t, other, seed) in value]  # fmt: skip
         better, worse = sum(a > b for a, b in pairs), sum(a < b for a, b in pairs)
-        lines.append(f"{first} vs {other}, paired: {better}/{len(pairs) - better - worse}/{worse} (better/level/worse)")
+        lines.append(
+            f"{first} vs {other}, paired: {better}/{len(pairs) - better - worse}/{worse} (better/level/worse)"
+            + significance([a - b for a, b in pairs], [means[t, first] - means[t, other] for t in every])
+        )
     if any("infeasible_evaluations" in r for r in runs):
         spent = {m: statistics.fmean(counted) for m in methods
                  if (counted := [r["infeasible_evaluations"] for r in runs
                                  if r["method"] == m and "infeasible_evaluations" in r])}  # fmt: skip
         lines.append("infeasible evaluations per run: " + ", ".join(f"{m} {v:.1f}" for m, v in spent.items()))
     return lines
+
+
+def significance(run_differences: list[float], task_differences: list[float]) -> str:
+    """Wilcoxon signed-rank tests of the differences, per run and per task's mean: how likely a margin this size
+    is between two methods that are level."""
+    from scipy.stats import wilcoxon
+
+    def p(differences: list[float]) -> str:
+        return f"{wilcoxon(differences).pvalue:.3f}" if sum(d != 0 for d in differences) > 1 else "-"
+
+    return (f"; Wilcoxon p = {p(run_differences)} over the {len(run_differences)} runs, {p(task_differences)} over "
+            f"the {len(task_differences)} tasks' means")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -220,7 +220,8 @@ def print_summary(result: RunResult, db: Path, wall_s: float, held_before: int |
     objectives = result.evaluator.objectives
     if len(objectives) > 1:  # no one best: the front
         table.add_row("objectives", ", ".join(objective.spec() for objective in objectives))
-        table.add_row("Pareto front", f"{result.front_size} configurations (python main.py show {result.run_id})")
+        size = f"{result.front_size} configuration{'' if result.front_size == 1 else 's'}"
+        table.add_row("Pareto front", f"{size} (python main.py show {result.run_id})")
     else:
         table.add_row("best NCode", str(result.best_ncode))
         table.add_row(f"best {run_metric.name}", "-" if result.best_score is None else f"{result.best_score:.4f}")

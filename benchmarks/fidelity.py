@@ -17,6 +17,9 @@ Methods (``--methods``):
 * ``ours-asha-g3``: the default ranker with ASHA from epoch 3 (``--min-fidelity 3``: rungs 3, 9).
 * ``ours-hyperband``: the default ranker with ``--scheduler hyperband``.
 * ``random-asha``: random search with our ASHA (Syne Tune's ASHA in our loop, as a check of the scheduler).
+* ``ours-asha-g3-rf2``, ``ours-asha-g3-rf4``, ``ours-asha-g3-omit``, ``ours-asha-g9``, ``ours-hyperband-g3``: other
+  settings around ``ours-asha-g3`` (reduction factor 2 or 4, stopped evaluations omitted, a first rung at epoch 9,
+  Hyperband from epoch 3).
 
 Every multi-fidelity run may spend 2,700 epochs (100 full trainings), which no run needs.
 
@@ -67,6 +70,12 @@ METHODS: dict[str, dict[str, Any]] = {
     "ours-asha-g3": {"ranker": "inprocess", "scheduler": "asha", "min_fidelity": 3},
     "ours-hyperband": {"ranker": "inprocess", "scheduler": "hyperband"},
     "random-asha": {"ranker": "random", "scheduler": "asha"},
+    # other settings around ours-asha-g3, none closer to the target (BENCHMARKS.md §9)
+    "ours-asha-g3-rf2": {"ranker": "inprocess", "scheduler": "asha", "min_fidelity": 3, "reduction_factor": 2},
+    "ours-asha-g3-rf4": {"ranker": "inprocess", "scheduler": "asha", "min_fidelity": 3, "reduction_factor": 4},
+    "ours-asha-g3-omit": {"ranker": "inprocess", "scheduler": "asha", "min_fidelity": 3, "stopped_as": "omit"},
+    "ours-asha-g9": {"ranker": "inprocess", "scheduler": "asha", "min_fidelity": 9},
+    "ours-hyperband-g3": {"ranker": "inprocess", "scheduler": "hyperband", "min_fidelity": 3},
 }
 
 

@@ -311,7 +311,13 @@ def test_a_limit_random_draws_never_keep_is_searched_by_repairing_the_draws(tmp_
         sizes = [t.values[1] for t in study.history]
         assert max(sizes) <= 110 and min(sizes) > 96, "inside, and not collapsed to the smallest code (96)"
         assert len({t.ncode for t in study.history}) == 6
+        walked = [t.ncode for t in study.history]
     assert "evaluating proposals as they come" not in caplog.text
+    with create("resumed", known_before=[objectives.rank_parameters]) as study:
+        study.optimize(budget=3)
+    with Study.load(tmp_path / "resumed.db", "r") as study:
+        study.optimize(budget=6)
+        assert [t.ncode for t in study.history] == walked, "walks are drawn from the step's seed: a resume repeats them"
 
 
 def test_the_default_scalarisation_is_epsilon_where_the_other_objectives_are_known_before_and_fronts_elsewhere(

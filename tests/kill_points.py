@@ -21,9 +21,11 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from agent.driver import Search, SearchConfig
 from agent.runs.store import RunStore
 
-WRITES = [(RunStore, name) for name in ("add_evaluation", "record_decision", "update_run", "prune_checkpoints")] + [
-    (SqliteSaver, name) for name in ("put", "put_writes")
-]
+STORE_WRITES = (
+    "add_evaluation", "record_decision", "update_run", "prune_checkpoints",
+    "add_pending", "clear_pending", "add_report", "clear_reports",  # the asynchronous loop's, and a scheduler's
+)  # fmt: skip
+WRITES = [(RunStore, name) for name in STORE_WRITES] + [(SqliteSaver, name) for name in ("put", "put_writes")]
 RUN_ID = "r"
 
 

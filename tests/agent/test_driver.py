@@ -44,11 +44,22 @@ def test_an_explicit_run_id_that_is_taken_is_refused_with_the_way_to_resume_it(t
         search.close()
 
 
-@pytest.mark.parametrize("ranker", ["local-search", "evolution"])
-def test_a_run_killed_after_any_write_resumes_to_the_uninterrupted_sequence(tmp_path, ranker):
+ASYNC_ASHA = {
+    "task": "objective", "objective": "tests.agent.objectives:learning_curve", "space": space_definition(),
+    "metric": "acc", "mode": "async", "workers": 1, "scheduler": "asha", "max_fidelity": 9,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"ranker": "local-search"}, {"ranker": "evolution"}, {"ranker": "evolution", **ASYNC_ASHA}],
+    ids=["local-search", "evolution", "async-asha"],
+)
+def test_a_run_killed_after_any_write_resumes_to_the_uninterrupted_sequence(tmp_path, config):
     """SIGKILL just after every write of a run (store or checkpoint), then resume: the same evaluations in
-    the same order. A kill between a node saving its result and the next checkpoint once restarted the step."""
-    config = {"ranker": ranker, "budget": 3, "seed": 1}
+    the same order. A kill between a node saving its result and the next checkpoint once restarted the step.
+    The asynchronous loop under ASHA too: its pending marks and intermediate reports are writes as well."""
+    config = {**config, "budget": 3, "seed": 1}
     done = subprocess.run(
         [sys.executable, "-m", "tests.kill_points", json.dumps(config), str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,

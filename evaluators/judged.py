@@ -10,6 +10,7 @@ the search process and in every worker alike.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,6 +21,7 @@ from tools.objectives import Constraint, Objective, broken, broken_where_known, 
 from tools.reporting import Reporter
 
 log = logging.getLogger(__name__)
+KNOWN_KEPT = 100_000  # codes whose known-before values are kept; past it, the older half is dropped (and recomputed)
 
 
 class JudgedEvaluator(Evaluator):
@@ -88,6 +90,9 @@ class JudgedEvaluator(Evaluator):
         configuration (a function of the configuration alone, so each code's values are computed once). A function
         that raises tells nothing for that code (logged once per function)."""
         if ncode not in self._known:
+            if len(self._known) >= KNOWN_KEPT:  # a long run's pools and repairs ask about ever more codes
+                for older in list(itertools.islice(self._known, KNOWN_KEPT // 2)):
+                    del self._known[older]
             self._known[ncode] = self._compute_known(ncode)
         return dict(self._known[ncode])
 

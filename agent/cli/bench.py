@@ -50,6 +50,8 @@ METHODS: dict[str, tuple[str, str | None, int, bool]] = {
     "llm-expected-evolution-pool": ("inprocess", "evolution", 10, False),
     # the ranker and Bayesian optimisation take turns (the GP's suggestion every 2nd step)
     "llm-expected-portfolio": ("inprocess", "portfolio", 10, False),
+    # the mixed pool with Bayesian optimisation's suggestion in it, for the ranker to take or leave
+    "llm-expected-mixed-gp-pool": ("inprocess", "mixed-gp", 10, False),
     # reference: the classical per-slot model an LLM reading grade prompts would emulate, at its best
     "additive-random-pool": ("additive", "random", 10, False),
     "additive-mixed-pool": ("additive", "mixed", 10, False),

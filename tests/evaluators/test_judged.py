@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import evaluators.judged
 from evaluators.judged import JudgedEvaluator
 from evaluators.registry import TaskOptions, make_evaluator
 from tests.agent.objectives import space_definition
@@ -126,6 +127,26 @@ def test_a_codes_known_values_are_computed_once_however_often_a_pool_asks() -> N
         assert evaluator.broken_before("330") == ["params = 131072 breaks params<=5000"]
         assert evaluator.known_before("010") == {"params": 1024.0}
     assert len(objectives.COUNTED) == 2
+
+
+def test_the_known_values_kept_are_bounded_and_the_oldest_dropped_first(monkeypatch) -> None:
+    from tests.agent import objectives
+
+    monkeypatch.setattr(evaluators.judged, "KNOWN_KEPT", 4)
+    options = TaskOptions(
+        space=space_definition(), objective=lambda config: 0.5, metric="acc", constraint=["params<=5000"],
+        known_before=["tests.agent.objectives:counted_parameters"],
+    )  # fmt: skip
+    evaluator = make_evaluator("objective", options)
+    objectives.COUNTED.clear()
+    codes = ["000", "010", "020", "030", "100"]  # the fifth drops the first two
+    for code in codes:
+        evaluator.known_before(code)
+    assert len(evaluator._known) == 3
+    evaluator.known_before("020")
+    assert len(objectives.COUNTED) == 5, "a code still kept is not computed again"
+    evaluator.known_before("000")
+    assert len(objectives.COUNTED) == 6, "a dropped one is"
 
 
 @pytest.mark.parametrize(

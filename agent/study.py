@@ -17,10 +17,11 @@ they record is the same run, and ``optimize`` may follow them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config import PROPOSER_DRIVEN, ConfigError, SearchConfig
 from agent.driver import Search, SearchError, make_proposer, make_strategy, task_options
@@ -37,7 +38,11 @@ from tools.evaluator import Evaluator, Outcome, scored_or_failed
 from tools.ncode import InvalidNCode, SearchSpace, decode, encode, normalize, validate
 from tools.spaces import space_to_dict
 
+if TYPE_CHECKING:
+    from agent.runs.mlflow_tracking import MlflowTracker
+
 Objective = Callable[[dict[str, Any]], Any]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,9 @@ class Study:
         self._evaluator: Evaluator | None = None
         self._asker: _AskParts | None = None  # built at the first ask
         self._orphans = list(search.store.pending(run_id))  # asked by an earlier process and never told
+        self._mlflow: MlflowTracker | None = None  # ask/tell's MLflow sync (``mlflow=``), made at the first tell
+        self._mlflow_sync: Callable[[Any], None] | None = None
+        self._mlflow_warned = False
 
     # -- creating and loading --------------------------------------------------------------------
 
@@ -159,7 +167,11 @@ class Study:
         return cls(search, run_id, objective, ranker)
 
     def close(self) -> None:
-        """Release the database and the ranker (a local model's server)."""
+        """Release the database and the ranker (a local model's server); a study told through ``tell`` with
+        ``mlflow=`` ends its MLflow parent run (a last sync, the front and the plots)."""
+        if self._mlflow is not None:
+            self._mlflow.close()
+            self._mlflow = None
         if self._asker is not None:
             self._asker.ranker.close()
             self._asker = None
@@ -185,6 +197,7 @@ class Study:
         if run["n_evaluations"] >= overrides.get("budget", run["budget"]):
             return
         objective = self._objective if callable(self._objective) else None
+        self._mlflow = self._mlflow_sync = None  # the search syncs MLflow itself; a later tell finds what it logged
         self._search.resume(self.run_id, on_progress, objective, self._ranker, **overrides)
 
     def ask(self) -> Trial:
@@ -246,8 +259,31 @@ class Study:
         if len(history) > store.get_run(self.run_id)["budget"]:
             store.update_run(self.run_id, budget=len(history))
         self._parts().record_step(self.run_id, history, [(code, outcome)])
+        self._sync_mlflow()
         config = decode(space, code)
         return Trial(code, config, outcome.score, outcome.status, outcome.metrics, outcome.error, outcome.values)
+
+    def _sync_mlflow(self) -> None:
+        """Told trials reach MLflow (``mlflow=``) as ``optimize``'s do, after each tell. MLflow that fails is said
+        once and tried again at a later tell; the trial is recorded in the run database either way."""
+        uri = self.config.mlflow
+        if uri is None:
+            return
+        from agent.runs.mlflow_tracking import TrackingError, track
+
+        if self._mlflow_sync is not None:
+            self._mlflow_sync(None)
+            return
+        try:
+            self._mlflow = track(uri, self._search.store, self.run_id)  # syncs what the run holds
+        except TrackingError as error:
+            if not self._mlflow_warned:
+                self._mlflow_warned = True
+                db = self._search.store.db.execute("PRAGMA database_list").fetchone()[2]
+                log.warning("%s; the trial is recorded, and MLflow is tried again at the next tell (python main.py "
+                            "mlflow --db %s --run-id %s logs what it lacks)", error, db, self.run_id)  # fmt: skip
+            return
+        self._mlflow_sync = self._mlflow.watching(None)
 
     def final(self, top: int = 3, fidelity: float | None = None, seeds: int = 3) -> list[FinalScore]:
         """The paper's final stage: train the ``top`` best finished configurations again (``trial.fidelity`` =

@@ -283,6 +283,47 @@ def test_a_study_logs_curves_and_a_pareto_front_to_a_local_store(tmp_path):
     assert {"acc", "params", "score"} <= set(children[0].data.metrics)
 
 
+def test_ask_and_tell_log_each_told_trial_and_a_later_optimize_adds_no_second_child(tmp_path):
+    """A study driven by the user's own loop (ask/tell) reaches MLflow after each tell, as optimize's do; optimize
+    after it and tells after that log each evaluation once; close ends the parent run."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    db = tmp_path / "s.db"
+    with Study.create(db, SPACE, objectives.accuracy, run_id="told", ranker="random", budget=4, mlflow=uri) as study:
+        for number in range(1, 3):
+            trial = study.ask()
+            study.tell(trial, objectives.accuracy(trial.config))
+            parent, children = logged(uri, "told")
+            assert [child.data.tags["ncode"] for child in children] == [t.ncode for t in study.history]
+            assert len(children) == number and parent.info.status == "RUNNING"
+        study.optimize()  # two more, logged by the search's own sync
+        trial = study.ask()
+        study.tell(trial, error="out of memory")  # a failed trial is logged too, with its status
+    parent, children = logged(uri, "told")
+    rows = evaluations(db, "told")
+    assert [child.data.tags["ncode"] for child in children] == [row["ncode"] for row in rows] and len(rows) == 5
+    assert [child.data.tags["status"] for child in children] == ["ok"] * 4 + ["failed"]
+    assert parent.info.status == "FINISHED"
+
+
+def test_a_tell_whose_mlflow_fails_records_the_trial_and_says_so_once(tmp_path, monkeypatch, caplog):
+    """MLflow failing after the study was created (simulated: the tracker cannot be made, as when the server went
+    away) costs no result: each tell is recorded, the failure said once, with the command that catches up."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def gone(*args: object) -> None:
+        raise TrackingError("MLflow at http://gone:5000 failed: connection refused")
+
+    with Study.create(tmp_path / "s.db", SPACE, objectives.accuracy, run_id="lost", mlflow=uri) as study:
+        monkeypatch.setattr("agent.runs.mlflow_tracking.track", gone)
+        with caplog.at_level(logging.WARNING, logger="agent.study"):
+            for _ in range(2):
+                trial = study.ask()
+                study.tell(trial, objectives.accuracy(trial.config))
+        assert len(study.history) == 2
+    warnings = [record.getMessage() for record in caplog.records if record.name == "agent.study"]
+    assert len(warnings) == 1 and "python main.py mlflow --db" in warnings[0] and "--run-id lost" in warnings[0]
+
+
 def test_a_password_in_the_uri_is_refused_and_a_missing_mlflow_named(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="MLFLOW_TRACKING_PASSWORD"):
         SearchConfig(mlflow="https://me:secret@mlflow.example.com").check()

@@ -29,12 +29,12 @@ from evaluators.registry import TaskOptions
 PROPOSER_DRIVEN = ("evolution", "tpe", "gp", "local-search", "nsga2")
 BASELINE_RANKERS = ("random", "additive", "nearest", "nearest-mean", *PROPOSER_DRIVEN)
 PROPOSERS = (
-    "random", "mutation", "mixed", "mixed-gp", "portfolio", "evolution", "tpe", "gp", "local-search", "nsga2",
-    "generate",
+    "random", "mutation", "mixed", "mixed-gp", "mixed-tpe", "portfolio", "evolution", "tpe", "gp", "local-search",
+    "nsga2", "generate",
 )  # fmt: skip
 DEFAULT_PROPOSER = "mixed"  # of the rankers that pick from a pool, but random search (BENCHMARKS.md §4, §8)
 LEGACY_DEFAULT_PROPOSER = "mixed"  # what runs stored without a proposer used (they stored None until 2026-12)
-MIXED_POOLS = ("mixed", "mixed-gp", "portfolio")  # the proposers that read --random-fraction
+MIXED_POOLS = ("mixed", "mixed-gp", "mixed-tpe", "portfolio")  # the proposers that read --random-fraction
 NEAREST_READERS = ("nearest", "nearest-mean")  # the baselines that read --history-cap
 LOCAL_FOLDER_PREFIXES = ("local", "vllm", "inprocess")  # ranker specs naming a model folder (the shipped one alone)
 COLLM_READS_LLM = ("model", "base_url", "timeout_s", "llm_retries", "llm_backoff_s")  # CoLLM-NAS's share of them
@@ -135,9 +135,9 @@ class SearchConfig:
     proposer: str | None = option(
         None,
         "candidate pool: mixed (the default but for --ranker random: random codes and mutations of the best), "
-        "random, mutation, mixed-gp (mixed plus a GP suggestion), portfolio (mixed, but every --gp-every-th step "
-        "Bayesian optimisation's suggestion alone), evolution, tpe, gp, local-search, nsga2 (tpe and gp are "
-        "multi-objective in a run of several objectives), generate",
+        "random, mutation, mixed-gp / mixed-tpe (mixed plus a GP / TPE suggestion), portfolio (mixed, but every "
+        "--gp-every-th step Bayesian optimisation's suggestion alone), evolution, tpe, gp, local-search, nsga2 "
+        "(tpe and gp are multi-objective in a run of several objectives), generate",
     )
     strategy: str = option(
         "lmsearcher", "lmsearcher (a ranker picks from a pool) or collm (CoLLM-NAS)", choices=STRATEGIES

@@ -8,6 +8,7 @@ NAS-Bench-Graph cora (the default task, whose evaluations are table lookups, so 
 * ``random``: no model (what the loop itself costs: proposing, the store, the LangGraph step);
 * ``inprocess``: the default, LM-Searcher-tiny grading a pool of 10 in one pass (``InProcessClient.grade_all``);
 * ``inprocess, one at a time``: the same model asked one question per candidate, as before grade_all;
+* ``inprocess, mixed pool + TPE``: the default model with TPE's suggestion in its pool (``--proposer mixed-tpe``);
 * ``tpe`` and ``gp``: our Optuna-backed baselines.
 
 Reported: median milliseconds per step (the first step, a model's loading, left out) and, for the model, the
@@ -30,7 +31,8 @@ from seeds import parse_seeds
 from agent.driver import Search, SearchConfig
 from agent.llm.in_process import InProcessClient
 
-RANKERS = ("random", "inprocess", "inprocess, one at a time", "tpe", "gp")
+RANKERS = ("random", "inprocess", "inprocess, one at a time", "inprocess, mixed pool + TPE", "tpe", "gp")
+PROPOSERS = {"inprocess, mixed pool + TPE": "mixed-tpe"}  # the others use their ranker's default pool
 
 
 def search(ranker: str, seed: int, budget: int) -> tuple[list[str], float]:
@@ -39,7 +41,13 @@ def search(ranker: str, seed: int, budget: int) -> tuple[list[str], float]:
         store = Search(Path(folder) / "runs.db")
         stamps: list[float] = []
         try:
-            config = SearchConfig(task="nas_bench_graph", ranker=ranker.split(",")[0], budget=budget, seed=seed)
+            config = SearchConfig(
+                task="nas_bench_graph",
+                ranker=ranker.split(",")[0],
+                proposer=PROPOSERS.get(ranker),
+                budget=budget,
+                seed=seed,
+            )
             result = store.start(config, on_progress=lambda _: stamps.append(time.perf_counter()))
             codes = [row["ncode"] for row in store.store.evaluations(result.run_id)]
         finally:

@@ -88,6 +88,7 @@ METHODS = {
     "nearest-mean (fractional grades), mixed pool": Method("nearest-mean", "mixed"),
     "nearest-mean, mixed pool + GP": Method("nearest-mean", "mixed-gp"),
     "LM-Searcher-tiny, mixed pool + GP": Method("inprocess", "mixed-gp"),
+    "LM-Searcher-tiny, mixed pool + TPE": Method("inprocess", "mixed-tpe"),
     "LM-Searcher-tiny, portfolio (GP every 3rd step)": Method("inprocess", "portfolio", gp_every=3),
     "nearest-mean, portfolio (GP every 2nd step)": Method("nearest-mean", "portfolio"),
     "LM-Searcher-tiny, mixed pool, 30 % random": Method("inprocess", "mixed", random_fraction=0.3),

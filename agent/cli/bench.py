@@ -52,6 +52,7 @@ METHODS: dict[str, tuple[str, str | None, int, bool]] = {
     "llm-expected-portfolio": ("inprocess", "portfolio", 10, False),
     # the mixed pool with Bayesian optimisation's suggestion in it, for the ranker to take or leave
     "llm-expected-mixed-gp-pool": ("inprocess", "mixed-gp", 10, False),
+    "llm-expected-mixed-tpe-pool": ("inprocess", "mixed-tpe", 10, False),
     # reference: the classical per-slot model an LLM reading grade prompts would emulate, at its best
     "additive-random-pool": ("additive", "random", 10, False),
     "additive-mixed-pool": ("additive", "mixed", 10, False),

@@ -465,20 +465,18 @@ class NSGA2Proposer(OptunaProposer):
 
 
 class GuidedMixedProposer(Proposer):
-    """A mixed pool with Bayesian optimisation's suggestion in it: one code from the GP (:class:`GPProposer`)
-    once it has its ``startup_trials`` scores, the rest a :class:`MixedProposer` pool.
+    """A mixed pool with a model-based sampler's suggestion in it: one code from ``guide`` (Optuna's GP by
+    default, or TPE) once it has its ``startup_trials`` scores, the rest a :class:`MixedProposer` pool.
 
-    Why: the GP proposes the code of highest expected improvement over the whole space, which neither
-    random codes nor one-slot mutations reach, and the ranker still decides. Measured in BENCHMARKS.md §8:
-    it helps the classical readers (``nearest-mean``), not LM-Searcher-tiny, so it is an option, not the
-    default. Each step pays for one GP fit (a fraction of a second at 100 observations).
+    Why: the sampler proposes a code from a model of the whole space, which neither random codes nor one-slot
+    mutations reach, and the ranker still decides. Measured in BENCHMARKS.md §8 and §16. Each step pays for
+    one fit of the guide: a fraction of a second for the GP at 100 observations, milliseconds for TPE (§14).
     """
 
-    name = "mixed-gp"
-
-    def __init__(self, random_fraction: float) -> None:
-        self.guide = GPProposer()
+    def __init__(self, random_fraction: float, guide: OptunaProposer | None = None) -> None:
+        self.guide = guide if guide is not None else GPProposer()
         self.mixed = MixedProposer(random_fraction)
+        self.name = f"mixed-{self.guide.name}"
 
     def propose(self, context: ProposalContext, n: int) -> list[str]:
         guide = self.guide.propose(context, min(1, n)) if self.guide.fitted(context.history) else []
@@ -532,7 +530,8 @@ PROPOSERS: dict[str, Callable[[SearchConfig], Proposer]] = {  # built from the r
     "random": lambda config: RandomProposer(),
     "mutation": lambda config: MutationProposer(),
     "mixed": lambda config: MixedProposer(config.random_fraction),
-    "mixed-gp": lambda config: GuidedMixedProposer(config.random_fraction),
+    "mixed-gp": lambda config: GuidedMixedProposer(config.random_fraction, GPProposer()),
+    "mixed-tpe": lambda config: GuidedMixedProposer(config.random_fraction, TPEProposer()),
     "portfolio": lambda config: PortfolioProposer(config.random_fraction, config.gp_every),
     "evolution": lambda config: EvolutionProposer(config.population, config.sample_size),
     "tpe": lambda config: TPEProposer(),

@@ -205,23 +205,29 @@ def test_mixed_pool_without_history_is_random():
     assert all(is_valid(space, code) for code in pool)
 
 
-def test_guided_mixed_pool_holds_the_gp_suggestion_once_the_gp_has_its_start_up_scores():
+@pytest.mark.parametrize("guide", [GPProposer, TPEProposer])
+def test_guided_mixed_pool_holds_the_guides_suggestion_once_it_has_its_start_up_scores(guide):
     space = nb201_space()
     history = make_history(space, 12, seed=4)
-    pool = GuidedMixedProposer(random_fraction=0.5).propose(context(space, history, 5), 10)
-    suggestion = GPProposer().propose(context(space, history, 5), 1)  # the same rng state: the same GP
+    pool = GuidedMixedProposer(random_fraction=0.5, guide=guide()).propose(context(space, history, 5), 10)
+    suggestion = guide().propose(context(space, history, 5), 1)  # the same rng state: the same suggestion
     assert len(pool) == len(set(pool)) == 10
     assert set(suggestion) <= set(pool)
     rest = MixedProposer(random_fraction=0.5).propose(context(space, history, 5, extra_seen=suggestion), 9)
-    assert set(pool) - set(suggestion) != set(rest)  # the GP consumed rng draws, so the rest differs...
+    assert set(pool) - set(suggestion) != set(rest)  # the guide consumed rng draws, so the rest differs...
     assert all(is_valid(space, code) for code in pool)  # ...but stays a valid mixed pool (contract tests)
 
 
-def test_guided_mixed_pool_is_a_mixed_pool_until_the_gp_can_fit():
+@pytest.mark.parametrize("guide", [GPProposer, TPEProposer])
+def test_guided_mixed_pool_is_a_mixed_pool_until_the_guide_can_fit(guide):
     space = nb201_space()
-    history = make_history(space, 9, seed=4)  # one score short of GPProposer's 10 start-up trials
-    guided = GuidedMixedProposer(random_fraction=0.5).propose(context(space, history, 6), 10)
+    history = make_history(space, 9, seed=4)  # one score short of the guides' 10 start-up trials
+    guided = GuidedMixedProposer(random_fraction=0.5, guide=guide()).propose(context(space, history, 6), 10)
     assert set(guided) == set(MixedProposer(random_fraction=0.5).propose(context(space, history, 6), 10))
+
+
+def test_guided_mixed_pools_are_named_by_their_guide():
+    assert [PROPOSERS[name](SearchConfig()).name for name in ("mixed-gp", "mixed-tpe")] == ["mixed-gp", "mixed-tpe"]
 
 
 def test_portfolio_gives_the_gp_every_third_step_once_it_has_its_start_up_scores():

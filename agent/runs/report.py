@@ -274,6 +274,14 @@ def export_run(store: RunStore, run_id: str, fmt: str) -> str:
         curves = store.curves(run_id)
         if curves:  # what each evaluation reported as it ran: {ncode: [[step, value], ...]}
             document["reports"] = curves
+        for kind in ("known", "queued"):  # results the run started from (warm_start=), codes evaluated first
+            rows = store.warm_starts(run_id, kind)
+            if rows:
+                document[kind] = [{key: value for key, value in row.items() if key not in ("id", "run_id", "kind")}
+                                  for row in rows]  # fmt: skip
+        finals = [row for fidelity in store.final_fidelities(run_id) for row in store.finals(run_id, fidelity)]
+        if finals:  # the final stage: each configuration trained again, per seed and fidelity
+            document["finals"] = _decoded(finals, "metrics")
         if store.llm_calls(run_id):  # CoLLM-NAS
             document.update(
                 llm_calls=store.llm_calls(run_id),

@@ -135,6 +135,30 @@ def test_json_export_holds_values_not_json_strings(store):
     assert document["collm_rounds"][0]["proposed"] == ["00667", "bad"]
     assert document["collm_rounds"][0]["chosen"] == ["00667"]
     assert document["evaluations"][0]["config"] == {"slot": "00667"}
+    assert "known" not in document and "queued" not in document and "finals" not in document  # none in this run
+
+
+def test_json_export_holds_the_warm_starts_and_the_final_stage(store):
+    """What the run started from (known results, codes queued first) and its final stage travel with the export,
+    so a JSON file alone says where a run's best came from."""
+    add_run(store)
+    add_evaluations(store, ["00667"])
+    store.add_warm_starts("r1", [
+        {"kind": "known", "source": "old.db:r0", "ncode": "11111", "config": {"slot": "11111"}, "score": 0.7,
+         "status": "ok", "metrics": {"score": 0.7}},
+        {"kind": "queued", "source": "enqueue", "ncode": "22222", "config": {"slot": "22222"}, "status": "queued"},
+    ])  # fmt: skip
+    for seed in (1, 2):
+        store.add_final("r1", "00667", seed, 27.0, Outcome(0.9 + seed / 100, {"val_acc": 0.9 + seed / 100}, 3.0))
+    document = json.loads(export_run(store, "r1", "json"))
+    assert [(row["source"], row["ncode"], row["score"]) for row in document["known"]] == [("old.db:r0", "11111", 0.7)]
+    assert document["known"][0]["config"] == {"slot": "11111"} and document["known"][0]["metrics"] == {"score": 0.7}
+    assert [row["ncode"] for row in document["queued"]] == ["22222"]
+    assert [(row["seed"], row["fidelity"], row["score"]) for row in document["finals"]] == [
+        (1, 27.0, 0.91),
+        (2, 27.0, 0.92),
+    ]
+    assert document["finals"][0]["metrics"] == {"val_acc": 0.91}
 
 
 def write_table(folder: Path) -> SearchConfig:

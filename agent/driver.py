@@ -30,6 +30,7 @@ from evaluators.registry import TaskOptions, make_evaluator
 from tools.evaluator import Evaluator, Outcome
 from tools.evaluator_tool import make_evaluator_tool
 from tools.ncode import SearchSpace
+from tools.objectives import parse_constraint, parse_objective
 
 Objective = Callable[[dict[str, Any]], Any] | None  # a Python objective given as a function
 
@@ -44,6 +45,27 @@ def task_options(config: SearchConfig, objective: Objective = None) -> TaskOptio
 
 class SearchError(RuntimeError):
     """A search that cannot start or go on; the message names the problem and the fix."""
+
+
+def metric_problem(config: SearchConfig, evaluator: Evaluator) -> str | None:
+    """Why a new run's metrics are not what its task reports, before any evaluation is spent on them: a first
+    ``--metric`` or direction the task does not score (it would be ignored), or an objective or constraint on a
+    metric that a task knowing its metrics never gives (every evaluation would fail)."""
+    metric, task = evaluator.metric, f"--task {config.task}"
+    if config.metric is not None and config.metric != metric.name:
+        return (f"--metric {config.metric}: {task} scores {metric.name}; give --metric {metric.name} first (or leave "
+                "it out), then each further objective as --metric NAME:min or NAME:max")  # fmt: skip
+    if config.minimize and metric.maximize:
+        return f"--minimize: {task} maximizes {metric.name}; drop --minimize (or :min)"
+    names = evaluator.metric_names()
+    if names is None:
+        return None
+    wanted = [(f"--metric {spec}", parse_objective(spec).name) for spec in config.objectives]
+    wanted += [(f"--constraint {spec}", parse_constraint(spec).name) for spec in config.constraint]
+    for given, name in wanted:
+        if name not in names:
+            return f"{given}: {task} reports no {name!r}; its metrics are {', '.join(sorted(names))}"
+    return None
 
 
 def make_proposer(config: SearchConfig, ranker: Ranker) -> Proposer:
@@ -133,6 +155,9 @@ class Search:
         """Record a new run of ``config`` (status ``created``) without searching yet; returns its id. An option
         the run would not read is refused here, not in ``check``: runs stored before that rule still resume."""
         config.check_new()
+        problem = metric_problem(config, evaluator)
+        if problem:
+            raise SearchError(problem)
         if config.mlflow is not None:  # MLflow that cannot be used fails now, before the run exists
             from agent.runs.mlflow_tracking import connect, tracking_uri
 

@@ -383,6 +383,7 @@ class _AskParts(RankingScaffold):
     reading: Reading = field(default_factory=Reading)
     known: list[Observation] = field(default_factory=list)
     queue: list[str] = field(default_factory=list)
+    dropped: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # common.RankingScaffold
 
 
 class _AskTellOnly(ObjectiveEvaluator):

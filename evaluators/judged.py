@@ -50,6 +50,10 @@ class JudgedEvaluator(Evaluator):
             raise AttributeError(name)
         return getattr(self.inner, name)
 
+    def metric_names(self) -> frozenset[str] | None:
+        """The task's, unless a --known-before function may add any name."""
+        return None if self.known_functions else self.inner.metric_names()
+
     def evaluate(self, ncode: str) -> Outcome:
         return self.evaluate_reporting(ncode, Reporter())
 

@@ -40,6 +40,9 @@ class NasBenchGraphEvaluator(Evaluator):
         row = self._row(ncode)
         return {"test_acc": float(row["perf"]), "params_m": float(row["para"])}
 
+    def metric_names(self) -> frozenset[str]:
+        return frozenset({self.metric.name, "latency_s", "test_acc", "params_m"})
+
     def known_before(self, ncode: str) -> dict[str, float]:
         """The parameter count and the measured inference latency: both come from the architecture, not training."""
         row = self._row(ncode)

@@ -48,6 +48,9 @@ class NB201Evaluator(Evaluator):
     def evaluate(self, ncode: str) -> Outcome:
         return Outcome(score=float(self._row(ncode)["val_acc_200"]))
 
+    def metric_names(self) -> frozenset[str]:
+        return frozenset({self.metric.name, "test_acc", "rank"})
+
     def final_metrics(self, ncode: str) -> dict[str, Any]:
         row = self._row(ncode)
         return {"test_acc": float(row["test_acc_200"]), "rank": int(row["rank"])}

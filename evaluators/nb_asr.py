@@ -263,6 +263,10 @@ class NBASREvaluator(Evaluator):
         metrics = {"model_hash": key, "seeds": row["seeds"], **self.extra.get(key, {})}
         return Outcome(score=row["val_per"], metrics=metrics)
 
+    def metric_names(self) -> frozenset[str]:
+        extra = {name for metrics in self.extra.values() for name in metrics}
+        return frozenset({self.metric.name, "model_hash", "seeds", "test_per", "arch_vec", *extra})
+
     def final_metrics(self, ncode: str) -> dict[str, Any]:
         key, row = self.row(ncode)
         return {"test_per": row["test_per"], "arch_vec": str(arch_vector(self.space, ncode)), **self.extra.get(key, {})}

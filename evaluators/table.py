@@ -166,6 +166,11 @@ class TableEvaluator(Evaluator):
                 )
         return tuple(names)
 
+    def metric_names(self) -> frozenset[str]:
+        """The table's columns (a row may lack some), but the slots'."""
+        columns = {key for row in self.rows.values() for key in row}
+        return frozenset(columns - {"ncode", *(slot.name for slot in self.space.slots)} | {self.metric.name})
+
     def known_before(self, ncode: str) -> dict[str, float]:
         row = self.rows.get(ncode, {})
         found = {name: _number(row.get(name)) for name in self.known_columns}

@@ -75,6 +75,12 @@ class Evaluator(ABC):
     def final_metrics(self, ncode: str) -> dict[str, Any]:
         return {}
 
+    def metric_names(self) -> frozenset[str] | None:
+        """Every metric a result of this task can give (its score, other metrics, final-report metrics, what it
+        knows before), where the task knows them without evaluating (a table); None where only a result tells
+        (a command, an objective, a training task). A new run naming another is refused before it starts."""
+        return None
+
     def known_before(self, ncode: str) -> dict[str, float]:
         """Metrics the code alone determines, known without evaluating it (a table's parameter count, a measured
         latency): a constraint on one of them rejects a candidate before any budget is spent on it."""

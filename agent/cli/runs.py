@@ -202,9 +202,9 @@ def run_show(argv: list[str]) -> int:
             if rows:
                 first = f"{rows[0]['ncode']}: {rows[0]['error']}"
                 out.print(f"{len(rows)} {status} evaluation(s); first: {first}", markup=False, highlight=False)
-        stopped = stopped_summary(evaluations)
-        if stopped:
-            out.print(stopped, markup=False, highlight=False)
+        for line in (stopped_summary(evaluations), dropped_summary(store.decisions(args.run_id))):
+            if line:
+                out.print(line, markup=False, highlight=False)
         objectives = run_objectives(run)
         if len(objectives) > 1:
             caption, front = front_table(evaluations, objectives)
@@ -322,6 +322,20 @@ def stopped_summary(evaluations: list[dict[str, Any]]) -> str:
     ordered = sorted(at.items(), key=lambda item: item[0] or 0)
     where = ", ".join(f"{count} at step {step_text(step)}" for step, count in ordered)
     return f"{sum(at.values())} evaluation(s) stopped early by the scheduler: {where}"
+
+
+def dropped_summary(decisions: list[dict[str, Any]]) -> str:
+    """The configurations the pools drew and dropped before evaluation, known to break a constraint (never
+    trained, so never in the history); empty when none was."""
+    per_step = [json.loads(d.get("dropped") or "[]") for d in decisions]
+    dropped = [pair for step in per_step for pair in step]
+    if not dropped:
+        return ""
+    code, reason = dropped[0]
+    distinct = len({pair[0] for pair in dropped})
+    steps = sum(bool(step) for step in per_step)
+    return (f"{distinct} configuration(s) dropped before evaluation in {steps} step(s), known to break a "
+            f"constraint; first: {code}: {reason}")  # fmt: skip
 
 
 def front_table(evaluations: list[dict[str, Any]], objectives: list[Objective]) -> tuple[str, Table]:

@@ -72,6 +72,7 @@ class AsyncParts(RankingScaffold):
     reading: Reading = field(default_factory=Reading)  # what searchers read of the history (common.Reading)
     known: list[Observation] = field(default_factory=list)  # --warm-start results (common.RankingScaffold)
     queue: list[str] = field(default_factory=list)  # codes to evaluate first
+    dropped: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # common.RankingScaffold
 
 
 def build_async_graph(parts: AsyncParts) -> StateGraph:

@@ -244,6 +244,7 @@ class RankingScaffold(LoopScaffold):
     reading: Reading  # what proposers and rankers read of stopped and infeasible results, and of several objectives
     known: list[Observation]  # results from before the run (--warm-start): read, never evaluated, never counted
     queue: list[str]  # codes to evaluate first (study.enqueue, a list of configurations, --transfer), in order
+    dropped: dict[int, list[tuple[str, str]]]  # per step: drawn codes known to break a constraint, and why
 
     def view(self, history: list[Observation], iteration: int) -> tuple[list[Observation], Metric, list[Constraint]]:
         """The history and metric that proposers and rankers read at a step: the known results first, stopped
@@ -283,10 +284,13 @@ class RankingScaffold(LoopScaffold):
 
         if limits:
             within = self.within_limits(limits)
-            inside, _ = known_feasible(draw, n, within, FEASIBLE_DRAWS * n)
-            if inside:
+            inside, outside = known_feasible(draw, n, within, FEASIBLE_DRAWS * n)
+            if inside:  # of the codes outside the step's box, those that break a constraint of the run were dropped
+                broken = ((code, self.evaluator.broken_before(code)) for code, _ in outside)
+                self.dropped[iteration] = [(code, "; ".join(problems)) for code, problems in broken if problems]
                 return inside
         pool, rejected = known_feasible(draw, n, self.evaluator.broken_before, FEASIBLE_DRAWS * n)
+        self.dropped[iteration] = rejected  # kept with the step's decision, so `show` can say what never ran
         if pool or not rejected:
             return pool
         rejects = [code for code, _ in rejected]
@@ -327,7 +331,8 @@ class RankingScaffold(LoopScaffold):
             ),
         )  # fmt: skip
         decision = self.ranker.rank(request)
-        self.store.record_decision(run_id, iteration, self.ranker.name, decision.pool or pool, decision)
+        dropped = self.dropped.pop(iteration, [])
+        self.store.record_decision(run_id, iteration, self.ranker.name, decision.pool or pool, decision, dropped)
         return decision
 
     def pick_pending(

@@ -46,6 +46,7 @@ class LoopParts(RankingScaffold):
     reading: Reading = field(default_factory=Reading)  # what searchers read of the history (common.Reading)
     known: list[Observation] = field(default_factory=list)  # --warm-start results (common.RankingScaffold)
     queue: list[str] = field(default_factory=list)  # codes to evaluate first
+    dropped: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # common.RankingScaffold
 
 
 def build_graph(parts: LoopParts) -> StateGraph:

@@ -270,7 +270,8 @@ def export_run(store: RunStore, run_id: str, fmt: str) -> str:
     run = store.get_run(run_id)
     if fmt == "json":
         (run,) = _decoded([run], "final_metrics")
-        document = {"run": run, "evaluations": rows, "decisions": _decoded(store.decisions(run_id), "pool", "chosen")}
+        decisions = _decoded(store.decisions(run_id), "pool", "chosen", "dropped")
+        document = {"run": run, "evaluations": rows, "decisions": decisions}
         curves = store.curves(run_id)
         if curves:  # what each evaluation reported as it ran: {ncode: [[step, value], ...]}
             document["reports"] = curves

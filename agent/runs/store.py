@@ -209,10 +209,12 @@ class RunStore:
             {
                 "id": int, "run_id": str, "iteration": int, "ranker": str, "pool": str, "chosen": str,
                 "prompt_tokens": int, "completion_tokens": int, "latency_s": float, "raw_answer": str,
-                "retries": int, "fallback": int, "error": str, "created_at": float,
+                "retries": int, "fallback": int, "error": str, "created_at": float, "dropped": str,
             },
             pk="id", if_not_exists=True, foreign_keys=[("run_id", "runs", "run_id")],
         )  # fmt: skip
+        if "dropped" not in self.db["decisions"].columns_dict:  # a file from before dropped candidates were kept
+            self.db["decisions"].add_column("dropped", str)
         self.db["decisions"].create_index(["run_id", "iteration"], unique=True, if_not_exists=True)
         # Evaluations in flight (asynchronous search): kept here, not only in memory, so that
         # a resumed driver re-submits them.
@@ -433,11 +435,16 @@ class RunStore:
         return -1 if found is None else found
 
     # decisions --------------------------------------------------------------
-    def record_decision(self, run_id: str, iteration: int, ranker: str, pool: list[str], decision: Any) -> None:
-        """One row per iteration: a re-run rank step after a crash replaces its earlier row."""
+    def record_decision(
+        self, run_id: str, iteration: int, ranker: str, pool: list[str], decision: Any,
+        dropped: Sequence[tuple[str, str]] = (),
+    ) -> None:  # fmt: skip
+        """One row per iteration: a re-run rank step after a crash replaces its earlier row. ``dropped``: the
+        candidates the proposer drew that were dropped before ranking as known to break a constraint, with why."""
         self.db["decisions"].upsert(
             {
                 "run_id": run_id, "iteration": iteration, "ranker": ranker, "pool": json.dumps(pool),
+                "dropped": json.dumps([list(pair) for pair in dropped]),
                 "chosen": json.dumps(decision.chosen), "prompt_tokens": decision.prompt_tokens,
                 "completion_tokens": decision.completion_tokens, "latency_s": decision.latency_s,
                 "raw_answer": decision.raw_answer, "retries": decision.retries,

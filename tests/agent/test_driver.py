@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,33 @@ ASYNC_ASHA = {
     "task": "objective", "objective": "tests.agent.objectives:learning_curve", "space": space_definition(),
     "metric": "acc", "mode": "async", "workers": 1, "scheduler": "asha", "max_fidelity": 9,
 }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ({"metric": "accuracy"}, "--metric accuracy: --task nas_bench_graph scores val_acc; give --metric val_acc"),
+        ({"minimize": True}, "--minimize: --task nas_bench_graph maximizes val_acc"),
+        ({"metric": "val_acc", "objectives": ["latency:min"]}, "--metric latency:min: --task nas_bench_graph reports "
+         "no 'latency'; its metrics are latency_s, params_m, test_acc, val_acc"),
+        ({"constraint": ["params<=1"]}, "--constraint params<=1: --task nas_bench_graph reports no 'params'"),
+    ],
+)  # fmt: skip
+def test_a_metric_the_task_does_not_report_is_refused_before_the_run_exists(tmp_path, options, said):
+    """A first metric a table task does not score would be ignored, and an objective or constraint on a metric it
+    never reports would fail every evaluation: both are said at once, and no run is created."""
+    search = Search(tmp_path / "runs.db")
+    try:
+        config = SearchConfig(task="nas_bench_graph", ranker="random", budget=3, **options)
+        with pytest.raises(SearchError, match=re.escape(said)):
+            search.start(config)
+        assert search.store.list_runs() == []
+        right = SearchConfig(task="nas_bench_graph", ranker="random", budget=3, metric="val_acc",
+                             objectives=["latency_s:min"], constraint=["params_m<=0.1"])  # fmt: skip
+        result = search.start(right)
+        assert result.evaluations == 3 and result.statuses.get("failed", 0) == 0
+    finally:
+        search.close()
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -267,9 +268,10 @@ def test_ask_and_tell_of_two_objectives_is_judged(tmp_path):
         assert [t.ncode for t in study.pareto_front] == [kept.ncode]
 
 
-def test_a_known_before_function_keeps_every_trial_under_the_limit_and_survives_a_resume(tmp_path):
-    """accuracy_and_size trains; parameter_count only multiplies: under the limit, nothing over it is trained.
-    The same study without it trains some over the limit (the control)."""
+def test_a_known_before_function_keeps_every_trial_under_the_limit_and_survives_a_resume(tmp_path, capsys):
+    """accuracy_and_size trains; parameter_count only multiplies: under the limit, nothing over it is trained,
+    and what was dropped is kept with each step's decision and said by `show`. The same study without it trains
+    some over the limit (the control)."""
 
     def create(name: str, **options) -> Study:
         return Study.create(
@@ -283,6 +285,17 @@ def test_a_known_before_function_keeps_every_trial_under_the_limit_and_survives_
     with create("known", known_before=[objectives.parameter_count]) as study:
         study.optimize()
         assert [t.status for t in study.history] == ["ok"] * 12
+        evaluated = {t.ncode for t in study.history}
+    with sqlite3.connect(tmp_path / "known.db") as db:
+        dropped = [json.loads(text) for (text,) in db.execute("SELECT dropped FROM decisions ORDER BY iteration")]
+    drops = [pair for step in dropped for pair in step]
+    assert drops and all(reason.startswith("params = ") and "breaks params<=5000" in reason for _, reason in drops)
+    assert not {code for code, _ in drops} & evaluated, "a dropped configuration is never trained"
+    assert main(["show", "k", "--db", str(tmp_path / "known.db")]) == 0
+    distinct = len({code for code, _ in drops})
+    assert f"{distinct} configuration(s) dropped before evaluation in {sum(map(bool, dropped))} step(s)" in (
+        capsys.readouterr().out
+    )
     with Study.load(tmp_path / "known.db", "k") as study:
         assert study.config.known_before == ["tests.agent.objectives:parameter_count"]
         study.optimize(budget=14)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from agent.cli.main import main
+from evaluators.registry import TaskOptions, make_evaluator
+from tools.evaluator import Evaluator
+from tools.ncode import sample
 
 PLUGIN = "tests.evaluators.plugin_toy:ToyEvaluator"
 
@@ -54,3 +60,23 @@ def test_bad_plugins_get_one_clear_line(tmp_path, capsys):
         assert main(["--task", task, "--ranker", "random", *db]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "p.db").exists() or codes(tmp_path / "p.db") == []
+
+
+def reported(evaluator: Evaluator, code: str) -> set[str]:
+    """Every metric name one result of ``code`` gives: its score, metrics, final-report metrics, known before."""
+    outcome = evaluator.evaluate(code)
+    return {evaluator.metric.name, *outcome.metrics, *evaluator.final_metrics(code), *evaluator.known_before(code)}
+
+
+@pytest.mark.parametrize("task", ["nas_bench_graph", "nb201", "table"])
+def test_a_lookup_task_names_exactly_the_metrics_its_results_give(task, tmp_path):
+    """metric_names is what a new run's objectives and constraints are checked against: no name it lacks may be
+    reported (a right objective would be refused), and none it has may be missing from every row."""
+    options = TaskOptions()
+    if task == "table":
+        (tmp_path / "space.yaml").write_text("name: t\nslots:\n  - {name: a, options: [x, y]}\n")
+        (tmp_path / "rows.csv").write_text("a,acc,params,flops\nx,0.5,10,\ny,0.7,20,3\n")
+        options = TaskOptions(space=str(tmp_path / "space.yaml"), data=str(tmp_path / "rows.csv"), metric="acc")
+    evaluator = make_evaluator(task, options)
+    codes = [sample(evaluator.space, random.Random(seed)) for seed in range(5)] if task != "table" else ["0", "1"]
+    assert set().union(*(reported(evaluator, code) for code in codes)) == evaluator.metric_names()

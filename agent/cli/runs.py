@@ -298,6 +298,8 @@ def decisions_table(decisions: list[dict[str, Any]], count: int, collm: bool, co
         notes = (["fallback: picked at random"] if row["fallback"] else []) + (
             [f"re-asked {row['retries']} time(s)"] if row["retries"] else []
         )
+        if row["dropped"]:
+            notes.append(f"{len(row['dropped'])} drawn and dropped, known to break a constraint")
         picked = "; ".join(decoded(configs.get(code)) for code in row["chosen"])
         table.add_row(
             str(row["iteration"]),

@@ -302,6 +302,7 @@ class RankingScaffold(LoopScaffold):
             "bring one inside; evaluating proposals as they come, each recorded infeasible", len(rejected),
             rejected[0][1],
         )  # fmt: skip
+        del self.dropped[iteration]  # evaluated after all
         return draw(set(), n)
 
     def within_limits(self, limits: list[Constraint]) -> Callable[[str], list[str]]:

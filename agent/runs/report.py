@@ -102,6 +102,7 @@ def decision_rows(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "raw_answer": None if paired else raw,
                 "fallback": bool(decision["fallback"]),
                 "retries": decision["retries"],
+                "dropped": [tuple(pair) for pair in json.loads(decision.get("dropped") or "[]")],
             }
         )
     return rows

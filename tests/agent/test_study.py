@@ -291,11 +291,10 @@ def test_a_known_before_function_keeps_every_trial_under_the_limit_and_survives_
     drops = [pair for step in dropped for pair in step]
     assert drops and all(reason.startswith("params = ") and "breaks params<=5000" in reason for _, reason in drops)
     assert not {code for code, _ in drops} & evaluated, "a dropped configuration is never trained"
-    assert main(["show", "k", "--db", str(tmp_path / "known.db")]) == 0
-    distinct = len({code for code, _ in drops})
-    assert f"{distinct} configuration(s) dropped before evaluation in {sum(map(bool, dropped))} step(s)" in (
-        capsys.readouterr().out
-    )
+    assert main(["show", "k", "--db", str(tmp_path / "known.db"), "--decisions", "12"]) == 0
+    distinct, out = len({code for code, _ in drops}), capsys.readouterr().out
+    assert f"{distinct} configuration(s) dropped before evaluation in {sum(map(bool, dropped))} step(s)" in out
+    assert any(f"{len(step)} drawn and dropped" in out for step in dropped if step), "and per decision"
     with Study.load(tmp_path / "known.db", "k") as study:
         assert study.config.known_before == ["tests.agent.objectives:parameter_count"]
         study.optimize(budget=14)

@@ -67,7 +67,7 @@ from typing import Any
 
 from evaluators.command_runner import GRACE_S
 from evaluators.objective import load_space
-from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
+from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome, unreported
 from tools.ncode import SearchSpace, decode
 from tools.reporting import Reporter
 
@@ -332,10 +332,11 @@ class CommandEvaluator(Evaluator):
             return f"timed out after {self.timeout_s:g} s (--eval-timeout); the command's processes were killed"
         if code == 0:
             name = self.metric.name
-            return (
+            return unreported(
+                name,
                 f"the command printed no score: expected a line '{name}: NUMBER' (or '{name}=NUMBER') or a JSON "
                 f"object line with a numeric {json.dumps(name)} key; stdout ends with:\n"
-                + tails["stdout_tail"][-ERROR_TAIL_CHARS:]
+                + tails["stdout_tail"][-ERROR_TAIL_CHARS:],
             )
         if code < 0:
             how = f"the command's supervisor was killed by signal {-code}"

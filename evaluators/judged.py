@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tools.evaluator import Evaluator, Outcome
+from tools.evaluator import Evaluator, Outcome, unreported
 from tools.ncode import decode
 from tools.objectives import Constraint, Objective, broken, broken_where_known, excess_where_known, number_of
 from tools.reporting import Reporter
@@ -77,8 +77,9 @@ class JudgedEvaluator(Evaluator):
         if missing:
             return Outcome(
                 None, outcome.metrics, outcome.cost_s, "failed",
-                f"objective {', '.join(missing)} missing from the result: report it as a metric (a key of the dict "
-                f"an objective returns, a key of a JSON line, or a line '{missing[0]}: NUMBER')",
+                unreported(missing[0], f"objective {', '.join(missing)} missing from the result: report it as a metric "
+                           f"(a key of the dict an objective returns, a key of a JSON line, or a line "
+                           f"'{missing[0]}: NUMBER')"),
             )  # fmt: skip
         outcome.values = tuple(number_of(values, o.name) for o in self._objectives)  # type: ignore[misc]
         problems = broken(self.constraints, values)

@@ -24,7 +24,7 @@ from numbers import Real
 from typing import Any
 
 from evaluators.references import reference_of, resolve
-from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome
+from tools.evaluator import Evaluator, EvaluatorSetupError, Metric, Outcome, unreported
 from tools.ncode import SearchSpace, decode
 from tools.processes import exit_with_parent
 from tools.reporting import Reporter, Stopped, asking_over
@@ -49,7 +49,7 @@ def outcome_of(result: Any, metric: str) -> Outcome:
     """A number is the score; a mapping holds it under ``metric`` beside other metrics."""
     if isinstance(result, Mapping):
         if metric not in result:
-            raise ValueError(f"the objective returned no {metric!r} (keys: {sorted(map(str, result))})")
+            raise ValueError(unreported(metric, f"the objective returned the keys {sorted(map(str, result))}"))
         extra = {str(k): v for k, v in result.items() if k != metric and isinstance(v, Real | str)}
         return Outcome(_number(result[metric]), extra)
     return Outcome(_number(result))

@@ -13,7 +13,17 @@ from tools.reporting import Reporter
 
 
 class EvaluatorSetupError(ValueError):
-    """A task that cannot start (missing file, bad path); raised before the search begins."""
+    """A task that cannot start (missing file, bad path); raised before the search begins, or once its first
+    evaluations show that it never reports a value the run needs."""
+
+
+UNREPORTED = "reported nothing under"  # in the error of an evaluation that ended without a value the run needs
+
+
+def unreported(name: str, how: str) -> str:
+    """The error of an evaluation that ran to its end without reporting ``name``. A task that never reports it
+    fails every configuration alike, which the search loops notice (agent.loops.common.never_reported)."""
+    return f"{UNREPORTED} {name!r}: {how}"
 
 
 @dataclass(frozen=True)

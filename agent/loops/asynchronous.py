@@ -28,13 +28,14 @@ no evaluation. Only this driver writes the store; workers return outcomes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from agent.loops.common import Histories, Limits, Progress, RankingScaffold, Reading
+from agent.loops.common import Histories, Limits, Progress, RankingScaffold, Reading, never_reported
 from agent.runs.store import Observation, RunStore
 from agent.strategies.proposers import Proposer
 from agent.strategies.rankers import Ranker
@@ -78,6 +79,7 @@ class AsyncParts(RankingScaffold):
 def build_async_graph(parts: AsyncParts) -> StateGraph:
     space, store, pool = parts.evaluator.space, parts.store, parts.pool
     observations = Histories(store)
+    session = time.time()  # what never_reported counts from
 
     def reconcile(run_id: str) -> dict[str, int]:
         """Make the pool run exactly the store's pending codes that have no result yet."""
@@ -119,6 +121,7 @@ def build_async_graph(parts: AsyncParts) -> StateGraph:
             pending.pop(code, None)
         history = observations(run_id)
         parts.record_step(run_id, history, finished, running=pool.running, queued=pool.queued)
+        never_reported(store, run_id, history, session)
         return {"in_flight": len(pending), "done": not pending and parts.finished(history)}
 
     graph = StateGraph(AsyncSearchState)

@@ -22,10 +22,11 @@ from agent.runs.store import Observation, RunStore
 from agent.strategies.proposers import ProposalContext, Proposer, known_feasible, repaired_pool
 from agent.strategies.rankers import Decision, Ranker, RankRequest
 from agent.strategies.scalarisations import scalarised_view
-from tools.evaluator import Evaluator, Metric, Outcome
+from tools.evaluator import UNREPORTED, Evaluator, EvaluatorSetupError, Metric, Outcome
 from tools.ncode import SearchSpace, decode
 from tools.objectives import Constraint, Objective, broken_where_known
 
+NEVER_REPORTED_AFTER = 3  # evaluations of a session, all lacking a value the run needs, before the run stops
 FEASIBLE_DRAWS = 20  # pools' worth of codes drawn at most to fill one with codes that keep what is known before
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,8 @@ def step_end_nodes(parts: Any, observations: Histories, evaluate_many: Any = Non
     evaluate the state's ``chosen`` codes once, then record the step and decide whether to go on.
     ``parts`` is a LoopParts or CollmParts: a LoopScaffold with an ``evaluate`` tool."""
 
+    session = time.time()
+
     def evaluate(state: dict) -> dict:
         space, run_id, iteration = parts.evaluator.space, state["run_id"], state["iteration"]
         evaluate_new(parts.store, space, run_id, iteration, state["chosen"], parts.evaluate, evaluate_many)
@@ -180,9 +183,25 @@ def step_end_nodes(parts: Any, observations: Histories, evaluate_many: Any = Non
     def record(state: dict) -> dict:
         history = observations(state["run_id"])
         parts.record_step(state["run_id"], history, results_of(history, state["chosen"]))
+        never_reported(parts.store, state["run_id"], history, session)
         return {"iteration": state["iteration"] + 1, "done": parts.finished(history)}
 
     return evaluate, record
+
+
+def never_reported(store: RunStore, run_id: str, history: Sequence[Observation], session: float) -> None:
+    """Stop a run whose evaluations all ended without a value it needs (a script that never prints an objective),
+    once ``NEVER_REPORTED_AFTER`` of this session's did: every later one would fail alike, each a whole training.
+    Counting this session's only, a resume after the task was fixed goes on; the failed ones stay recorded."""
+    if len(history) < NEVER_REPORTED_AFTER or any(o.status != "failed" for o in history):
+        return
+    rows = [row for row in store.evaluations(run_id) if row["created_at"] >= session]
+    if len(rows) >= NEVER_REPORTED_AFTER and all(UNREPORTED in (row["error"] or "") for row in rows):
+        raise EvaluatorSetupError(
+            f"the {len(rows)} evaluations of this session all ended without a value the run needs, and every one "
+            f"would: {rows[-1]['error'].splitlines()[0]} Make the task report it, then resume (--resume {run_id}, "
+            f"or Study.load and optimize): the {len(history)} failed evaluations stay recorded."
+        )
 
 
 class LoopScaffold:

@@ -17,7 +17,7 @@ from agent import ConfigError, SearchError, SearchSpace, Slot, Study, Trial
 from agent.cli.main import main
 from tests.agent import objectives
 from tests.agent.objectives import ACTIVATIONS, DEPTHS, WIDTHS
-from tools.evaluator import Outcome
+from tools.evaluator import EvaluatorSetupError, Outcome
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACE = SearchSpace(
@@ -301,6 +301,19 @@ def test_a_known_before_function_keeps_every_trial_under_the_limit_and_survives_
         assert [t.status for t in study.history] == ["ok"] * 14
     with pytest.raises(ConfigError, match=r"known_before= got .*<lambda>.* another process cannot import"):
         create("lambda", known_before=[lambda config: {"params": 1}])
+
+
+def test_an_objective_that_never_returns_a_needed_value_stops_the_study_after_three(tmp_path):
+    """accuracy returns no 'params': every trial of a study of both would fail alike, so optimize stops after three
+    with one line naming it; the objective fixed, the study goes on from there."""
+    with Study.create(tmp_path / "s.db", SPACE, objectives.accuracy, metric=["acc", "params"], maximize=[True, False],
+                      run_id="s", ranker="random", budget=6) as study:  # fmt: skip
+        with pytest.raises(EvaluatorSetupError, match="reported nothing under 'params'"):
+            study.optimize()
+        assert [t.status for t in study.history] == ["failed"] * 3
+    with Study.load(tmp_path / "s.db", "s", objectives.accuracy_and_size) as study:
+        study.optimize()
+        assert [t.status for t in study.history] == ["failed"] * 3 + ["ok"] * 3
 
 
 def test_a_limit_random_draws_never_keep_is_searched_by_repairing_the_draws(tmp_path, caplog):

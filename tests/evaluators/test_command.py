@@ -265,6 +265,35 @@ def test_a_search_through_the_cli_with_two_workers(script, tmp_path):
     assert sorted(path.name for path in (tmp_path / "work").iterdir()) == sorted(ncode for ncode, _ in rows)
 
 
+def test_a_command_that_never_prints_an_objective_stops_the_run_after_three_and_resumes_once_fixed(script, tmp_path):
+    """A script that never prints an objective the run needs would fail every training alike: the run stops after
+    three of them (two workers: a fourth may be in flight) with one line saying what to print, and once the command
+    prints it, the resumed run goes on and finishes, the failed evaluations kept as they were."""
+    db = tmp_path / "runs.db"
+    space_file = tmp_path / "small.yaml"
+    slots = [{"name": "depth", "options": [1, 2, 3]}, {"name": "width", "options": [16, 32, 64]}]
+    space_file.write_text(yaml.safe_dump({"name": "small", "slots": slots}))
+    flags = ["--task", "command", "--space", str(space_file), "--command", f"{script} json {{width}}"]
+    flags += ["--metric", "val_acc", "--metric", "params:min", "--workdir", str(tmp_path / "work"), "--budget", "8"]
+    flags += ["--ranker", "random", "--workers", "2", "--db", str(db), "--run-id", "r", "--quiet"]
+    stopped = subprocess.run([sys.executable, "main.py", *flags], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 2, stopped.stderr
+    assert "evaluations of this session all ended without a value the run needs" in stopped.stdout + stopped.stderr
+    assert "reported nothing under 'params'" in stopped.stdout + stopped.stderr
+    with sqlite3.connect(db) as connection:
+        failed = connection.execute("SELECT ncode, status FROM evaluations ORDER BY id").fetchall()
+    assert 3 <= len(failed) <= 4 and {status for _, status in failed} == {"failed"}
+    (tmp_path / "train.py").write_text(SCRIPT.replace('"params_m": 3, "note"', '"params": 3, "note"'))
+    resumed = subprocess.run(
+        [sys.executable, "main.py", "--resume", "r", "--db", str(db), "--quiet"], cwd=ROOT, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("SELECT ncode, status FROM evaluations ORDER BY id").fetchall()
+    assert rows[: len(failed)] == failed and len(rows) == 8 and {status for _, status in rows[len(failed) :]} == {"ok"}
+
+
 # -- intermediate scores, read while the command runs -------------------------------------------
 
 CURVE_SCRIPT = """

@@ -77,9 +77,8 @@ class JudgedEvaluator(Evaluator):
         if missing:
             return Outcome(
                 None, outcome.metrics, outcome.cost_s, "failed",
-                unreported(missing[0], f"objective {', '.join(missing)} missing from the result: report it as a metric "
-                           f"(a key of the dict an objective returns, a key of a JSON line, or a line "
-                           f"'{missing[0]}: NUMBER')"),
+                unreported(missing[0], f"report {' and '.join(missing)} as a metric (a key of the dict an objective "
+                           f"returns, a key of a JSON line, or a line '{missing[0]}: NUMBER')"),
             )  # fmt: skip
         outcome.values = tuple(number_of(values, o.name) for o in self._objectives)  # type: ignore[misc]
         problems = broken(self.constraints, values)

@@ -197,10 +197,11 @@ def never_reported(store: RunStore, run_id: str, history: Sequence[Observation],
         return
     rows = [row for row in store.evaluations(run_id) if row["created_at"] >= session]
     if len(rows) >= NEVER_REPORTED_AFTER and all(UNREPORTED in (row["error"] or "") for row in rows):
+        said = rows[-1]["error"].splitlines()[0].split(";")[0].rstrip(".:")  # what is missing, without a log's tail
         raise EvaluatorSetupError(
             f"the {len(rows)} evaluations of this session all ended without a value the run needs, and every one "
-            f"would: {rows[-1]['error'].splitlines()[0]} Make the task report it, then resume (--resume {run_id}, "
-            f"or Study.load and optimize): the {len(history)} failed evaluations stay recorded."
+            f"would: {said}. Make the task report it, then resume (--resume {run_id}, or Study.load and optimize): "
+            f"the {len(history)} failed evaluations stay recorded."
         )
 
 

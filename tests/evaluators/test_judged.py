@@ -39,7 +39,7 @@ def test_values_are_collected_and_a_broken_constraint_is_infeasible_with_its_val
 
 def test_a_missing_objective_fails_the_evaluation_naming_how_to_report_it() -> None:
     outcome = run_evaluation(objective_task(lambda config: {"acc": 0.5}, ["latency_ms:min"]), "000")
-    assert outcome.status == "failed" and "objective latency_ms missing" in outcome.error
+    assert outcome.status == "failed" and "reported nothing under 'latency_ms'" in outcome.error
     assert "'latency_ms: NUMBER'" in outcome.error
 
 

@@ -269,7 +269,7 @@ class Study:
         uri = self.config.mlflow
         if uri is None:
             return
-        from agent.runs.mlflow_tracking import TrackingError, track
+        from agent.runs.mlflow_tracking import TrackingError, database, track
 
         if self._mlflow_sync is not None:
             self._mlflow_sync(None)
@@ -279,9 +279,9 @@ class Study:
         except TrackingError as error:
             if not self._mlflow_warned:
                 self._mlflow_warned = True
-                db = self._search.store.db.execute("PRAGMA database_list").fetchone()[2]
                 log.warning("%s; the trial is recorded, and MLflow is tried again at the next tell (python main.py "
-                            "mlflow --db %s --run-id %s logs what it lacks)", error, db, self.run_id)  # fmt: skip
+                            "mlflow --db %s --run-id %s logs what it lacks)", error, database(self._search.store),
+                            self.run_id)  # fmt: skip
             return
         self._mlflow_sync = self._mlflow.watching(None)
 

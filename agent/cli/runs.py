@@ -23,6 +23,7 @@ from agent.runs.report import (
     best_so_far,
     decision_rows,
     decision_summary,
+    dropped_of,
     export_run,
     front_flags,
     llm_call_summary,
@@ -329,7 +330,7 @@ def stopped_summary(evaluations: list[dict[str, Any]]) -> str:
 def dropped_summary(decisions: list[dict[str, Any]]) -> str:
     """The configurations the pools drew and dropped before evaluation, known to break a constraint (never
     trained, so never in the history); empty when none was."""
-    per_step = [json.loads(d.get("dropped") or "[]") for d in decisions]
+    per_step = [dropped_of(decision) for decision in decisions]
     dropped = [pair for step in per_step for pair in step]
     if not dropped:
         return ""

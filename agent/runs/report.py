@@ -83,6 +83,11 @@ def llm_call_summary(calls: list[dict[str, Any]], rounds: list[dict[str, Any]]) 
     }
 
 
+def dropped_of(decision: dict[str, Any]) -> list[tuple[str, str]]:
+    """The codes a decision's pool drew and dropped, known to break a constraint, with why ([] in older files)."""
+    return [tuple(pair) for pair in json.loads(decision.get("dropped") or "[]")]
+
+
 def decision_rows(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each decision's pool, pick and answers. A one-question-per-candidate format (grade, near) stores one
     answer per candidate, in pool order, when nothing was re-asked: those are paired with their candidates."""
@@ -102,7 +107,7 @@ def decision_rows(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "raw_answer": None if paired else raw,
                 "fallback": bool(decision["fallback"]),
                 "retries": decision["retries"],
-                "dropped": [tuple(pair) for pair in json.loads(decision.get("dropped") or "[]")],
+                "dropped": dropped_of(decision),
             }
         )
     return rows
@@ -277,10 +282,10 @@ def export_run(store: RunStore, run_id: str, fmt: str) -> str:
         if curves:  # what each evaluation reported as it ran: {ncode: [[step, value], ...]}
             document["reports"] = curves
         for kind in ("known", "queued"):  # results the run started from (warm_start=), codes evaluated first
-            rows = store.warm_starts(run_id, kind)
-            if rows:
+            started = store.warm_starts(run_id, kind)
+            if started:
                 document[kind] = [{key: value for key, value in row.items() if key not in ("id", "run_id", "kind")}
-                                  for row in rows]  # fmt: skip
+                                  for row in started]  # fmt: skip
         finals = [row for fidelity in store.final_fidelities(run_id) for row in store.finals(run_id, fidelity)]
         if finals:  # the final stage: each configuration trained again, per seed and fidelity
             document["finals"] = _decoded(finals, "metrics")

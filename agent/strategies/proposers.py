@@ -465,16 +465,16 @@ class NSGA2Proposer(OptunaProposer):
 
 
 class GuidedMixedProposer(Proposer):
-    """A mixed pool with a model-based sampler's suggestion in it: one code from ``guide`` (Optuna's GP by
-    default, or TPE) once it has its ``startup_trials`` scores, the rest a :class:`MixedProposer` pool.
+    """A mixed pool with a model-based sampler's suggestion in it: one code from ``guide`` (Optuna's GP or TPE)
+    once it has its ``startup_trials`` scores, the rest a :class:`MixedProposer` pool.
 
     Why: the sampler proposes a code from a model of the whole space, which neither random codes nor one-slot
     mutations reach, and the ranker still decides. Measured in BENCHMARKS.md §8 and §16. Each step pays for
     one fit of the guide: a fraction of a second for the GP at 100 observations, milliseconds for TPE (§14).
     """
 
-    def __init__(self, random_fraction: float, guide: OptunaProposer | None = None) -> None:
-        self.guide = guide if guide is not None else GPProposer()
+    def __init__(self, random_fraction: float, guide: OptunaProposer) -> None:
+        self.guide = guide
         self.mixed = MixedProposer(random_fraction)
         self.name = f"mixed-{self.guide.name}"
 

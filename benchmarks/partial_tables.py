@@ -3,6 +3,7 @@
     python benchmarks/partial_tables.py [--seeds 10] [--jobs 2] [--tables nb101,tb101:jigsaw,...]
     python benchmarks/partial_tables.py --methods llm-expected-mixed-pool --variant NAME   # after a change
     python benchmarks/partial_tables.py --summary --compare NAME
+    python benchmarks/partial_tables.py --summary --instead NAME   # NAME's runs ranked in the default's place
 
 Tables (from the training domains in ../shared/data/train_domains, never NAS-Bench-201): NASLib's NAS-Bench-101
 (500 sampled cells) and NAS-Bench-301 (725) samples and TransNAS-Bench-101 macro samples (662-725 of 6,400
@@ -142,7 +143,9 @@ def summary(found: dict[str, dict[str, dict[int, list]]], seeds: range) -> str:
         for n in QUERIES:
             pairs = [(at(found[t][methods[0]][s], n), at(found[t][other][s], n)) for t in tables for s in seeds]
             better, worse = sum(a > b for a, b in pairs), sum(a < b for a, b in pairs)
-            counts.append(f"{n} queries {better}/{len(pairs) - better - worse}/{worse}")
+            counts.append(
+                f"{n} queries {better}/{len(pairs) - better - worse}/{worse} (sign test p {sign_p(better, worse)})"
+            )
         lines.append(f"- against {other}: " + ", ".join(counts))
     lines += ["", "Mean best val_acc per table:", "", "| table | queries | " + " | ".join(methods) + " |"]
     lines.append("|---|---|" + "---|" * len(methods))
@@ -152,15 +155,22 @@ def summary(found: dict[str, dict[str, dict[int, list]]], seeds: range) -> str:
     return "\n".join(lines)
 
 
+def sign_p(better: int, worse: int) -> str:
+    """The two-sided sign test's p-value of ``better`` against ``worse`` pairs (level ones left out)."""
+    from scipy.stats import binomtest
+
+    return f"{binomtest(better, better + worse).pvalue:.2f}" if better + worse else "-"
+
+
 def at(trajectory: list, queries: int) -> float | None:
     """The best found within ``queries`` (a run that ended sooner: its last)."""
     return trajectory[min(queries, len(trajectory)) - 1]
 
 
 def label_order(label: str) -> tuple[int, str]:
-    """The default first, its variants next, then the peers."""
+    """The default first, its variants next (whatever bench method they ran), then the peers."""
     method, _, variant = label.partition("@")
-    return (METHODS.index(method) if method in METHODS else len(METHODS), variant)
+    return (0 if variant or method not in METHODS else METHODS.index(method), variant)
 
 
 def family(stem: str) -> str:
@@ -181,6 +191,10 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--compare", default="", help="variants to summarise beside the base runs, comma-separated")
     parser.add_argument("--summary", action="store_true", help="only summarise the JSON files already written")
+    parser.add_argument(
+        "--instead", default="", help="a variant to summarise in the default's place: ranked against the peers "
+        "alone, as if it were the default",
+    )  # fmt: skip
     args = parser.parse_args()
     tables = args.tables.split(",")
     if not args.summary:
@@ -188,8 +202,12 @@ def main() -> int:
         with ProcessPoolExecutor(args.jobs) as pool:
             jobs = [[args.seeds] * n, [args.budget] * n, [tuple(args.methods.split(","))] * n, [args.variant] * n]
             list(pool.map(run_table, tables, *jobs))
-    variants = list(dict.fromkeys(v for v in [*args.compare.split(","), args.variant] if v))
-    print(summary(trajectories(tables, variants, range(args.seeds)), range(args.seeds)))
+    variants = list(dict.fromkeys(v for v in [*args.compare.split(","), args.variant, args.instead] if v))
+    found = trajectories(tables, variants, range(args.seeds))
+    if args.instead:
+        for by_method in found.values():
+            by_method.pop(METHODS[0], None)
+    print(summary(found, range(args.seeds)))
     return 0
 
 

@@ -424,6 +424,9 @@ class DiffusionLoraEvaluator(Evaluator):
         config = decode(self.space, ncode)
         return [int(config[slot.name]) for slot in self.space.slots]
 
+    def metric_names(self) -> frozenset[str]:
+        return frozenset({self.metric.name, "clip_t", "clip_i", "train_loss", "lora_params"})
+
     def known_before(self, ncode: str) -> dict[str, float]:
         """The LoRA's parameter count (``lora_params``): the ranks and the frozen model's shapes decide it."""
         return {"lora_params": float(lora_parameter_count(self.unet, self.groups, self.ranks(ncode)))}

@@ -785,6 +785,9 @@ class HatMTEvaluator(Evaluator):
         metrics["valid_ppl"] = round(math.exp(min(loss, 50.0)), 4)
         return Outcome(loss, metrics)
 
+    def metric_names(self) -> frozenset[str]:
+        return frozenset({self.metric.name, "params", "latency_ms", "valid_ppl", "bleu"})
+
     def known_before(self, ncode: str) -> dict[str, float]:
         """The sub-transformer's parameter count: its sizes alone decide it (``--constraint params<=N``)."""
         self.model.set_sample_config(sub_config(self.space, ncode, self.scale))

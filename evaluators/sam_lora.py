@@ -363,6 +363,9 @@ class SamLoraEvaluator(Evaluator):
         config = decode(self.space, ncode)
         return [int(config[slot.name]) for slot in self.space.slots]
 
+    def metric_names(self) -> frozenset[str]:
+        return frozenset({self.metric.name, *WEIGHTS, "train_loss", "lora_params"})
+
     def known_before(self, ncode: str) -> dict[str, float]:
         """The LoRA's parameter count (``lora_params``): the ranks and the frozen model's shapes decide it."""
         return {"lora_params": float(lora_parameter_count(self.model, self.groups, self.ranks(ncode)))}

@@ -87,8 +87,8 @@ class Evaluator(ABC):
 
     def metric_names(self) -> frozenset[str] | None:
         """Every metric a result of this task can give (its score, other metrics, final-report metrics, what it
-        knows before), where the task knows them without evaluating (a table); None where only a result tells
-        (a command, an objective, a training task). A new run naming another is refused before it starts."""
+        knows before), where the task knows them without evaluating (a table, a built-in training task); None
+        where only a result tells (a command, an objective). A new run naming another is refused before it starts."""
         return None
 
     def known_before(self, ncode: str) -> dict[str, float]:

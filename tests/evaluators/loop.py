@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from agent.driver import Search, SearchConfig
+from tools.evaluator import Evaluator
 
 
 def assert_short_search_finishes(tmp_path: Path, task: str, budget: int = 3) -> None:
@@ -19,3 +20,10 @@ def assert_short_search_finishes(tmp_path: Path, task: str, budget: int = 3) -> 
     assert result.status == "finished" and result.evaluations == budget
     assert math.isfinite(result.best_score)
     assert all(row["status"] == "ok" and row["cost_s"] > 0 for row in rows)
+
+
+def reported(evaluator: Evaluator, code: str) -> set[str]:
+    """Every metric name one result of ``code`` gives: its score, metrics, final-report metrics, known before."""
+    outcome = evaluator.evaluate(code)
+    assert outcome.status == "ok", outcome.error
+    return {evaluator.metric.name, *outcome.metrics, *evaluator.final_metrics(code), *evaluator.known_before(code)}

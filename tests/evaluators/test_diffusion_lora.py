@@ -19,7 +19,7 @@ from evaluators.diffusion_lora import (
     unet_lora_groups,
 )
 from evaluators.lora_common import lora_ranks
-from tests.evaluators.loop import assert_short_search_finishes
+from tests.evaluators.loop import assert_short_search_finishes, reported
 from tools.evaluator import EvaluatorSetupError
 from tools.evaluator_tool import run_evaluation
 
@@ -164,3 +164,8 @@ def test_report_every_scores_during_training_and_a_stop_ends_it():
     assert (outcome.status, outcome.fidelity, asked) == ("ok", 4.0, [2.0])
     stopped = run_evaluation(evaluator, "0" * 48, decide=lambda step, value: True)
     assert (stopped.status, stopped.fidelity) == ("stopped", 2.0) and math.isfinite(stopped.score)
+
+
+def test_metric_names_are_exactly_what_a_result_reports(evaluator):
+    """What a new run's objectives and constraints are checked against (agent.driver.metric_problem)."""
+    assert reported(evaluator, "012" * 16) == evaluator.metric_names()

@@ -11,6 +11,7 @@ import pytest
 from agent.driver import Search, SearchConfig
 from evaluators.hat_mt import CACHE_ENV, HatMTEvaluator, synthetic_corpus
 from evaluators.registry import TaskOptions, make_evaluator
+from tests.evaluators.loop import reported
 from tools.evaluator import EvaluatorSetupError
 from tools.evaluator_tool import run_evaluation
 from tools.ncode import is_valid
@@ -149,3 +150,9 @@ def test_bad_inputs_are_setup_errors(cache, tmp_path):
         HatMTEvaluator(scale=3, steps=1)
     with pytest.raises(EvaluatorSetupError, match="--latency-limit-ms"):
         HatMTEvaluator(latency_limit_ms=0)
+
+
+def test_metric_names_are_exactly_what_a_result_reports(trained):
+    """What a new run's objectives and constraints are checked against (agent.driver.metric_problem)."""
+    evaluator, _ = trained
+    assert reported(evaluator, SMALLEST) == evaluator.metric_names()

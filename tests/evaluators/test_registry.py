@@ -10,7 +10,7 @@ import pytest
 
 from agent.cli.main import main
 from evaluators.registry import TaskOptions, make_evaluator
-from tools.evaluator import Evaluator
+from tests.evaluators.loop import reported
 from tools.ncode import sample
 
 PLUGIN = "tests.evaluators.plugin_toy:ToyEvaluator"
@@ -60,12 +60,6 @@ def test_bad_plugins_get_one_clear_line(tmp_path, capsys):
         assert main(["--task", task, "--ranker", "random", *db]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "p.db").exists() or codes(tmp_path / "p.db") == []
-
-
-def reported(evaluator: Evaluator, code: str) -> set[str]:
-    """Every metric name one result of ``code`` gives: its score, metrics, final-report metrics, known before."""
-    outcome = evaluator.evaluate(code)
-    return {evaluator.metric.name, *outcome.metrics, *evaluator.final_metrics(code), *evaluator.known_before(code)}
 
 
 @pytest.mark.parametrize("task", ["nas_bench_graph", "nb201", "table"])

@@ -16,7 +16,7 @@ import torch
 from agent.cli.main import main
 from evaluators.lora_common import lora_ranks
 from evaluators.sam_lora import WEIGHTS, SamLoraEvaluator, sam_lora_groups, tiny_sam, write_tiny_dataset
-from tests.evaluators.loop import assert_short_search_finishes
+from tests.evaluators.loop import assert_short_search_finishes, reported
 from tools.evaluator import EvaluatorSetupError
 from tools.evaluator_tool import run_evaluation
 
@@ -153,3 +153,8 @@ def test_report_every_validates_during_training_and_a_stop_ends_it():
     stopped = run_evaluation(evaluator, "0123" * 8, decide=lambda step, value: True)
     assert (stopped.status, stopped.fidelity) == ("stopped", 2.0)
     assert 0 <= stopped.score <= 1 and stopped.cost_s < outcome.cost_s
+
+
+def test_metric_names_are_exactly_what_a_result_reports(evaluator):
+    """What a new run's objectives and constraints are checked against (agent.driver.metric_problem)."""
+    assert reported(evaluator, "0123" * 8) == evaluator.metric_names()

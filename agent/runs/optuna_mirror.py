@@ -36,7 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from agent.config import SearchConfig
 from agent.runs.report import run_objectives
-from agent.runs.store import RunStore, open_connection
+from agent.runs.store import open_reader
 from evaluators.objective import load_space
 from tools.evaluator import EvaluatorSetupError
 from tools.ncode import SearchSpace
@@ -113,11 +113,12 @@ class MirroredStudy:
 class OptunaMirror:
     """Appends a run database's new evaluations to an Optuna RDB storage; ``sync`` is idempotent.
 
-    The run database must exist (opening it would create it); the mirror file is created when missing.
+    The run database must exist, and is only read (a search may be writing it; a file the user may not write
+    is mirrored all the same); the mirror file is created when missing.
     """
 
     def __init__(self, db: str | Path, mirror: str | Path) -> None:
-        self.store = RunStore(open_connection(db))
+        self.store = open_reader(db)
         self.path = Path(mirror).resolve()
         self.url = f"sqlite:///{self.path}"
         self.storage = RDBStorage(self.url)

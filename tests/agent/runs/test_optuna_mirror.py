@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
@@ -35,6 +37,19 @@ def assert_mirrors_evaluations(db: Path, run_id: str, trials: list[FrozenTrial])
         (e["score"], e["config"], e["ncode"], e["cost_s"]) for e in evaluations
     ]
     store.db.conn.close()
+
+
+def test_the_mirror_only_reads_the_run_database(tmp_path):
+    """The dashboard mirrors a database a search may be writing, or one the user may not write: its connection
+    to it is read-only, so no sync can change a recorded result."""
+    db = tmp_path / "s.db"
+    assert main(["--ranker", "random", "--budget", "3", "--db", str(db), "--run-id", "r", "--quiet"]) == 0
+    before = db.read_bytes()
+    with OptunaMirror(db, mirror_path(db)) as mirror:
+        assert mirror.sync() == 3
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            mirror.store.db.conn.execute("DELETE FROM evaluations")
+    assert db.read_bytes() == before
 
 
 def test_a_search_is_mirrored_once_and_its_resumed_evaluations_appended(tmp_path):

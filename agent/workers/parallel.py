@@ -139,23 +139,32 @@ class _RayWorker:
 
 class _RayReportDesk:
     """An asyncio Ray actor between the workers and the driver: a worker's ``ask`` waits until the driver, which
-    polls ``questions`` while it waits for results, gives the ``answer`` (stop or go on)."""
+    polls ``questions`` while it waits for results, gives the ``answer`` (stop or go on).
+
+    Each question is numbered and handed to the driver once. The driver's answer is sent without waiting, so it
+    may land after the next poll: a question still listed then would be answered twice, and the late answer
+    would take the slot's next question (whose report the driver would never see)."""
 
     def __init__(self) -> None:
-        self.waiting: dict[int, tuple[float, float, Any]] = {}  # slot -> (step, value, future)
+        self.waiting: dict[int, Any] = {}  # question number -> the asking worker's future
+        self.unread: list[tuple[int, int, float, float]] = []  # (question, slot, step, value) not yet handed out
+        self.asked = 0
 
     async def ask(self, slot: int, step: float, value: float) -> bool:
         import asyncio
 
         future = asyncio.get_running_loop().create_future()
-        self.waiting[slot] = (step, value, future)
+        self.asked += 1
+        self.waiting[self.asked] = future
+        self.unread.append((self.asked, slot, step, value))
         return await future
 
-    async def questions(self) -> list[tuple[int, float, float]]:
-        return [(slot, step, value) for slot, (step, value, future) in self.waiting.items() if not future.done()]
+    async def questions(self) -> list[tuple[int, int, float, float]]:
+        handed, self.unread = self.unread, []
+        return handed
 
-    async def answer(self, slot: int, stop: bool) -> None:
-        _, _, future = self.waiting.pop(slot)
+    async def answer(self, question: int, stop: bool) -> None:
+        future = self.waiting.pop(question)
         if not future.done():
             future.set_result(stop)
 
@@ -375,8 +384,8 @@ class RayBackend(Backend):
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             tick = REPORT_POLL_S if left is None else min(REPORT_POLL_S, left)
             ready, rest = self.ray.wait(list(by_ref), num_returns=1, timeout=tick)
-            for slot, step, value in self.ray.get(self.desk.questions.remote()):
-                self.desk.answer.remote(slot, self.on_report(slot, step, value))
+            for question, slot, step, value in self.ray.get(self.desk.questions.remote()):
+                self.desk.answer.remote(question, self.on_report(slot, step, value))
             if ready or (left is not None and left <= tick):
                 break
         if ready and rest:

@@ -222,6 +222,33 @@ def test_ray_workers_report_to_the_driver_and_are_stopped_by_its_scheduler(tmp_p
     assert reported == steps, "every step an evaluation reached was reported to the driver"
 
 
+def test_the_ray_report_desk_hands_each_question_to_the_driver_once():
+    """The driver answers without waiting for the answer to land, so a poll may come first; a question listed
+    again then was answered twice, and the late answer took the slot's next report (seen as a run recording
+    fewer reports than its evaluations' steps on a loaded machine). The desk is plain asyncio: no Ray here."""
+    import asyncio
+
+    from agent.workers.parallel import _RayReportDesk
+
+    async def scenario() -> None:
+        desk = _RayReportDesk()
+        first = asyncio.create_task(desk.ask(1, 1.0, 0.5))
+        await asyncio.sleep(0)
+        ((question, slot, step, value),) = await desk.questions()
+        assert (slot, step, value) == (1, 1.0, 0.5)
+        assert await desk.questions() == []  # polled again before the answer landed: nothing to answer twice
+        await desk.answer(question, False)
+        assert await first is False
+        second = asyncio.create_task(desk.ask(1, 2.0, 0.4))
+        await asyncio.sleep(0)
+        ((later, *report),) = await desk.questions()
+        assert later != question and report == [1, 2.0, 0.4]
+        await desk.answer(later, True)
+        assert await second is True
+
+    asyncio.run(scenario())
+
+
 def test_a_ray_address_nothing_answers_at_is_one_line_in_seconds_and_makes_no_run(tmp_path, capsys):
     """Ray itself waits minutes for a GCS that is not there; no run is made for a search that cannot start."""
     pytest.importorskip("ray", reason="pip install .[distributed]")

@@ -145,6 +145,10 @@ class SearchConfig:
     budget: int = option(100, "number of evaluations")
     batch: int = option(1, "evaluations per step (k)")
     pool_size: int = option(10, "candidates the ranker sees per step")
+    random_start: int = option(
+        0, "pick at random until this many evaluations have a score, then let the ranker pick (as samplers' "
+        "startup trials; the LLM ranker picks at random below 2 scores in any case)",
+    )  # fmt: skip
     random_fraction: float = option(0.5, "share of random codes in a mixed pool")
     gp_every: int = option(2, "portfolio: every Nth step evaluates Bayesian optimisation's suggestion")
     population: int = option(30, "regularized evolution population P")
@@ -353,6 +357,11 @@ class SearchConfig:
             "gp_every": (lmsearcher and pool == "portfolio", f"--proposer portfolio (this run's pool: {pool})"),
             "population": (lmsearcher and pool == "evolution", "regularized evolution (--ranker evolution)"),
             "sample_size": (lmsearcher and pool == "evolution", "regularized evolution (--ranker evolution)"),
+            "random_start": (
+                lmsearcher and self.ranker not in (*PROPOSER_DRIVEN, "random") and pool != "generate",
+                "a ranker that picks from a pool (not random, generate or a proposer-driven baseline, whose "
+                "startup is its own)",
+            ),
             "random_fraction": (
                 lmsearcher and pool in MIXED_POOLS, f"a mixed pool: --proposer {', '.join(MIXED_POOLS)} "
                 f"(this run's pool: {pool})",
@@ -405,6 +414,8 @@ class SearchConfig:
                 f"--batch {self.batch} is larger than --pool-size {self.pool_size}: the ranker picks --batch codes "
                 "out of the pool; raise --pool-size or lower --batch"
             )
+        if not 0 <= self.random_start <= MAX_COUNT:
+            raise ConfigError(f"--random-start must be 0 to {MAX_COUNT:,}, got {self.random_start}")
         if self.history_cap is not None and self.history_cap < 1:
             raise ConfigError(f"--history-cap must be at least 1, got {self.history_cap}")
         if self.gp_every < 1:

@@ -22,7 +22,14 @@ from agent.loops.reports import ReportDesk
 from agent.runs.store import RunStore, StoreError, open_connection, open_store, pareto_front
 from agent.runs.warm_start import WarmStartError, task_identity, warm_start_rows
 from agent.strategies.proposers import PROPOSERS, Proposer
-from agent.strategies.rankers import AdditiveRanker, FirstRanker, NearestRanker, RandomRanker, Ranker
+from agent.strategies.rankers import (
+    AdditiveRanker,
+    FirstRanker,
+    NearestRanker,
+    RandomRanker,
+    RandomStart,
+    Ranker,
+)
 from agent.strategies.schedulers import make_scheduler
 from agent.strategies.user_rankers import RankerNotFound, UserRanker, is_user_ranker, load_user_ranker, object_spec
 from evaluators.judged import JudgedEvaluator
@@ -329,14 +336,16 @@ def make_strategy(config: SearchConfig, space: SearchSpace | None = None, ranker
                 f"{config.ranker!r} with --strategy {config.strategy}"
             )
         try:
-            return UserRanker(ranker, type(ranker).__name__, owned=False)
+            ranker = UserRanker(ranker, type(ranker).__name__, owned=False)
         except ValueError as error:
             raise SearchError(str(error)) from None
-    if config.strategy == "collm":
+    elif config.strategy == "collm":
         from agent.loops.collm import make_collm_agents
 
         return make_collm_agents(config.collm_options(), config.llm_options())
-    return make_ranker(config, space)
+    else:
+        ranker = make_ranker(config, space)
+    return RandomStart(ranker, config.random_start) if config.random_start else ranker
 
 
 FINISHED = object()  # _graph_input: the graph has ended and has nothing to do

@@ -22,7 +22,7 @@ import time
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from agent.cli.common import UsageError
 from agent.cli.search import add_config_flags
@@ -33,35 +33,48 @@ from evaluators.nb201 import NB201_FILES
 from evaluators.registry import make_evaluator
 from tools.evaluator import Evaluator, Metric
 
-# method -> (ranker, proposer, pool size, needs the LLM server)
-METHODS: dict[str, tuple[str, str | None, int, bool]] = {
-    "rs": ("random", None, 10, False),
-    "re": ("evolution", None, 10, False),
-    "tpe": ("tpe", None, 10, False),
-    "ls": ("local-search", None, 10, False),  # local search, NASLib's variant (White et al. 2021)
-    "gp": ("gp", None, 10, False),  # Bayesian optimisation, GP with a Hamming-distance kernel (Optuna's GPSampler)
-    "llm-random-pool": ("llm", "random", 10, True),  # the paper's inference setting
-    "llm-mixed-pool": ("llm", "mixed", 10, True),  # 5 random + 5 mutations of the top 10
-    "random-mixed-pool": ("random", "mixed", 10, False),  # control: the mixed pool with a uniform pick
-    "llm-evolution-pool": ("llm", "evolution", 10, True),  # the ranker picks one of 10 RE children
-    "llm-generate": ("llm", "generate", 1, True),  # ablation: generation instead of ranking
+
+class Method(NamedTuple):
+    ranker: str
+    proposer: str | None
+    pool: int  # candidates per step
+    needs_llm: bool  # reaches the managed LLM server
+    options: tuple[tuple[str, Any], ...] = ()  # more search options, as (name, value)
+
+
+METHODS: dict[str, Method] = {
+    "rs": Method("random", None, 10, False),
+    "re": Method("evolution", None, 10, False),
+    "tpe": Method("tpe", None, 10, False),
+    "ls": Method("local-search", None, 10, False),  # local search, NASLib's variant (White et al. 2021)
+    "gp": Method(
+        "gp", None, 10, False
+    ),  # Bayesian optimisation, GP with a Hamming-distance kernel (Optuna's GPSampler)
+    "llm-random-pool": Method("llm", "random", 10, True),  # the paper's inference setting
+    "llm-mixed-pool": Method("llm", "mixed", 10, True),  # 5 random + 5 mutations of the top 10
+    "random-mixed-pool": Method("random", "mixed", 10, False),  # control: the mixed pool with a uniform pick
+    "llm-evolution-pool": Method("llm", "evolution", 10, True),  # the ranker picks one of 10 RE children
+    "llm-generate": Method("llm", "generate", 1, True),  # ablation: generation instead of ranking
     # the model scored in this process: each candidate's expected grade instead of its greedy digit
-    "llm-expected-mixed-pool": ("inprocess", "mixed", 10, False),
-    "llm-expected-evolution-pool": ("inprocess", "evolution", 10, False),
+    "llm-expected-mixed-pool": Method("inprocess", "mixed", 10, False),
+    "llm-expected-evolution-pool": Method("inprocess", "evolution", 10, False),
     # the ranker and Bayesian optimisation take turns (the GP's suggestion every 2nd step)
-    "llm-expected-portfolio": ("inprocess", "portfolio", 10, False),
+    "llm-expected-portfolio": Method("inprocess", "portfolio", 10, False),
     # the mixed pool with Bayesian optimisation's suggestion in it, for the ranker to take or leave
-    "llm-expected-mixed-gp-pool": ("inprocess", "mixed-gp", 10, False),
-    "llm-expected-mixed-tpe-pool": ("inprocess", "mixed-tpe", 10, False),
+    "llm-expected-mixed-gp-pool": Method("inprocess", "mixed-gp", 10, False),
+    "llm-expected-mixed-tpe-pool": Method("inprocess", "mixed-tpe", 10, False),
+    # the default's levers: ten random picks before the model decides (as TPE's and the GP's start), a pool of 20
+    "llm-expected-mixed-pool-start10": Method("inprocess", "mixed", 10, False, (("random_start", 10),)),
+    "llm-expected-mixed-pool-20": Method("inprocess", "mixed", 20, False),
     # reference: the classical per-slot model an LLM reading grade prompts would emulate, at its best
-    "additive-random-pool": ("additive", "random", 10, False),
-    "additive-mixed-pool": ("additive", "mixed", 10, False),
-    "additive-evolution-pool": ("additive", "evolution", 10, False),
+    "additive-random-pool": Method("additive", "random", 10, False),
+    "additive-mixed-pool": Method("additive", "mixed", 10, False),
+    "additive-evolution-pool": Method("additive", "evolution", 10, False),
     # reference: the classical reading of the near prompt (a candidate's nearest history codes)
-    "nearest-random-pool": ("nearest", "random", 10, False),
-    "nearest-mixed-pool": ("nearest", "mixed", 10, False),
-    "nearest-evolution-pool": ("nearest", "evolution", 10, False),
-    "nearest-mean-mixed-pool": ("nearest-mean", "mixed", 10, False),  # fractional grades: expected grades' reader
+    "nearest-random-pool": Method("nearest", "random", 10, False),
+    "nearest-mixed-pool": Method("nearest", "mixed", 10, False),
+    "nearest-evolution-pool": Method("nearest", "evolution", 10, False),
+    "nearest-mean-mixed-pool": Method("nearest-mean", "mixed", 10, False),  # fractional grades: expected grades' reader
 }
 # A bench measures a ranker as it is, falling back or not: its table reports each method's fallback rate.
 NO_FALLBACK_GUARD = {"fallback_limit": 0, "fallback_share": 0.0}
@@ -83,8 +96,8 @@ def run_config(
     """One run's config: the task options, the method's ranker, proposer and pool, the seed. ``llm`` holds
     the served model's settings; an in-process method scores ``model`` (default: the shipped one) itself.
     ``history_cap`` goes to every method that reads a candidate's history: the LLM and nearest rankers."""
-    ranker, proposer, pool, needs_llm = METHODS[method]
-    values = {**task, "dataset": dataset, "ranker": ranker, "proposer": proposer, "pool_size": pool}
+    ranker, proposer, pool, needs_llm, options = METHODS[method]
+    values = {**task, **dict(options), "dataset": dataset, "ranker": ranker, "proposer": proposer, "pool_size": pool}
     if ranker == "inprocess":
         values.update(NO_FALLBACK_GUARD, ranker=f"inprocess:{model}" if model else ranker)
     if history_cap is not None and (needs_llm or ranker in ("inprocess", "nearest", "nearest-mean")):
@@ -373,7 +386,7 @@ def main(argv: list[str]) -> int:
     if args.db:
         Search(args.db).close()  # a database that cannot be opened or is not a run store fails now, in one line
     wanted = [(m, d, seed) for m in args.methods for d in datasets for seed in range(args.seeds)]
-    needs_llm = any(METHODS[m][3] and (m, d, seed) not in reused for m, d, seed in wanted)
+    needs_llm = any(METHODS[m].needs_llm and (m, d, seed) not in reused for m, d, seed in wanted)
     server = None
     llm: dict[str, Any] = {}
     if needs_llm:

@@ -88,6 +88,25 @@ class RandomRanker(Ranker):
         return Decision(chosen=chosen, pool=request.pool)
 
 
+class RandomStart(Ranker):
+    """Picks at random until ``scored`` evaluations have a score, then lets ``inner`` decide: the startup
+    trials of Optuna's samplers, for any ranker that picks from a pool. A ranker reads its history, and in
+    a search's first steps there is little to read; a spread start is something to read."""
+
+    def __init__(self, inner: Ranker, scored: int) -> None:
+        self.inner, self.scored = inner, scored
+        self.name = inner.name
+        self.reads_scalarisation = inner.reads_scalarisation
+
+    def rank(self, request: RankRequest) -> Decision:
+        if sum(o.score is not None for o in request.history) < self.scored:
+            return RandomRanker().rank(request)
+        return self.inner.rank(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def additive_predictions(scored: Sequence[tuple[str, float]], codes: Sequence[str]) -> list[float]:
     """Each code's predicted utility under a per-slot additive model of ``scored`` (code, utility) pairs:
     the mean, over its slots, of the mean utility of the scored codes sharing that slot's option.

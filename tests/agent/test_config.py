@@ -26,6 +26,8 @@ IGNORED = [
     ({"task": "table", "known_before": ["params"]}, "--known-before ['params'] applies to a run with a --constraint"),
     ({"strategy": "collm", "pool_size": 20}, "--pool-size 20 applies to --strategy lmsearcher"),
     ({"strategy": "collm", "max_reasks": 1}, "--max-reasks 1 applies to an LLM ranker"),
+    ({"ranker": "tpe", "random_start": 10}, "--random-start 10 applies to a ranker that picks from a pool"),
+    ({"ranker": "random", "random_start": 10}, "--random-start 10 applies to a ranker that picks from a pool"),
 ]
 
 READ = [
@@ -36,6 +38,8 @@ READ = [
     {"ranker": "nearest-mean", "history_cap": 48},
     {"ranker": "inprocess", "fallback_limit": 0, "history_cap": 12},
     {"ranker": "vllm", "vllm_python": "/venv/bin/python"},
+    {"ranker": "additive", "random_start": 10},
+    {"ranker": "tests.agent.rankers:Smallest", "random_start": 3},
     {"ranker": "openai:gpt-4o", "temperature": 0.7},
     {"strategy": "collm", "model": "m", "base_url": "http://127.0.0.1:9/v1", "timeout_s": 5.0, "collm_batch": 5},
 ]

@@ -10,7 +10,15 @@ import pytest
 from agent.config import SearchConfig
 from agent.driver import make_ranker
 from agent.runs.store import Observation
-from agent.strategies.rankers import AdditiveRanker, Decision, FirstRanker, NearestRanker, RandomRanker, RankRequest
+from agent.strategies.rankers import (
+    AdditiveRanker,
+    Decision,
+    FirstRanker,
+    NearestRanker,
+    RandomRanker,
+    RandomStart,
+    RankRequest,
+)
 from tools.evaluator import Metric
 from tools.spaces import nb201_space
 
@@ -25,8 +33,15 @@ def request(pool: list[str], k: int, seed: int = 0) -> RankRequest:
 NEAREST_MEAN = functools.partial(NearestRanker, rounded=False)
 
 
+def random_start() -> RandomStart:
+    """A ranker still in its random start (the request's history has one score)."""
+    return RandomStart(AdditiveRanker(), scored=5)
+
+
 @pytest.mark.parametrize(("pool_size", "k"), [(8, 3), (8, 8), (8, 1), (2, 5), (0, 3), (5, 0)])
-@pytest.mark.parametrize("ranker_class", [FirstRanker, RandomRanker, AdditiveRanker, NearestRanker, NEAREST_MEAN])
+@pytest.mark.parametrize(
+    "ranker_class", [FirstRanker, RandomRanker, AdditiveRanker, NearestRanker, NEAREST_MEAN, random_start]
+)
 def test_ranker_contract(ranker_class, pool_size, k):
     pool = POOL[:pool_size]
     decision = ranker_class().rank(request(pool, k))
@@ -48,6 +63,43 @@ def test_random_ranker_is_deterministic_by_seed_and_random_across_seeds():
     picks = {tuple(RandomRanker().rank(request(POOL, 3, seed=seed)).chosen) for seed in range(30)}
     assert len(picks) > 10
     assert {code for pick in picks for code in pick} == set(POOL)
+
+
+def test_random_start_picks_at_random_until_enough_scores_then_lets_the_ranker_pick():
+    """FirstRanker always takes the pool's head, so a pick elsewhere in the pool is a random one."""
+    scored = [Observation(i, f"00000{i}", 80.0 + i, "ok") for i in range(3)]
+    failed = [Observation(3 + i, f"10000{i}", None, "failed") for i in range(4)]
+
+    def picks(history: list[Observation]) -> set[str]:
+        starts = [RandomStart(FirstRanker(), scored=3) for _ in range(20)]
+        return {
+            ranker.rank(RankRequest(nb201_space(), Metric("val_acc"), history, POOL, 1, random.Random(seed))).chosen[0]
+            for seed, ranker in enumerate(starts)
+        }
+
+    assert len(picks(scored[:2] + failed)) > 3  # two scores (failures count for nothing): still random
+    assert picks(scored) == {POOL[0]}  # three: the ranker's own pick, every seed
+
+
+def test_a_run_with_random_start_records_its_rankers_name_and_picks_its_start_at_random(tmp_path):
+    """Through the loop: the first picks are the uniform ones of a random search with the same seed, then the
+    ranker's; each decision is recorded under the ranker the user chose."""
+    from agent.driver import Search
+
+    def run(**options) -> list[str]:
+        search = Search(tmp_path / f"{len(list(tmp_path.iterdir()))}.db")
+        try:
+            result = search.start(SearchConfig(budget=8, seed=3, **options))
+            decisions = search.store.decisions(result.run_id)
+            assert {d["ranker"] for d in decisions} == {options["ranker"]}
+            return [row["ncode"] for row in search.store.evaluations(result.run_id)]
+        finally:
+            search.close()
+
+    started = run(ranker="additive", proposer="mixed", random_start=5)
+    assert started[:5] == run(ranker="random", proposer="mixed")[:5]
+    assert started[5:] != run(ranker="random", proposer="mixed")[5:]
+    assert started == run(ranker="additive", proposer="mixed", random_start=5)
 
 
 ADDITIVE_CASE = (

@@ -49,7 +49,7 @@ from tools.ncode import MAX_LEVELS, Range, SearchSpace, Slot, decode, from_indic
 DECISION_KEY = "lmsearcher_decision"  # trial user attribute: what the ranker was shown and chose
 SAMPLER_OPTIONS = {
     "proposer", "pool_size", "random_fraction", "population", "sample_size", "gp_every", "history_cap", "stopped_as",
-    "infeasible_as",
+    "infeasible_as", "random_start",
     *(f.name for f in fields(SearchConfig) if f.metadata["group"] == "llm"),
 }  # fmt: skip
 

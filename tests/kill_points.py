@@ -3,7 +3,8 @@
 Run as ``python -m tests.kill_points '{"ranker": "local-search", "budget": 4}' FOLDER`` by the tests: every
 kill point is a fork of this fresh process (forking pytest's own process, with its threads, is not safe), and
 the fork SIGKILLs itself just after the Nth write, to the run store or to LangGraph's checkpointer, so every
-window between two writes is hit once. Prints one JSON line: the kill points whose resumed run differs.
+window between two writes is hit once. Kill points run side by side, one per CPU, each in a database of its
+own. Prints one JSON line: the kill points whose resumed run differs.
 """
 
 from __future__ import annotations
@@ -73,23 +74,57 @@ def evaluations(db: Path) -> list[tuple[int, str]]:
         return [tuple(row) for row in connection.execute(query, [RUN_ID])]
 
 
+def kill_and_resume(config: dict[str, Any], folder: Path, kill_after: int) -> list[tuple[int, str]] | None:
+    """The evaluations of a run killed after write ``kill_after`` and resumed; None when it finished before."""
+    db = folder / f"killed-{kill_after}.db"
+    try:
+        if not search_in_a_fork(db, config, kill_after):
+            return None
+        search_in_a_fork(db, config)
+        return evaluations(db)
+    finally:
+        for path in folder.glob(f"{db.name}*"):
+            path.unlink()
+
+
+def in_a_fork(config: dict[str, Any], folder: Path, kill_after: int) -> int:
+    """Start :func:`kill_and_resume` in a fork of its own, which writes its answer to ``result-N.json``."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            answer = kill_and_resume(config, folder, kill_after)
+            (folder / f"result-{kill_after}.json").write_text(json.dumps(answer))
+            code = 0
+        except BaseException as error:
+            print(f"kill point {kill_after}: {type(error).__name__}: {error}", file=sys.stderr)
+        os._exit(code)
+    return pid
+
+
 def main(config: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Every kill point, as many at once as there are CPUs (each its own database), until one finishes first."""
     whole = folder / "whole.db"
     search_in_a_fork(whole, config)
     expected = evaluations(whole)
-    differing, kill_after = {}, 1
-    while True:
-        db = folder / f"killed-{kill_after}.db"
-        if not search_in_a_fork(db, config, kill_after):
-            break  # the run finished before this write: every point was hit
-        search_in_a_fork(db, config)
-        resumed = evaluations(db)
-        if resumed != expected:
-            differing[kill_after] = resumed
-        for path in folder.glob(f"{db.name}*"):
-            path.unlink()
-        kill_after += 1
-    return {"expected": expected, "kill_points": kill_after - 1, "differing": differing}
+    running: dict[int, int] = {}  # pid -> kill point
+    answers: dict[int, list[tuple[int, str]] | None] = {}
+    next_point, last_point = 1, None  # last_point: the first write the run finished before
+    while running or last_point is None:
+        while last_point is None and len(running) < (os.cpu_count() or 1):
+            running[in_a_fork(config, folder, next_point)] = next_point
+            next_point += 1
+        pid, status = os.wait()
+        point = running.pop(pid)
+        if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+            raise RuntimeError(f"kill point {point} failed (see stderr)")
+        answer = json.loads((folder / f"result-{point}.json").read_text())
+        answers[point] = None if answer is None else [tuple(row) for row in answer]
+        if answer is None:
+            last_point = point if last_point is None else min(last_point, point)
+    points = range(1, last_point)
+    differing = {point: answers[point] for point in points if answers[point] != expected}
+    return {"expected": expected, "kill_points": len(points), "differing": differing}
 
 
 if __name__ == "__main__":

@@ -47,9 +47,8 @@ METHODS: dict[str, Method] = {
     "re": Method("evolution", None, 10, False),
     "tpe": Method("tpe", None, 10, False),
     "ls": Method("local-search", None, 10, False),  # local search, NASLib's variant (White et al. 2021)
-    "gp": Method(
-        "gp", None, 10, False
-    ),  # Bayesian optimisation, GP with a Hamming-distance kernel (Optuna's GPSampler)
+    # Bayesian optimisation: a GP with a Hamming-distance kernel (Optuna's GPSampler)
+    "gp": Method("gp", None, 10, False),
     "llm-random-pool": Method("llm", "random", 10, True),  # the paper's inference setting
     "llm-mixed-pool": Method("llm", "mixed", 10, True),  # 5 random + 5 mutations of the top 10
     "random-mixed-pool": Method("random", "mixed", 10, False),  # control: the mixed pool with a uniform pick

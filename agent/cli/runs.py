@@ -177,8 +177,9 @@ def run_show(argv: list[str]) -> int:
         run = stored_run(store, args.run_id, args.db)
         out = stdout_console()
         evaluations = list(store.evaluations(args.run_id))
+        decisions = store.decisions(args.run_id)  # read once: the header, the dropped codes and --decisions
         collm = llm_call_summary(store.llm_calls(args.run_id), store.collm_rounds(args.run_id))  # CoLLM-NAS runs
-        out.print(run_header(run, evaluations, collm or decision_summary(store.decisions(args.run_id))))
+        out.print(run_header(run, evaluations, collm or decision_summary(decisions)))
         rows = sorted(
             (r for r in evaluations if r["status"] == "ok" and r["score"] is not None),
             key=lambda r: r["score"], reverse=bool(run["maximize"]),
@@ -203,7 +204,7 @@ def run_show(argv: list[str]) -> int:
             if rows:
                 first = f"{rows[0]['ncode']}: {rows[0]['error']}"
                 out.print(f"{len(rows)} {status} evaluation(s); first: {first}", markup=False, highlight=False)
-        for line in (stopped_summary(evaluations), dropped_summary(store.decisions(args.run_id))):
+        for line in (stopped_summary(evaluations), dropped_summary(decisions)):
             if line:
                 out.print(line, markup=False, highlight=False)
         objectives = run_objectives(run)
@@ -218,7 +219,7 @@ def run_show(argv: list[str]) -> int:
             out.print(final_table(final_scores(store, args.run_id, fidelity, metric), run["metric"], fidelity))
         if args.decisions:
             configs = {row["ncode"]: row["config"] for row in evaluations}
-            out.print(decisions_table(store.decisions(args.run_id), args.decisions, bool(collm), configs))
+            out.print(decisions_table(decisions, args.decisions, bool(collm), configs))
         out.print(f"trajectory plot: {write_plot(store, args.run_id, plot, args.db)}", markup=False, highlight=False)
         curves = write_plot(store, args.run_id, plot, args.db, kind="curves")
         if curves is not None:

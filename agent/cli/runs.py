@@ -37,6 +37,7 @@ from agent.runs.report import (
     table_optimum,
 )
 from agent.runs.store import RunStore, open_reader, unusable
+from agent.strategies.rankers import RANDOM_START
 from tools.evaluator import EvaluatorSetupError, Metric
 from tools.io_checks import file_in_the_way
 from tools.objectives import Objective
@@ -297,8 +298,10 @@ def decisions_table(decisions: list[dict[str, Any]], count: int, collm: bool, co
             else:
                 pool.append(code)
         answer = shorten(row["raw_answer"]) if row["raw_answer"] else ("per candidate" if row["grades"] else "-")
-        notes = (["fallback: picked at random"] if row["fallback"] else []) + (
-            [f"re-asked {row['retries']} time(s)"] if row["retries"] else []
+        notes = (
+            (["fallback: picked at random"] if row["fallback"] else [])
+            + (["random start: picked at random"] if row["picked_by"] == RANDOM_START else [])
+            + ([f"re-asked {row['retries']} time(s)"] if row["retries"] else [])
         )
         if row["dropped"]:
             notes.append(f"{len(row['dropped'])} drawn and dropped, known to break a constraint")

@@ -231,7 +231,7 @@ class LMSearcherSampler(optuna.samplers.BaseSampler):
             trial._trial_id,
             DECISION_KEY,
             {
-                "ranker": self._ranker.name,
+                "ranker": decision.picked_by or self._ranker.name,
                 "ncode": chosen,
                 "pool": decision.pool or pool,
                 "fallback": decision.fallback,

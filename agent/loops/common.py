@@ -353,7 +353,8 @@ class RankingScaffold(LoopScaffold):
         )  # fmt: skip
         decision = self.ranker.rank(request)
         dropped = self.dropped.pop(iteration, [])
-        self.store.record_decision(run_id, iteration, self.ranker.name, decision.pool or pool, decision, dropped)
+        picked_by = decision.picked_by or self.ranker.name
+        self.store.record_decision(run_id, iteration, picked_by, decision.pool or pool, decision, dropped)
         return decision
 
     def pick_pending(

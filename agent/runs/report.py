@@ -100,6 +100,7 @@ def decision_rows(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "iteration": decision["iteration"],
+                "picked_by": decision["ranker"],
                 "pool": pool,
                 "chosen": chosen,
                 "grades": {code: parse_grade(text) for code, text in per_candidate.items()},

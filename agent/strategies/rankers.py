@@ -13,7 +13,7 @@ import random
 import statistics
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from agent.runs.store import Observation
@@ -44,6 +44,7 @@ class Decision:
     retries: int = 0
     fallback: bool = False
     error: str | None = None
+    picked_by: str | None = None  # who picked, when not the ranker itself (a random start): recorded instead
 
 
 class RankerStopped(RuntimeError):
@@ -88,10 +89,14 @@ class RandomRanker(Ranker):
         return Decision(chosen=chosen, pool=request.pool)
 
 
+RANDOM_START = "random start"  # what a random start's picks are recorded as picked by
+
+
 class RandomStart(Ranker):
     """Picks at random until ``scored`` evaluations have a score, then lets ``inner`` decide: the startup
     trials of Optuna's samplers, for any ranker that picks from a pool. A ranker reads its history, and in
-    a search's first steps there is little to read; a spread start is something to read."""
+    a search's first steps there is little to read; a spread start is something to read. Its random picks
+    are recorded as the random start's, so that no one reads them as the ranker's judgement."""
 
     def __init__(self, inner: Ranker, scored: int) -> None:
         self.inner, self.scored = inner, scored
@@ -100,7 +105,7 @@ class RandomStart(Ranker):
 
     def rank(self, request: RankRequest) -> Decision:
         if sum(o.score is not None for o in request.history) < self.scored:
-            return RandomRanker().rank(request)
+            return replace(RandomRanker().rank(request), picked_by=RANDOM_START)
         return self.inner.rank(request)
 
     def close(self) -> None:

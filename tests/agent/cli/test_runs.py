@@ -112,6 +112,19 @@ def test_show_pairs_each_candidate_with_its_grade(db_copy, capsys):
     assert "11111 (2) 33333 (8) 44444 ('perhaps')" in out and "per candidate" in out
 
 
+def test_show_says_which_picks_a_random_start_made(db_copy, capsys):
+    from agent.runs.store import RunStore, open_connection
+    from agent.strategies.rankers import RANDOM_START, Decision
+
+    connection = open_connection(db_copy)
+    RunStore(connection).record_decision("evo", 98, RANDOM_START, ["11111", "33333"], Decision(chosen=["33333"]))
+    RunStore(connection).record_decision("evo", 99, "local", ["22222", "44444"], Decision(chosen=["44444"]))
+    connection.close()
+    assert main(["show", "evo", "--db", str(db_copy), "--decisions", "2"]) == 0
+    rows = capsys.readouterr().out.split("last 2 decisions")[1]
+    assert "random start: picked at random" in rows.split("│ 99 ")[0] and "random start" not in rows.split("│ 99 ")[1]
+
+
 def test_export_csv_labels_rows_and_keeps_codes_as_text(db, tmp_path, capsys):
     out = tmp_path / "tpe.csv"
     assert main(["export", "team/tpe", "--db", str(db), "--out", str(out)]) == 0

@@ -75,7 +75,7 @@ def test_random_start_asks_the_ranker_only_once_the_study_has_that_many_finished
     study.optimize(objective, n_trials=9)
     assert [len(history) for history in ranker.histories] == [5, 6, 7, 8]
     decisions = [t.user_attrs.get(DECISION_KEY) for t in study.trials]
-    assert all(d["ranker"] == "recording" for d in decisions[1:])  # a random start is recorded as the ranker's
+    assert [d["ranker"] for d in decisions[1:]] == ["random start"] * 4 + ["recording"] * 4  # trial 0: Optuna's
 
 
 def test_finished_trials_are_the_history_pruned_at_their_last_report_and_enqueued_trials_keep_their_values(tmp_path):

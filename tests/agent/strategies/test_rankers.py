@@ -11,6 +11,7 @@ from agent.config import SearchConfig
 from agent.driver import make_ranker
 from agent.runs.store import Observation
 from agent.strategies.rankers import (
+    RANDOM_START,
     AdditiveRanker,
     Decision,
     FirstRanker,
@@ -81,17 +82,18 @@ def test_random_start_picks_at_random_until_enough_scores_then_lets_the_ranker_p
     assert picks(scored) == {POOL[0]}  # three: the ranker's own pick, every seed
 
 
-def test_a_run_with_random_start_records_its_rankers_name_and_picks_its_start_at_random(tmp_path):
-    """Through the loop: the first picks are the uniform ones of a random search with the same seed, then the
-    ranker's; each decision is recorded under the ranker the user chose."""
+def test_a_run_with_random_start_picks_its_start_at_random_and_records_who_picked(tmp_path):
+    """Through the loop: the first picks are the uniform ones of a random search with the same seed, recorded
+    as the random start's; then the ranker's, recorded under the ranker the user chose."""
     from agent.driver import Search
 
     def run(**options) -> list[str]:
         search = Search(tmp_path / f"{len(list(tmp_path.iterdir()))}.db")
         try:
             result = search.start(SearchConfig(budget=8, seed=3, **options))
-            decisions = search.store.decisions(result.run_id)
-            assert {d["ranker"] for d in decisions} == {options["ranker"]}
+            start = options.get("random_start", 0)
+            pickers = [d["ranker"] for d in search.store.decisions(result.run_id)]
+            assert pickers == [RANDOM_START] * start + [options["ranker"]] * (8 - start)
             return [row["ncode"] for row in search.store.evaluations(result.run_id)]
         finally:
             search.close()

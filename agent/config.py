@@ -255,7 +255,7 @@ class SearchConfig:
     parallel_requests: int = option(10, "one-question-per-candidate formats: questions in flight", group="llm")
     model_card: str | None = option(
         None, "the served model's card, its folder or its lmsearcher.json: sets --prompt-format and --history-cap "
-        "(flags win); default: a local model's own card", group="llm",
+        "(flags win) and the near format's slot weighting; default: a local model's own card", group="llm",
     )  # fmt: skip
     fallback_limit: int = option(
         5, "stop the run when this many decisions in a row fall back to a random pick (0: never)", group="llm"

@@ -2,6 +2,7 @@
 
     python benchmarks/partial_tables.py [--seeds 10] [--jobs 2] [--tables nb101,tb101:jigsaw,...]
     python benchmarks/partial_tables.py --methods llm-expected-mixed-pool --variant NAME   # after a change
+    python benchmarks/partial_tables.py --methods llm-expected-mixed-pool --variant NAME --model FOLDER
     python benchmarks/partial_tables.py --summary --compare NAME
     python benchmarks/partial_tables.py --summary --instead NAME   # NAME's runs ranked in the default's place
 
@@ -61,8 +62,9 @@ def write_table(table: str, folder: Path) -> tuple[Path, Path, int]:
     return space_file, data_file, len(codes)
 
 
-def run_table(table: str, seeds: int, budget: int, methods: tuple[str, ...], variant: str) -> Path:
-    """Every method on one table through ``bench``; returns bench's JSON (in ``variant``'s folder, if named)."""
+def run_table(table: str, seeds: int, budget: int, methods: tuple[str, ...], variant: str, model: str) -> Path:
+    """Every method on one table through ``bench``; returns bench's JSON (in ``variant``'s folder, if named).
+    ``model``: the in-process methods' model folder (default: the shipped one)."""
     from agent.cli.bench import main as bench
 
     folder_out = RESULTS / variant if variant else RESULTS
@@ -74,6 +76,7 @@ def run_table(table: str, seeds: int, budget: int, methods: tuple[str, ...], var
         code = bench([
             "--task", "table", "--space", str(space), "--data", str(data), "--metric", "val_acc",
             "--methods", *methods, "--seeds", str(seeds), "--budget", str(budget), "--out", str(out),
+            *(["--model", model] if model else []),
         ])  # fmt: skip
     if code:
         raise SystemExit(f"bench failed on {table}")
@@ -189,6 +192,10 @@ def main() -> int:
         "--variant", default="", help="write to results/partial_tables/VARIANT/ (a change to the default, measured "
         "beside the peers' runs in results/partial_tables/)",
     )  # fmt: skip
+    parser.add_argument(
+        "--model", default="", help="the in-process methods' model folder, e.g. a copy of the shipped model whose "
+        "card sets another prompt setting (default: the shipped model)",
+    )  # fmt: skip
     parser.add_argument("--compare", default="", help="variants to summarise beside the base runs, comma-separated")
     parser.add_argument("--summary", action="store_true", help="only summarise the JSON files already written")
     parser.add_argument(
@@ -200,7 +207,13 @@ def main() -> int:
     if not args.summary:
         n = len(tables)
         with ProcessPoolExecutor(args.jobs) as pool:
-            jobs = [[args.seeds] * n, [args.budget] * n, [tuple(args.methods.split(","))] * n, [args.variant] * n]
+            jobs = [
+                [args.seeds] * n,
+                [args.budget] * n,
+                [tuple(args.methods.split(","))] * n,
+                [args.variant] * n,
+                [args.model] * n,
+            ]
             list(pool.map(run_table, tables, *jobs))
     variants = list(dict.fromkeys(v for v in [*args.compare.split(","), args.variant, args.instead] if v))
     found = trajectories(tables, variants, range(args.seeds))

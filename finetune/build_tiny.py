@@ -76,6 +76,7 @@ def stage_samples(specs: list[str], count: int, args: argparse.Namespace, seed: 
         prune=prune,
         prompt_format=args.prompt_format,
         history_cap=args.history_cap,
+        slot_weighting=args.slot_weighting,
         generation_share=args.generation_share,
         search_share=args.search_share,
     )
@@ -192,6 +193,7 @@ def build(args: argparse.Namespace) -> dict:
         "search_share": args.search_share,
         "init": args.init,
         "history_cap": args.history_cap,
+        "slot_weighting": args.slot_weighting,
         "trained_on": list(args.domains),
         "warmup": warmup and {"domains": list(args.warmup_domains), **warmup},
         "samples": len(samples),
@@ -245,6 +247,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-candidates", type=int, help="offer min..max candidates: pools of many sizes")
     p.add_argument("--history-cap", type=int, default=24, help="history items shown")
     p.add_argument("--prompt-format", choices=FORMATS, default="near")
+    p.add_argument(
+        "--slot-weighting", type=float, default=0.0,
+        help="near format: how much distances weigh slots by what they explain of the history (0-1; 0: alike)",
+    )  # fmt: skip
     p.add_argument("--generation-share", type=float, default=0.02, help="share of draws asking for a new code")
     p.add_argument(
         "--search-share", type=float, default=0.5, help="share of draws shaped like a search (curate.search_draw)"

@@ -247,6 +247,8 @@ def run_tiny(argv: list[str]) -> int:
         refuse_forbidden(spec)
     if any(count is not None and count < 1 for count in (args.samples, args.warmup_samples)) or args.minutes <= 0:
         raise FinetuneUsageError("--samples and --warmup-samples must be at least 1, --minutes above 0")
+    if not all(0.0 <= share <= 1.0 for share in (args.slot_weighting, args.generation_share, args.search_share)):
+        raise FinetuneUsageError("--slot-weighting, --generation-share and --search-share must lie in [0, 1]")
     try:
         card = build_tiny.build(args)
     except build_tiny.ModelExists as error:

@@ -55,6 +55,7 @@ class CurationOptions:
     prune: bool = True
     prompt_format: str = "compact"
     history_cap: int = 200
+    slot_weighting: float = 0.0  # the near format's distances (prompts.near.slot_weights), written to the card
     generation_share: float = 0.0  # share of generation samples (answer: the best held-out code)
     search_share: float = 0.0  # share of draws shaped like a search's history and pool (per-candidate formats)
 
@@ -220,7 +221,7 @@ def make_samples(domain: Domain, rng: random.Random, options: CurationOptions) -
         answer = choice.tag(best) if fmt in TAGGED else best
         return [{"messages": messages, "answer": answer, "task": "generate", **common, **held_out}]
     if fmt in PER_CANDIDATE:
-        prompts = render_each(fmt, space.length, metric, history, codes, cap)
+        prompts = render_each(fmt, space.length, metric, history, codes, cap, options.slot_weighting)
         return [
             {
                 "messages": messages,

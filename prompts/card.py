@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 MODEL_CARD = "lmsearcher.json"
+CARD_SETTINGS = ("prompt_format", "history_cap", "slot_weighting")  # what a ranker reads of a card
 DEFAULT_LOCAL_MODEL = Path(__file__).resolve().parent.parent / "models" / "lm-searcher-tiny"
 
 
@@ -20,4 +21,4 @@ def model_card(path: Path) -> dict[str, Any]:
     if not card.is_file():
         return {}
     settings = json.loads(card.read_text())
-    return {key: settings[key] for key in ("prompt_format", "history_cap") if key in settings}
+    return {key: settings[key] for key in CARD_SETTINGS if key in settings}

@@ -16,12 +16,17 @@ share of the other history codes it beats (ties count half), as one digit, 0-9
 (9 = best). The training answer is the candidate's share of the history it beats.
 
 The ranker asks once per candidate and picks the highest grade, as in ``grade``.
+
+``slot_weighting`` (a prompt setting, 0 by default) makes the distance count each slot by how much it
+matters in the history, as a GP's per-slot length scales do (``slot_weights``); a model reads what it was
+trained with, so it is a setting of its card (BENCHMARKS.md §16 has what it bought).
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import statistics
 from collections.abc import Sequence
 
 from prompts.choice import MAX_SLOTS, digit
@@ -30,9 +35,45 @@ NEAR_BASE = 0x100000  # Unicode's supplementary private-use area B
 NEAR_CHARACTERS = "".join(chr(NEAR_BASE + index) for index in range((MAX_SLOTS + 1) * 10))
 
 
-def distance(a: str, b: str) -> int:
-    """Slots where two codes of one space differ."""
-    return sum(x != y for x, y in zip(a, b, strict=True))
+def distance(a: str, b: str, weights: Sequence[float] | None = None) -> int:
+    """Slots where two codes of one space differ; with ``weights``, their weights' sum, rounded, and at least 1
+    for different codes (distance 0 is a code's own)."""
+    if weights is None:
+        return sum(x != y for x, y in zip(a, b, strict=True))
+    if a == b:
+        return 0
+    return max(1, round(sum(w for x, y, w in zip(a, b, weights, strict=True) if x != y)))
+
+
+def slot_weights(graded: Sequence[tuple[str, int]], strength: float) -> list[float] | None:
+    """Each slot's weight in ``distance``: ``1 - strength`` plus ``strength`` times the share of the history
+    grades' variance its options explain (the correlation ratio, adjusted for its count of options as R² is),
+    scaled so that the weights sum to the slots. None (plain Hamming distance) at strength 0, while the history
+    holds fewer than twice as many codes as a per-slot additive model of it has free parameters (its shares
+    would be noise: the weighting cost searches of 30 queries, BENCHMARKS.md §16), or when no slot explains
+    anything."""
+    if strength <= 0 or len(graded) < 4:
+        return None
+    grades = [grade for _, grade in graded]
+    count, mean = len(grades), statistics.fmean(grades)
+    total = sum((grade - mean) ** 2 for grade in grades)
+    slots = len(graded[0][0])
+    if total == 0:
+        return None
+    explained = []
+    for slot in range(slots):
+        by_option: dict[str, list[int]] = {}
+        for code, grade in graded:
+            by_option.setdefault(code[slot], []).append(grade)
+        options = len(by_option)
+        between = sum(len(group) * (statistics.fmean(group) - mean) ** 2 for group in by_option.values())
+        adjusted = 1 - (1 - between / total) * (count - 1) / (count - options) if 1 < options < count else 0.0
+        explained.append(max(adjusted, 0.0))
+    free = 1 + sum(len({code[slot] for code, _ in graded}) - 1 for slot in range(slots))
+    if sum(explained) == 0 or count < 2 * free:
+        return None
+    scale = slots / sum(explained)
+    return [1 - strength + strength * share * scale for share in explained]
 
 
 def share_beaten(utility: float, others: Sequence[float]) -> float:
@@ -66,16 +107,20 @@ def symbol(gap: int, grade: int) -> str:
     return chr(NEAR_BASE + 10 * min(gap, MAX_SLOTS) + grade)
 
 
-def nearest(candidate: str, graded: Sequence[tuple[str, int]], cap: int) -> list[tuple[int, int]]:
+def nearest(
+    candidate: str, graded: Sequence[tuple[str, int]], cap: int, weights: Sequence[float] | None = None
+) -> list[tuple[int, int]]:
     """``(distance, grade)`` of the ``cap`` history codes nearest ``candidate``, nearest first, better first
     among equals; distances past the last symbol share it, as in the prompt."""
-    near = sorted((distance(candidate, code), -grade) for code, grade in graded)[:cap]
+    near = sorted((distance(candidate, code, weights), -grade) for code, grade in graded)[:cap]
     return [(min(gap, MAX_SLOTS), -negative) for gap, negative in near]
 
 
-def nearest_items(candidate: str, graded: Sequence[tuple[str, int]], cap: int) -> str:
+def nearest_items(
+    candidate: str, graded: Sequence[tuple[str, int]], cap: int, weights: Sequence[float] | None = None
+) -> str:
     """The prompt's history: ``nearest`` as symbols."""
-    return "".join(symbol(gap, grade) for gap, grade in nearest(candidate, graded, cap))
+    return "".join(symbol(gap, grade) for gap, grade in nearest(candidate, graded, cap, weights))
 
 
 def unsymbol(text: str) -> list[tuple[int, int]]:

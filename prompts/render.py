@@ -138,18 +138,21 @@ def render_each(
     history: Sequence[tuple[str, float]],
     candidates: Sequence[str],
     history_cap: int = DEFAULT_HISTORY_CAP,
+    slot_weighting: float = 0.0,
 ) -> list[list[dict[str, str]]]:
     """One prompt per candidate in a ``PER_CANDIDATE`` format; what the candidates share is encoded once.
 
-    ``near``: the whole history is graded once, and each candidate is shown its nearest codes.
+    ``near``: the whole history is graded once, and each candidate is shown its nearest codes (by distances
+    that weigh slots by what they explain of the grades, with ``slot_weighting`` above 0: ``near.slot_weights``).
     ``grade``: the capped history is encoded once, and each prompt adds the candidate's code.
     """
     if fmt == "near":
         utilities = [metric.utility(score) for _, score in history]
         graded = list(zip((code for code, _ in history), near.history_grades(utilities), strict=True))
+        weights = near.slot_weights(graded, slot_weighting)
 
         def fill(code: str) -> dict[str, str]:
-            return {"history": near.nearest_items(code, graded, history_cap)}
+            return {"history": near.nearest_items(code, graded, history_cap, weights)}
     else:
         items = grade_items(grade_history(history, metric, history_cap))
 

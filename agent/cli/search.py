@@ -263,7 +263,9 @@ def llm_ranker_rows(db: Path, run_id: str) -> list[tuple[str, str]]:
     finally:
         store.db.conn.close()
     options, guessed = effective_options(config.ranker, config.llm_options())
-    settings = f"{options.prompt_format}, history cap {options.history_cap}{' (a guess: no --model-card)' * guessed}"
+    weighting = f", slot weighting {options.slot_weighting:g}" if options.slot_weighting else ""
+    settings = f"{options.prompt_format}, history cap {options.history_cap}{weighting}"
+    settings += " (a guess: no --model-card)" * guessed
     fallbacks = sum(row["fallback"] for row in decisions)
     rate = f"{fallbacks / len(decisions):.3f}" if decisions else "-"
     return [

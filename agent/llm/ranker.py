@@ -82,6 +82,7 @@ class LLMOptions:
     timeout_s: float = 60.0
     prompt_format: str = "compact"
     history_cap: int = DEFAULT_HISTORY_CAP
+    slot_weighting: float = 0.0  # the near format's distances: 0 counts slots alike (prompts.near.slot_weights)
     max_reasks: int = 3
     retries: int = 4  # transient-error retries per request
     parallel_requests: int = 10  # per-candidate questions in flight at once (1: one after another)
@@ -382,7 +383,7 @@ class LLMRanker(Ranker):
         order, each answered with a grade), else one question about them all."""
         space, fmt, cap = request.space, self.options.prompt_format, self.options.history_cap
         if fmt in PER_CANDIDATE:
-            prompts = render_each(fmt, space.length, request.metric, history, codes, cap)
+            prompts = render_each(fmt, space.length, request.metric, history, codes, cap, self.options.slot_weighting)
         else:
             prompts = [render(fmt, space.name, space.length, request.metric, history, codes, cap)]
         return self._send(prompts, decision, calls, grade=fmt in PER_CANDIDATE)
@@ -447,6 +448,11 @@ def check_options(options: LLMOptions) -> None:
     """The rules of the ranker's own settings, which need neither a space nor a server."""
     if options.prompt_format not in FORMATS:
         raise RankerSetupError(f"unknown prompt format {options.prompt_format!r}; valid: {', '.join(FORMATS)}")
+    if not 0.0 <= options.slot_weighting <= 1.0:
+        raise RankerSetupError(
+            f"slot_weighting must be in [0, 1] (0: slots count alike), got {options.slot_weighting}; fix the model's "
+            f"card ({MODEL_CARD})"
+        )
     if options.parallel_requests < 1:
         raise RankerSetupError(
             f"--parallel-requests must be at least 1 (1: one question at a time), got {options.parallel_requests}"

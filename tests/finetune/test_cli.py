@@ -12,6 +12,7 @@ from datasets import load_from_disk
 
 from finetune.build_tiny import RECIPE_SAMPLES, default_samples
 from finetune.cli import main
+from prompts.card import model_card
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,6 +87,8 @@ def test_prompt_lengths_are_reported_and_overlong_prompts_warned_about(tmp_path:
         (["curate", "--domains", "synthetic:3", "--tokenizer", "EMPTY", "--out", "X"], "cannot load tokenizer"),
         (["train", "--dataset", "X", "--model", "M", "--out", "X"], "no Hugging Face dataset"),
         (["tiny", "--domains", "nb201"], "NAS-Bench-201"),
+        (["tiny", "--slot-weighting", "2"], "--search-share must lie in [0, 1]"),
+        (["tiny", "--search-share", "1.5"], "--search-share must lie in [0, 1]"),
         (["nonsense"], "unknown finetune command"),
     ],
 )
@@ -127,13 +130,16 @@ def test_tiny_warms_up_builds_a_near_model_and_continues_from_it(tmp_path: Path)
     assert main(["tiny", "--out", str(first), "--steps", "3", "--warmup-minutes", "5", *small]) == 0
     card = json.loads((first / "lmsearcher.json").read_text())
     assert card["prompt_format"] == "near" and card["history_cap"] == 24 and card["pruning"] is True
+    assert card["slot_weighting"] == 0.0
     assert card["steps"] == 3 and card["init"] is None and card["size"]["hidden"] == 32
     assert card["warmup"]["steps"] == 3 and card["warmup"]["domains"] == ["synthetic:4:1-2"]
     assert (first / "model.safetensors").stat().st_size < 30 * 2**20
 
     second = tmp_path / "second"
-    assert main(["tiny", "--out", str(second), "--steps", "2", "--init", str(first), "--no-prune", *small]) == 0
+    argv = ["tiny", "--out", str(second), "--steps", "2", "--init", str(first), "--no-prune", "--slot-weighting", "0.5"]
+    assert main([*argv, *small]) == 0
     card = json.loads((second / "lmsearcher.json").read_text())
+    assert card["slot_weighting"] == 0.5 and model_card(second)["slot_weighting"] == 0.5  # what a ranker reads
     assert card["init"] == str(first) and card["pruning"] is False and card["steps"] == 2
     assert card["warmup"] is None  # a continued model is not warmed up again
     assert card["previous"]["warmup"]["steps"] == 3 and card["previous"]["previous"] is None

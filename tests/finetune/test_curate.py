@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -241,6 +242,14 @@ def test_near_format_grades_each_candidate_by_the_share_of_the_history_it_beats(
     for rows in draws.values():  # one scale per draw: a better candidate never gets a lower grade
         assert [answer for _, answer in sorted(rows)] == sorted(answer for _, answer in rows)
     assert len({row["answer"] for row in samples}) >= 5
+
+
+def test_slot_weighting_changes_what_the_near_prompts_show_not_what_is_drawn_or_answered(table):
+    plain = CurationOptions(30, 60, 6, prune=False, prompt_format="near", history_cap=10)
+    weighted = curate([table], 60, seed=4, options=replace(plain, slot_weighting=1.0))
+    plain_samples = curate([table], 60, seed=4, options=plain)
+    assert [(s["candidates"], s["answer"]) for s in weighted] == [(s["candidates"], s["answer"]) for s in plain_samples]
+    assert sum(w["messages"] != p["messages"] for w, p in zip(weighted, plain_samples, strict=True)) > 30
 
 
 @pytest.mark.parametrize("kind", ["table", "landscape"])

@@ -13,10 +13,11 @@ from prompts.near import (
     nearest_items,
     reference_grade,
     share_beaten,
+    slot_weights,
     symbol,
     unsymbol,
 )
-from prompts.render import render, render_generation
+from prompts.render import render, render_each, render_generation
 from tools.evaluator import Metric
 
 ACCURACY = Metric("accuracy", True, "validation accuracy")
@@ -43,6 +44,41 @@ def test_nearest_codes_come_first_better_first_among_equals_and_are_capped() -> 
     assert nearest("001", graded, 10) == [(0, 2), (1, 9), (1, 6), (1, 4), (2, 8)]
     assert unsymbol(nearest_items("001", graded, 10)) == nearest("001", graded, 10)  # the prompt shows them
     assert unsymbol(nearest_items("001", graded, 2)) == [(0, 2), (1, 9)]
+
+
+# Slot 0 decides the grade (option 1: high, option 0: low); slots 1 and 2 vary without effect.
+DECIDING = [("000", 0), ("011", 1), ("001", 2), ("010", 1), ("100", 8), ("111", 9), ("101", 7), ("110", 9)]
+
+
+def test_slot_weights_follow_what_each_slot_explains_of_the_grades() -> None:
+    full = slot_weights(DECIDING, 1.0)
+    assert full is not None and sum(full) == pytest.approx(3)
+    assert full[0] == pytest.approx(3) and full[1:] == [0.0, 0.0]  # the others explain nothing (adjusted)
+    half = slot_weights(DECIDING, 0.5)
+    assert half == pytest.approx([0.5 + 0.5 * w for w in full])  # blended with plain Hamming weights
+    assert slot_weights(DECIDING, 0.0) is None  # the default: slots count alike
+    assert slot_weights([(code, 5) for code, _ in DECIDING], 1.0) is None  # no grade differs
+
+
+def test_no_weights_before_the_history_can_estimate_them() -> None:
+    """Three two-option slots: an additive model has 4 free parameters, so 8 codes are needed."""
+    assert slot_weights(DECIDING[:7], 1.0) is None and slot_weights(DECIDING, 1.0) is not None
+
+
+def test_weighted_distances_round_and_keep_different_codes_apart() -> None:
+    assert distance("000", "011", [3.0, 0.0, 0.0]) == 1  # differs only where nothing is explained: still not 0
+    assert distance("000", "100", [3.0, 0.0, 0.0]) == 3 and distance("000", "000", [3.0, 0.0, 0.0]) == 0
+    assert distance("000", "011", [1.4, 0.8, 0.8]) == 2  # 1.6, rounded
+
+
+def test_weighted_prompts_bring_the_codes_that_share_the_deciding_slot_near() -> None:
+    history = [(code, float(grade)) for code, grade in DECIDING]
+    [plain] = render_each("near", 3, ACCURACY, history, ["112"], history_cap=8)
+    [weighted] = render_each("near", 3, ACCURACY, history, ["112"], history_cap=8, slot_weighting=1.0)
+    # "100" and "101" (grades 6 and 5) differ from "112" in a slot that explains nothing: distance 2, then 1;
+    # "011" and "010" differ in the deciding slot: 2, then 3
+    assert unsymbol(plain[0]["content"]) == [(1, 8), (1, 8), (2, 6), (2, 5), (2, 2), (2, 2), (3, 4), (3, 0)]
+    assert unsymbol(weighted[0]["content"]) == [(1, 8), (1, 8), (1, 6), (1, 5), (3, 4), (3, 2), (3, 2), (3, 0)]
 
 
 def test_prompt_grades_the_whole_history_and_shows_the_candidates_neighbours() -> None:

@@ -79,6 +79,29 @@ def test_model_card_sets_the_prompt_format_and_history_cap(tmp_path: Path, as_fi
     assert len(unscored(prompt.split(" Code: ")[0])) == 3, "the card's history cap"
 
 
+def test_the_cards_slot_weighting_reaches_the_near_prompts_and_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The same run (every candidate graded 5, so the same picks) asked with and without the near format's slot
+    weighting: the prompts differ once the history says which slots matter; a weighting outside [0, 1] stops the
+    run before it starts."""
+    prompts = {}
+    for weighting in (0.0, 1.0, 2.0):
+        folder = tmp_path / f"card{weighting:g}"
+        folder.mkdir()
+        card = {"prompt_format": "near", "history_cap": 24, "slot_weighting": weighting}
+        (folder / "lmsearcher.json").write_text(json.dumps(card))
+        with FakeOpenAI(lambda request, candidates: (200, "5", 0.0)) as server:
+            argv = search_argv(server, tmp_path / f"{weighting:g}.db", 12, "--model-card", str(folder))
+            code = main(argv)
+        prompts[weighting] = [request["messages"][0]["content"] for request in server.requests]
+        if weighting <= 1:
+            out = capsys.readouterr().out
+            assert code == 0 and "near, history cap 24" in out and ("slot weighting 1" in out) == (weighting == 1)
+    assert len(prompts[0.0]) == len(prompts[1.0]) > 0 and prompts[0.0] != prompts[1.0]
+    assert code == 2 and not prompts[2.0] and "slot_weighting must be in [0, 1]" in capsys.readouterr().err
+
+
 def test_explicit_flags_win_over_the_card(tmp_path: Path) -> None:
     (tmp_path / "lmsearcher.json").write_text(json.dumps({"prompt_format": "grade", "history_cap": 3}))
     with FakeOpenAI(first_candidate) as server:

@@ -52,25 +52,26 @@ def slot_weights(graded: Sequence[tuple[str, int]], strength: float) -> list[flo
     holds fewer than twice as many codes as a per-slot additive model of it has free parameters (its shares
     would be noise: the weighting cost searches of 30 queries, BENCHMARKS.md §16), or when no slot explains
     anything."""
-    if strength <= 0 or len(graded) < 4:
+    if strength <= 0 or not graded:
         return None
-    grades = [grade for _, grade in graded]
-    count, mean = len(grades), statistics.fmean(grades)
-    total = sum((grade - mean) ** 2 for grade in grades)
-    slots = len(graded[0][0])
+    count, slots = len(graded), len(graded[0][0])
+    by_slot: list[dict[str, list[int]]] = [{} for _ in range(slots)]
+    for code, grade in graded:
+        for slot, option in enumerate(code):
+            by_slot[slot].setdefault(option, []).append(grade)
+    if count < 2 * (1 + sum(len(by_option) - 1 for by_option in by_slot)):
+        return None
+    mean = statistics.fmean(grade for _, grade in graded)
+    total = sum((grade - mean) ** 2 for _, grade in graded)
     if total == 0:
         return None
     explained = []
-    for slot in range(slots):
-        by_option: dict[str, list[int]] = {}
-        for code, grade in graded:
-            by_option.setdefault(code[slot], []).append(grade)
+    for by_option in by_slot:
         options = len(by_option)
         between = sum(len(group) * (statistics.fmean(group) - mean) ** 2 for group in by_option.values())
         adjusted = 1 - (1 - between / total) * (count - 1) / (count - options) if 1 < options < count else 0.0
         explained.append(max(adjusted, 0.0))
-    free = 1 + sum(len({code[slot] for code, _ in graded}) - 1 for slot in range(slots))
-    if sum(explained) == 0 or count < 2 * free:
+    if sum(explained) == 0:
         return None
     scale = slots / sum(explained)
     return [1 - strength + strength * share * scale for share in explained]

@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -205,16 +206,11 @@ def main() -> int:
     args = parser.parse_args()
     tables = args.tables.split(",")
     if not args.summary:
-        n = len(tables)
+        methods = tuple(args.methods.split(","))
+        each = partial(run_table, seeds=args.seeds, budget=args.budget, methods=methods, variant=args.variant,
+                       model=args.model)  # fmt: skip
         with ProcessPoolExecutor(args.jobs) as pool:
-            jobs = [
-                [args.seeds] * n,
-                [args.budget] * n,
-                [tuple(args.methods.split(","))] * n,
-                [args.variant] * n,
-                [args.model] * n,
-            ]
-            list(pool.map(run_table, tables, *jobs))
+            list(pool.map(each, tables))
     variants = list(dict.fromkeys(v for v in [*args.compare.split(","), args.variant, args.instead] if v))
     found = trajectories(tables, variants, range(args.seeds))
     if args.instead:

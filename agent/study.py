@@ -384,6 +384,7 @@ class _AskParts(RankingScaffold):
     known: list[Observation] = field(default_factory=list)
     queue: list[str] = field(default_factory=list)
     dropped: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # common.RankingScaffold
+    repaired: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # common.RankingScaffold
 
 
 class _AskTellOnly(ObjectiveEvaluator):

@@ -291,12 +291,16 @@ def decisions_table(decisions: list[dict[str, Any]], count: int, collm: bool, co
     )
     for row in rows:
         pool = []
+        walked = {code for _, code in row["repaired"]}
         for code in row["pool"]:
+            shown = f"{code}*" if code in walked else code
             if code in row["grades"]:
                 grade = row["grades"][code]
-                pool.append(f"{code} ({grade})" if grade is not None else f"{code} ({shorten(row['answers'][code])!r})")
+                pool.append(
+                    f"{shown} ({grade})" if grade is not None else f"{shown} ({shorten(row['answers'][code])!r})"
+                )
             else:
-                pool.append(code)
+                pool.append(shown)
         answer = shorten(row["raw_answer"]) if row["raw_answer"] else ("per candidate" if row["grades"] else "-")
         notes = (
             (["fallback: picked at random"] if row["fallback"] else [])
@@ -305,6 +309,8 @@ def decisions_table(decisions: list[dict[str, Any]], count: int, collm: bool, co
         )
         if row["dropped"]:
             notes.append(f"{len(row['dropped'])} drawn and dropped, known to break a constraint")
+        if walked:
+            notes.append(f"*: {len(walked)} walked inside the constraints from dropped draws")
         picked = "; ".join(decoded(configs.get(code)) for code in row["chosen"])
         table.add_row(
             str(row["iteration"]),
@@ -341,8 +347,10 @@ def dropped_summary(decisions: list[dict[str, Any]]) -> str:
     code, reason = dropped[0]
     distinct = len({pair[0] for pair in dropped})
     steps = sum(bool(step) for step in per_step)
+    walked = sum(len(dropped_of(decision, "repaired")) for decision in decisions)
+    inside = f"; {walked} pool code(s) walked inside the constraints from them" if walked else ""
     return (f"{distinct} configuration(s) dropped before evaluation in {steps} step(s), known to break a "
-            f"constraint; first: {code}: {reason}")  # fmt: skip
+            f"constraint; first: {code}: {reason}{inside}")  # fmt: skip
 
 
 def front_table(evaluations: list[dict[str, Any]], objectives: list[Objective]) -> tuple[str, Table]:

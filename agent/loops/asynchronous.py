@@ -74,6 +74,7 @@ class AsyncParts(RankingScaffold):
     known: list[Observation] = field(default_factory=list)  # --warm-start results (common.RankingScaffold)
     queue: list[str] = field(default_factory=list)  # codes to evaluate first
     dropped: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # common.RankingScaffold
+    repaired: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # common.RankingScaffold
 
 
 def build_async_graph(parts: AsyncParts) -> StateGraph:

@@ -234,6 +234,11 @@ def coordinator_note(round_row: dict[str, Any] | None) -> str:
         shown = "; ".join(f"{code}: {reason}" for code, reason in rejected[:REJECTIONS_SHOWN])
         more = f"; and {len(rejected) - REJECTIONS_SHOWN} more" if len(rejected) > REJECTIONS_SHOWN else ""
         note += f" {len(rejected)} rejected before evaluation as infeasible ({shown}{more})."
+    repaired = json.loads(round_row.get("repaired") or "[]")
+    if repaired:
+        shown = ", ".join(f"{source} -> {code}" for source, code in repaired[:REJECTIONS_SHOWN])
+        more = f", and {len(repaired) - REJECTIONS_SHOWN} more" if len(repaired) > REJECTIONS_SHOWN else ""
+        note += f" {len(repaired)} of them walked just inside the constraints and evaluated instead ({shown}{more})."
     if round_row["topped_up"]:
         note += f" {round_row['topped_up']} random code(s) filled the round."
     return note
@@ -249,7 +254,8 @@ def feasible_random(context: ProposalContext, n: int, exclude: set[str], evaluat
     if len(found) < n and rejected:
         avoid = context.seen | exclude | set(found)
         rejects = [code for code, _ in rejected]
-        found += repaired_pool(rejects, n - len(found), context.space, evaluator.excess_before, avoid, context.rng)
+        walked = repaired_pool(rejects, n - len(found), context.space, evaluator.excess_before, avoid, context.rng)
+        found += [code for _, code in walked]
     if len(found) < n and len(found) + len(rejected) >= TOP_UP_DRAWS:
         log.warning(
             "CoLLM-NAS: %d random draws found %d code(s) that keep the constraints, of %d wanted; the round is "
@@ -340,12 +346,21 @@ def build_collm_graph(parts: CollmParts) -> StateGraph:
                 rejected.append((code, "; ".join(problems)))
                 continue
             chosen.append(code)
-        context = ProposalContext(space, metric, history, seen, parts.rng(iteration, "top-up"))
         exclude = set(chosen) | {code for code, _ in rejected}
+        repaired: list[tuple[str, str]] = []
+        if len(chosen) < k and rejected:  # the Generator's intent, walked just inside the limits it missed
+            rejects = [code for code, _ in rejected]
+            repaired = repaired_pool(
+                rejects, k - len(chosen), space, parts.evaluator.excess_before, seen | exclude,
+                parts.rng(iteration, "repair"),
+            )  # fmt: skip
+            chosen += [code for _, code in repaired]
+        context = ProposalContext(space, metric, history, seen, parts.rng(iteration, "top-up"))
+        exclude |= set(chosen)
         top_up = feasible_random(context, k - len(chosen), exclude, parts.evaluator) if len(chosen) < k else []
         chosen += top_up
         parts.store.record_round(
-            run_id, iteration, state["proposals"], chosen, invalid, duplicates, len(top_up), rejected
+            run_id, iteration, state["proposals"], chosen, invalid, duplicates, len(top_up), rejected, repaired
         )
         return {"chosen": chosen, "done": not chosen}
 

@@ -265,6 +265,7 @@ class RankingScaffold(LoopScaffold):
     known: list[Observation]  # results from before the run (--warm-start): read, never evaluated, never counted
     queue: list[str]  # codes to evaluate first (study.enqueue, a list of configurations, --transfer), in order
     dropped: dict[int, list[tuple[str, str]]]  # per step: drawn codes known to break a constraint, and why
+    repaired: dict[int, list[tuple[str, str]]]  # per step: (dropped code, the code walked inside from it)
 
     def view(self, history: list[Observation], iteration: int) -> tuple[list[Observation], Metric, list[Constraint]]:
         """The history and metric that proposers and rankers read at a step: the known results first, stopped
@@ -297,6 +298,7 @@ class RankingScaffold(LoopScaffold):
         if waiting:
             return waiting[:n]
         view, metric, limits = self.view(history, iteration)
+        self.repaired.pop(iteration, None)  # a repool's pool replaces the step's pool
 
         def draw(avoid: set[str], count: int) -> list[str]:
             space, objectives = self.evaluator.space, self.evaluator.objectives
@@ -314,9 +316,10 @@ class RankingScaffold(LoopScaffold):
         if pool or not rejected:
             return pool
         rejects = [code for code, _ in rejected]
-        pool = repaired_pool(rejects, n, self.evaluator.space, self.evaluator.excess_before, seen, rng)
-        if pool:
-            return pool
+        walked = repaired_pool(rejects, n, self.evaluator.space, self.evaluator.excess_before, seen, rng)
+        if walked:
+            self.repaired[iteration] = walked  # so `show` can say which pool codes no proposer drew as they are
+            return [code for _, code in walked]
         log.warning(
             "none of %d proposed codes keeps the constraints known before evaluation (%s), and no one-slot changes "
             "bring one inside; evaluating proposals as they come, each recorded infeasible", len(rejected),
@@ -352,9 +355,9 @@ class RankingScaffold(LoopScaffold):
             ),
         )  # fmt: skip
         decision = self.ranker.rank(request)
-        dropped = self.dropped.pop(iteration, [])
+        dropped, repaired = self.dropped.pop(iteration, []), self.repaired.pop(iteration, [])
         picked_by = decision.picked_by or self.ranker.name
-        self.store.record_decision(run_id, iteration, picked_by, decision.pool or pool, decision, dropped)
+        self.store.record_decision(run_id, iteration, picked_by, decision.pool or pool, decision, dropped, repaired)
         return decision
 
     def pick_pending(

@@ -80,12 +80,14 @@ def llm_call_summary(calls: list[dict[str, Any]], rounds: list[dict[str, Any]]) 
         "duplicate_candidates": sum(r["duplicates"] for r in rounds),
         "topped_up": sum(r["topped_up"] for r in rounds),
         "rejected_before_evaluation": sum(len(json.loads(r.get("rejected") or "[]")) for r in rounds),
+        "walked_inside_constraints": sum(len(json.loads(r.get("repaired") or "[]")) for r in rounds),
     }
 
 
-def dropped_of(decision: dict[str, Any]) -> list[tuple[str, str]]:
-    """The codes a decision's pool drew and dropped, known to break a constraint, with why ([] in older files)."""
-    return [tuple(pair) for pair in json.loads(decision.get("dropped") or "[]")]
+def dropped_of(decision: dict[str, Any], column: str = "dropped") -> list[tuple[str, str]]:
+    """The codes a decision's pool drew and dropped, known to break a constraint, with why; with ``column``
+    ``repaired``, (a dropped code, the pool code walked inside from it). [] in older files."""
+    return [tuple(pair) for pair in json.loads(decision.get(column) or "[]")]
 
 
 def decision_rows(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -109,6 +111,7 @@ def decision_rows(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "fallback": bool(decision["fallback"]),
                 "retries": decision["retries"],
                 "dropped": dropped_of(decision),
+                "repaired": dropped_of(decision, "repaired"),
             }
         )
     return rows
@@ -277,7 +280,7 @@ def export_run(store: RunStore, run_id: str, fmt: str) -> str:
     run = store.get_run(run_id)
     if fmt == "json":
         (run,) = _decoded([run], "final_metrics")
-        decisions = _decoded(store.decisions(run_id), "pool", "chosen", "dropped")
+        decisions = _decoded(store.decisions(run_id), "pool", "chosen", "dropped", "repaired")
         document = {"run": run, "evaluations": rows, "decisions": decisions}
         curves = store.curves(run_id)
         if curves:  # what each evaluation reported as it ran: {ncode: [[step, value], ...]}
@@ -293,7 +296,7 @@ def export_run(store: RunStore, run_id: str, fmt: str) -> str:
         if store.llm_calls(run_id):  # CoLLM-NAS
             document.update(
                 llm_calls=store.llm_calls(run_id),
-                collm_rounds=_decoded(store.collm_rounds(run_id), "proposed", "chosen", "rejected"),
+                collm_rounds=_decoded(store.collm_rounds(run_id), "proposed", "chosen", "rejected", "repaired"),
                 conversation=store.conversation(run_id),
             )
         return json.dumps(document, indent=2)

@@ -209,12 +209,13 @@ class RunStore:
             {
                 "id": int, "run_id": str, "iteration": int, "ranker": str, "pool": str, "chosen": str,
                 "prompt_tokens": int, "completion_tokens": int, "latency_s": float, "raw_answer": str,
-                "retries": int, "fallback": int, "error": str, "created_at": float, "dropped": str,
+                "retries": int, "fallback": int, "error": str, "created_at": float, "dropped": str, "repaired": str,
             },
             pk="id", if_not_exists=True, foreign_keys=[("run_id", "runs", "run_id")],
         )  # fmt: skip
-        if "dropped" not in self.db["decisions"].columns_dict:  # a file from before dropped candidates were kept
-            self.db["decisions"].add_column("dropped", str)
+        for column in ("dropped", "repaired"):  # a file from before dropped (and repaired) candidates were kept
+            if column not in self.db["decisions"].columns_dict:
+                self.db["decisions"].add_column(column, str)
         self.db["decisions"].create_index(["run_id", "iteration"], unique=True, if_not_exists=True)
         # Evaluations in flight (asynchronous search): kept here, not only in memory, so that
         # a resumed driver re-submits them.
@@ -245,11 +246,13 @@ class RunStore:
             {
                 "id": int, "run_id": str, "iteration": int, "proposed": str, "chosen": str, "valid": int,
                 "invalid": int, "duplicates": int, "topped_up": int, "created_at": float, "rejected": str,
+                "repaired": str,
             },
             pk="id", if_not_exists=True, foreign_keys=[("run_id", "runs", "run_id")],
         )  # fmt: skip
-        if "rejected" not in self.db["collm_rounds"].columns_dict:  # a file from before pre-evaluation rejection
-            self.db["collm_rounds"].add_column("rejected", str)
+        for column in ("rejected", "repaired"):  # a file from before pre-evaluation rejection (and repair)
+            if column not in self.db["collm_rounds"].columns_dict:
+                self.db["collm_rounds"].add_column(column, str)
         self.db["collm_rounds"].create_index(["run_id", "iteration"], unique=True, if_not_exists=True)
 
     # runs -----------------------------------------------------------------
@@ -437,14 +440,16 @@ class RunStore:
     # decisions --------------------------------------------------------------
     def record_decision(
         self, run_id: str, iteration: int, ranker: str, pool: list[str], decision: Any,
-        dropped: Sequence[tuple[str, str]] = (),
+        dropped: Sequence[tuple[str, str]] = (), repaired: Sequence[tuple[str, str]] = (),
     ) -> None:  # fmt: skip
         """One row per iteration: a re-run rank step after a crash replaces its earlier row. ``dropped``: the
-        candidates the proposer drew that were dropped before ranking as known to break a constraint, with why."""
+        candidates the proposer drew that were dropped before ranking as known to break a constraint, with why;
+        ``repaired``: (a dropped code, the pool code walked inside the constraints from it)."""
         self.db["decisions"].upsert(
             {
                 "run_id": run_id, "iteration": iteration, "ranker": ranker, "pool": json.dumps(pool),
                 "dropped": json.dumps([list(pair) for pair in dropped]),
+                "repaired": json.dumps([list(pair) for pair in repaired]),
                 "chosen": json.dumps(decision.chosen), "prompt_tokens": decision.prompt_tokens,
                 "completion_tokens": decision.completion_tokens, "latency_s": decision.latency_s,
                 "raw_answer": decision.raw_answer, "retries": decision.retries,
@@ -504,16 +509,18 @@ class RunStore:
 
     def record_round(
         self, run_id: str, iteration: int, proposed: list[str], chosen: list[str], invalid: int, duplicates: int,
-        topped_up: int, rejected: Sequence[tuple[str, str]] = (),
+        topped_up: int, rejected: Sequence[tuple[str, str]] = (), repaired: Sequence[tuple[str, str]] = (),
     ) -> None:  # fmt: skip
         """One Coordinator round; ``rejected``: (code, the constraint it breaks) for candidates known infeasible
-        before evaluation."""
+        before evaluation; ``repaired``: (a rejected code, the chosen code walked inside the constraints from it).
+        ``valid`` counts the Generator's codes chosen as written."""
         self.db["collm_rounds"].upsert(
             {
                 "run_id": run_id, "iteration": iteration, "proposed": json.dumps(proposed),
-                "chosen": json.dumps(chosen), "valid": len(chosen) - topped_up, "invalid": invalid,
+                "chosen": json.dumps(chosen), "valid": len(chosen) - topped_up - len(repaired), "invalid": invalid,
                 "duplicates": duplicates, "topped_up": topped_up, "created_at": time.time(),
                 "rejected": json.dumps([list(pair) for pair in rejected]),
+                "repaired": json.dumps([list(pair) for pair in repaired]),
             },
             pk=("run_id", "iteration"),
         )  # fmt: skip

@@ -123,18 +123,21 @@ def repaired(code: str, space: SearchSpace, excess: Callable[[str], float], rng:
 def repaired_pool(
     codes: Sequence[str], n: int, space: SearchSpace, excess: Callable[[str], float], avoid: set[str],
     rng: random.Random,
-) -> list[str]:  # fmt: skip
-    """Up to ``n`` distinct codes outside ``avoid`` repaired from ``codes`` in order (see :func:`repaired`). Gives
+) -> list[tuple[str, str]]:  # fmt: skip
+    """Up to ``n`` distinct codes outside ``avoid`` repaired from ``codes`` in order (see :func:`repaired`), each
+    as (the code it was walked from, the repaired code), so that a record can say which draw it stands for. Gives
     up after ``n`` walks that found no way inside: such a limit is then out of reach from the draws."""
-    found: list[str] = []
+    found: list[tuple[str, str]] = []
+    taken: set[str] = set()
     stuck = 0
     for code in codes:
         if len(found) == n or stuck == n:
             break
         fixed = repaired(code, space, excess, rng)
         stuck += fixed is None
-        if fixed is not None and fixed not in avoid and fixed not in found:
-            found.append(fixed)
+        if fixed is not None and fixed not in avoid and fixed not in taken:
+            found.append((code, fixed))
+            taken.add(fixed)
     return found
 
 

@@ -316,10 +316,11 @@ def test_an_objective_that_never_returns_a_needed_value_stops_the_study_after_th
         assert [t.status for t in study.history] == ["failed"] * 3 + ["ok"] * 3
 
 
-def test_a_limit_random_draws_never_keep_is_searched_by_repairing_the_draws(tmp_path, caplog):
+def test_a_limit_random_draws_never_keep_is_searched_by_repairing_the_draws(tmp_path, caplog, capsys):
     """24 ranks under a size limit 4.6 standard deviations below a random draw's: no pool of random codes and
     mutations holds one inside, so the drawn codes are walked inside (their size known before), and nothing over
-    the limit is trained. The control, without the size known before, trains every draw and records it infeasible."""
+    the limit is trained. Each decision keeps which dropped draw each pool code was walked from, and `show` says
+    so. The control, without the size known before, trains every draw and records it infeasible."""
 
     def create(name: str, **options) -> Study:
         return Study.create(
@@ -338,6 +339,17 @@ def test_a_limit_random_draws_never_keep_is_searched_by_repairing_the_draws(tmp_
         assert len({t.ncode for t in study.history}) == 6
         walked = [t.ncode for t in study.history]
     assert "evaluating proposals as they come" not in caplog.text
+    with sqlite3.connect(tmp_path / "known.db") as db:
+        steps = [(json.loads(pool), json.loads(dropped), json.loads(repaired)) for pool, dropped, repaired in
+                 db.execute("SELECT pool, dropped, repaired FROM decisions ORDER BY iteration")]  # fmt: skip
+    for pool, dropped, repaired in steps:
+        assert [code for _, code in repaired] == pool, "every pool code was walked inside, none drawn as it is"
+        assert {source for source, _ in repaired} <= {code for code, _ in dropped}, "each from a dropped draw"
+    assert main(["show", "r", "--db", str(tmp_path / "known.db"), "--decisions", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "pool code(s) walked inside the constraints from them" in out
+    assert "*: 10 walked" in out, "each decision says how many pool codes were walked inside"
+    assert f"{steps[0][0][0]}*" in out, "the pool marks each walked code"
     with create("resumed", known_before=[objectives.rank_parameters]) as study:
         study.optimize(budget=3)
     with Study.load(tmp_path / "resumed.db", "r") as study:

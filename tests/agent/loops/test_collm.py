@@ -281,7 +281,8 @@ def test_parse_candidates_is_lenient(answer: str, expected: list[str]) -> None:
 
 def test_candidates_known_to_break_a_constraint_are_rejected_before_evaluation(tmp_path: Path) -> None:
     """NAS-Bench-Graph knows a code's parameter count without evaluating it: the Coordinator spends no budget on a
-    candidate over the limit, tells the Navigator why, and fills the round with random codes under it."""
+    candidate over the limit, tells the Navigator why, walks it just inside the limit (the Generator's intent, a
+    slot or so away) and fills what is still short with random codes under it."""
     limit = 1.28
     codes = fresh_codes(40, seed=3)
     heavy = [c for c in codes if EVALUATOR.known_before(c)["params_m"] > limit][:3]
@@ -295,12 +296,21 @@ def test_candidates_known_to_break_a_constraint_are_rejected_before_evaluation(t
     assert set(light) <= {o.ncode for o in stored}
     assert all(o.status == "ok" for o in stored), "every code evaluated keeps the limit, top-ups included"
     rounds = search.store.collm_rounds("r")
-    assert [(r["valid"], r["topped_up"]) for r in rounds] == [(2, 2), (1, 3), (0, 4)]
+    walked = [json.loads(r["repaired"]) for r in rounds]
+    assert [(r["valid"], len(w), r["topped_up"]) for r, w in zip(rounds, walked, strict=True)] == [
+        (2, 2, 0), (1, 1, 2), (0, 0, 4)
+    ], "valid as written, walked inside, random"  # fmt: skip
+    assert [source for source, _ in walked[0] + walked[1]] == heavy
+    for _, code in walked[0] + walked[1]:
+        assert EVALUATOR.known_before(code)["params_m"] <= limit and code in {o.ncode for o in stored}
     assert [code for code, _ in json.loads(rounds[0]["rejected"])] == heavy[:2]
     reason = json.loads(rounds[1]["rejected"])[0][1]
     assert reason == f"params_m = {EVALUATOR.known_before(heavy[2])['params_m']:g} breaks params_m<=1.28"
     note = requests_of(server, NAVIGATOR_MARK)[1]["messages"][-1]["content"]
     assert f"2 rejected before evaluation as infeasible ({heavy[0]}: params_m = " in note
+    assert (
+        f"2 of them walked just inside the constraints and evaluated instead ({heavy[0]} -> {walked[0][0][1]}" in note
+    )
     assert "params_m<=1.28 (a hard limit" in requests_of(server, NAVIGATOR_MARK)[0]["messages"][1]["content"]
 
 

@@ -368,6 +368,30 @@ def test_a_schema_1_file_gains_the_evaluation_record_of_schema_2_and_keeps_its_r
     store.db.conn.close()
 
 
+def test_a_file_from_before_repairs_were_kept_gains_the_columns_and_reads_its_rows_as_unrepaired(db_path):
+    from agent.runs.report import decision_rows, llm_call_summary
+
+    store = RunStore(open_connection(db_path))
+    new_run(store)
+    store.record_decision(
+        "r1", 0, "random", ["012"], Decision(chosen=["012"]), [("222", "params = 9 breaks params<=5")]
+    )
+    store.record_round("r1", 0, ["222"], ["012"], invalid=0, duplicates=0, topped_up=1)
+    connection = store.db.conn
+    for table in ("decisions", "collm_rounds"):
+        connection.execute(f"ALTER TABLE {table} DROP COLUMN repaired")
+    assert decision_rows(store.decisions("r1"))[0]["repaired"] == []
+    assert llm_call_summary([], store.collm_rounds("r1"))["walked_inside_constraints"] == 0
+    connection.close()
+
+    store = RunStore(open_connection(db_path))
+    store.record_decision("r1", 1, "random", ["011"], Decision(chosen=["011"]), [("221", "x")], [("221", "011")])
+    rows = decision_rows(store.decisions("r1"))
+    assert [row["repaired"] for row in rows] == [[], [("221", "011")]]
+    assert [row["dropped"] for row in rows] == [[("222", "params = 9 breaks params<=5")], [("221", "x")]]
+    store.db.conn.close()
+
+
 def test_reports_of_an_evaluation_started_again_replace_the_old_ones(store):
     new_run(store)
     for step, value in ((1, 0.1), (2, 0.2)):

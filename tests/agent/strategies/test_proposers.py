@@ -550,5 +550,9 @@ def test_a_repair_that_no_move_helps_gives_up_and_the_pool_skips_the_seen_and_tw
     assert "1111" in walked and not {"0000", "2020"} & set(walked), "gives up after n walks found no way inside"
     excess = digit_sum_over(1, space)
     pool = repaired_pool(["2000", "0200", "0020", "1000", "0002"], 3, space, excess, {"1000"}, random.Random(0))
-    assert len(pool) == 3 and len(set(pool)) == 3 and "1000" not in pool
-    assert all(excess(code) == 0 for code in pool)
+    fixed = [to for _, to in pool]
+    assert len(fixed) == 3 and len(set(fixed)) == 3 and "1000" not in fixed
+    assert all(excess(code) == 0 for code in fixed)
+    assert all(excess(source) > 0 and hamming(source, to) == 1 for source, to in pool), (
+        "each with the draw it came from"
+    )

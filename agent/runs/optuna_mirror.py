@@ -233,14 +233,17 @@ class OptunaMirror:
         return rows
 
     def _decisions(self, run_id: str, first_iteration: int) -> dict[int, dict[str, Any]]:
-        """The ranker's decision of each step from ``first_iteration`` on, as trial user attributes."""
-        query = (
-            "SELECT iteration, ranker, pool, raw_answer, fallback FROM decisions WHERE run_id = ? AND iteration >= ?"
-        )
+        """The ranker's decision of each step from ``first_iteration`` on, as trial user attributes, with
+        ``walked``: {pool code: the dropped draw it was walked inside from} (a file from before has no such column)."""
+        rows = self.store.db["decisions"].rows_where("run_id = ? AND iteration >= ?", [run_id, first_iteration])
         return {
-            iteration: {"ranker": ranker, "pool_size": len(json.loads(pool)), "raw_answer": raw, "fallback": bool(fb)}
-            for iteration, ranker, pool, raw, fb in self.store.db.execute(query, [run_id, first_iteration])
-        }
+            row["iteration"]: {
+                "ranker": row["ranker"], "pool_size": len(json.loads(row["pool"])), "raw_answer": row["raw_answer"],
+                "fallback": bool(row["fallback"]),
+                "walked": {code: source for source, code in json.loads(row.get("repaired") or "[]")},
+            }
+            for row in rows
+        }  # fmt: skip
 
 
 def widened(
@@ -299,7 +302,9 @@ def trial_of(
     if state == TrialState.PRUNED and several:
         values = None  # a multi-objective study keeps no values for a pruned trial
     attrs = {"ncode": row["ncode"], "cost_s": row["cost_s"], "fidelity": row["fidelity"]}
-    attrs.update(decisions.get(row["iteration"], {}))
+    decision = dict(decisions.get(row["iteration"], {}))
+    attrs["walked_inside_from"] = decision.pop("walked", {}).get(row["ncode"])  # its pool code repaired from a draw
+    attrs.update(decision)
     if state is None or row["status"] == "infeasible":
         attrs.update(status=row["status"], error=row["error"])
     trial = FrozenTrial(

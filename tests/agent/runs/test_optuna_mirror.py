@@ -73,6 +73,7 @@ def test_a_search_is_mirrored_once_and_its_resumed_evaluations_appended(tmp_path
     assert [(t.user_attrs["ranker"], t.user_attrs["pool_size"], t.user_attrs["fallback"]) for t in study.trials] == [
         (d["ranker"], len(json.loads(d["pool"])), bool(d["fallback"])) for d in decisions
     ]
+    assert not any("walked_inside_from" in t.user_attrs for t in study.trials), "only where a code was walked"
 
     assert main(["--resume", "r", "--db", str(db), "--budget", "12", "--quiet"]) == 0
     assert sync(db) == 4
@@ -189,3 +190,24 @@ def test_numeric_slots_are_float_and_int_distributions_and_inactive_slots_are_ab
         assert kinds == expected
         assert trial.distributions["lr"].log and not trial.distributions["depth"].log
     assert trials[0].params["lr"] == trials[0].distributions["lr"].low < 1.234564e-4
+
+
+def test_a_trial_walked_inside_the_constraints_names_the_draw_it_came_from(tmp_path):
+    """Under a size limit random draws never keep, every pool code is walked inside from a dropped draw
+    (tests/agent/test_study.py): each mirrored trial says which, so the dashboard shows that no proposer drew it."""
+    db = tmp_path / "s.db"
+    with Study.create(
+        db, objectives.RANKS_SPACE, objectives.rank_quality, metric=["quality", "params"], maximize=[True, False],
+        constraints=["params<=110"], known_before=[objectives.rank_parameters], run_id="r", ranker="random", budget=3,
+    ) as study:  # fmt: skip
+        study.optimize()
+    assert sync(db) == 3
+    with sqlite3.connect(db) as connection:
+        walked = {
+            code: source
+            for (text,) in connection.execute("SELECT repaired FROM decisions")
+            for source, code in json.loads(text)
+        }
+    trials = mirrored(db, "r").trials
+    assert [t.user_attrs["walked_inside_from"] for t in trials] == [walked[t.user_attrs["ncode"]] for t in trials]
+    assert all(t.user_attrs["walked_inside_from"] not in (None, t.user_attrs["ncode"]) for t in trials)

@@ -23,10 +23,10 @@ from agent.runs.report import (
     best_so_far,
     decision_rows,
     decision_summary,
-    dropped_of,
     export_run,
     front_flags,
     llm_call_summary,
+    pairs_of,
     plot_comparison,
     plot_curves,
     plot_pareto,
@@ -340,14 +340,14 @@ def stopped_summary(evaluations: list[dict[str, Any]]) -> str:
 def dropped_summary(decisions: list[dict[str, Any]]) -> str:
     """The configurations the pools drew and dropped before evaluation, known to break a constraint (never
     trained, so never in the history); empty when none was."""
-    per_step = [dropped_of(decision) for decision in decisions]
+    per_step = [pairs_of(decision, "dropped") for decision in decisions]
     dropped = [pair for step in per_step for pair in step]
     if not dropped:
         return ""
     code, reason = dropped[0]
     distinct = len({pair[0] for pair in dropped})
     steps = sum(bool(step) for step in per_step)
-    walked = sum(len(dropped_of(decision, "repaired")) for decision in decisions)
+    walked = sum(len(pairs_of(decision, "repaired")) for decision in decisions)
     inside = f"; {walked} pool code(s) walked inside the constraints from them" if walked else ""
     return (f"{distinct} configuration(s) dropped before evaluation in {steps} step(s), known to break a "
             f"constraint; first: {code}: {reason}{inside}")  # fmt: skip

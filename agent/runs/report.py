@@ -79,15 +79,15 @@ def llm_call_summary(calls: list[dict[str, Any]], rounds: list[dict[str, Any]]) 
         "invalid_candidates": sum(r["invalid"] for r in rounds),
         "duplicate_candidates": sum(r["duplicates"] for r in rounds),
         "topped_up": sum(r["topped_up"] for r in rounds),
-        "rejected_before_evaluation": sum(len(json.loads(r.get("rejected") or "[]")) for r in rounds),
-        "walked_inside_constraints": sum(len(json.loads(r.get("repaired") or "[]")) for r in rounds),
+        "rejected_before_evaluation": sum(len(pairs_of(r, "rejected")) for r in rounds),
+        "walked_inside_constraints": sum(len(pairs_of(r, "repaired")) for r in rounds),
     }
 
 
-def dropped_of(decision: dict[str, Any], column: str = "dropped") -> list[tuple[str, str]]:
-    """The codes a decision's pool drew and dropped, known to break a constraint, with why; with ``column``
-    ``repaired``, (a dropped code, the pool code walked inside from it). [] in older files."""
-    return [tuple(pair) for pair in json.loads(decision.get(column) or "[]")]
+def pairs_of(row: dict[str, Any], column: str) -> list[tuple[str, str]]:
+    """A stored row's JSON list of pairs: a decision's ``dropped`` (code, why) or ``repaired`` (dropped code, the
+    pool code walked inside from it), a round's ``rejected`` or ``repaired``. [] in older files, without it."""
+    return [tuple(pair) for pair in json.loads(row.get(column) or "[]")]
 
 
 def decision_rows(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -110,8 +110,8 @@ def decision_rows(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "raw_answer": None if paired else raw,
                 "fallback": bool(decision["fallback"]),
                 "retries": decision["retries"],
-                "dropped": dropped_of(decision),
-                "repaired": dropped_of(decision, "repaired"),
+                "dropped": pairs_of(decision, "dropped"),
+                "repaired": pairs_of(decision, "repaired"),
             }
         )
     return rows

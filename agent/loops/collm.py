@@ -238,7 +238,8 @@ def coordinator_note(round_row: dict[str, Any] | None) -> str:
     if repaired:
         shown = ", ".join(f"{source} -> {code}" for source, code in repaired[:REJECTIONS_SHOWN])
         more = f", and {len(repaired) - REJECTIONS_SHOWN} more" if len(repaired) > REJECTIONS_SHOWN else ""
-        note += f" {len(repaired)} of them walked just inside the constraints and evaluated instead ({shown}{more})."
+        note += f" {len(repaired)} of them walked inside the constraints, one slot at a time, and evaluated instead "
+        note += f"({shown}{more})."
     if round_row["topped_up"]:
         note += f" {round_row['topped_up']} random code(s) filled the round."
     return note
@@ -348,7 +349,7 @@ def build_collm_graph(parts: CollmParts) -> StateGraph:
             chosen.append(code)
         exclude = set(chosen) | {code for code, _ in rejected}
         repaired: list[tuple[str, str]] = []
-        if len(chosen) < k and rejected:  # the Generator's intent, walked just inside the limits it missed
+        if len(chosen) < k and rejected:  # the Generator's intent, walked inside the limits it missed
             rejects = [code for code, _ in rejected]
             repaired = repaired_pool(
                 rejects, k - len(chosen), space, parts.evaluator.excess_before, seen | exclude,

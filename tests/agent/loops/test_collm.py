@@ -281,8 +281,8 @@ def test_parse_candidates_is_lenient(answer: str, expected: list[str]) -> None:
 
 def test_candidates_known_to_break_a_constraint_are_rejected_before_evaluation(tmp_path: Path) -> None:
     """NAS-Bench-Graph knows a code's parameter count without evaluating it: the Coordinator spends no budget on a
-    candidate over the limit, tells the Navigator why, walks it just inside the limit (the Generator's intent, a
-    slot or so away) and fills what is still short with random codes under it."""
+    candidate over the limit, tells the Navigator why, walks it inside the limit (the Generator's code changed one
+    slot at a time until it fits) and fills what is still short with random codes under it."""
     limit = 1.28
     codes = fresh_codes(40, seed=3)
     heavy = [c for c in codes if EVALUATOR.known_before(c)["params_m"] > limit][:3]
@@ -309,7 +309,8 @@ def test_candidates_known_to_break_a_constraint_are_rejected_before_evaluation(t
     note = requests_of(server, NAVIGATOR_MARK)[1]["messages"][-1]["content"]
     assert f"2 rejected before evaluation as infeasible ({heavy[0]}: params_m = " in note
     assert (
-        f"2 of them walked just inside the constraints and evaluated instead ({heavy[0]} -> {walked[0][0][1]}" in note
+        f"2 of them walked inside the constraints, one slot at a time, and evaluated instead ({heavy[0]} -> "
+        f"{walked[0][0][1]}" in note
     )
     assert "params_m<=1.28 (a hard limit" in requests_of(server, NAVIGATOR_MARK)[0]["messages"][1]["content"]
 

@@ -26,7 +26,6 @@ from agent.runs.report import (
     export_run,
     front_flags,
     llm_call_summary,
-    pairs_of,
     plot_comparison,
     plot_curves,
     plot_pareto,
@@ -36,7 +35,7 @@ from agent.runs.report import (
     search_method,
     table_optimum,
 )
-from agent.runs.store import RunStore, open_reader, unusable
+from agent.runs.store import RunStore, open_reader, pairs_of, unusable
 from agent.strategies.rankers import RANDOM_START
 from tools.evaluator import EvaluatorSetupError, Metric
 from tools.io_checks import file_in_the_way

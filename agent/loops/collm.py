@@ -41,7 +41,7 @@ from langgraph.graph import END, START, StateGraph
 
 from agent.llm.ranker import OPENAI_BASE_URL, ChatClient, LLMOptions, RankerSetupError, RankerUnavailable, _api_key
 from agent.loops.common import Histories, Limits, LoopScaffold, Progress, ranked, step_end_nodes
-from agent.runs.store import RunStore
+from agent.runs.store import RunStore, pairs_of
 from agent.strategies.proposers import ProposalContext, known_feasible, repaired_pool, unseen_random
 from prompts.collm import generator_messages, navigator_round, navigator_start, task_description
 from tools.evaluator import Evaluator, Outcome
@@ -227,14 +227,14 @@ def coordinator_note(round_row: dict[str, Any] | None) -> str:
     if round_row is None:
         return ""
     proposed = len(json.loads(round_row["proposed"]))
-    rejected = json.loads(round_row.get("rejected") or "[]")
+    rejected = pairs_of(round_row, "rejected")
     note = f"The Generator proposed {proposed} code(s): {round_row['valid']} new and valid"
     note += f", {round_row['invalid']} invalid, {round_row['duplicates']} already evaluated or repeated."
     if rejected:
         shown = "; ".join(f"{code}: {reason}" for code, reason in rejected[:REJECTIONS_SHOWN])
         more = f"; and {len(rejected) - REJECTIONS_SHOWN} more" if len(rejected) > REJECTIONS_SHOWN else ""
         note += f" {len(rejected)} rejected before evaluation as infeasible ({shown}{more})."
-    repaired = json.loads(round_row.get("repaired") or "[]")
+    repaired = pairs_of(round_row, "repaired")
     if repaired:
         shown = ", ".join(f"{source} -> {code}" for source, code in repaired[:REJECTIONS_SHOWN])
         more = f", and {len(repaired) - REJECTIONS_SHOWN} more" if len(repaired) > REJECTIONS_SHOWN else ""

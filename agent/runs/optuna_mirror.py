@@ -36,7 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from agent.config import SearchConfig
 from agent.runs.report import run_objectives
-from agent.runs.store import open_reader
+from agent.runs.store import open_reader, pairs_of
 from evaluators.objective import load_space
 from tools.evaluator import EvaluatorSetupError
 from tools.ncode import SearchSpace
@@ -240,7 +240,7 @@ class OptunaMirror:
             row["iteration"]: {
                 "ranker": row["ranker"], "pool_size": len(json.loads(row["pool"])), "raw_answer": row["raw_answer"],
                 "fallback": bool(row["fallback"]),
-                "walked": {code: source for source, code in json.loads(row.get("repaired") or "[]")},
+                "walked": {code: source for source, code in pairs_of(row, "repaired")},
             }
             for row in rows
         }  # fmt: skip

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import SearchConfig
-from agent.runs.store import RunStore
+from agent.runs.store import RunStore, pairs_of
 from prompts.grade import parse_grade
 from tools.objectives import Objective, pareto_indices, parse_objective
 
@@ -82,12 +82,6 @@ def llm_call_summary(calls: list[dict[str, Any]], rounds: list[dict[str, Any]]) 
         "rejected_before_evaluation": sum(len(pairs_of(r, "rejected")) for r in rounds),
         "walked_inside_constraints": sum(len(pairs_of(r, "repaired")) for r in rounds),
     }
-
-
-def pairs_of(row: dict[str, Any], column: str) -> list[tuple[str, str]]:
-    """A stored row's JSON list of pairs: a decision's ``dropped`` (code, why) or ``repaired`` (dropped code, the
-    pool code walked inside from it), a round's ``rejected`` or ``repaired``. [] in older files, without it."""
-    return [tuple(pair) for pair in json.loads(row.get(column) or "[]")]
 
 
 def decision_rows(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:

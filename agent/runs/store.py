@@ -529,6 +529,12 @@ class RunStore:
         return list(self.db["collm_rounds"].rows_where("run_id = ?", [run_id], order_by="iteration"))
 
 
+def pairs_of(row: dict[str, Any], column: str) -> list[tuple[str, str]]:
+    """A stored row's JSON list of pairs: a decision's ``dropped`` (code, why) or ``repaired`` (dropped code, the
+    pool code walked inside from it), a round's ``rejected`` or ``repaired``. [] in older files, without it."""
+    return [tuple(pair) for pair in json.loads(row.get(column) or "[]")]
+
+
 def open_reader(path: str | Path) -> RunStore:
     """An existing database opened read-only, for commands that only read (runs, show, export, compare): a file
     the user may not write (a shared or archived result) is read all the same, and reading never changes it.

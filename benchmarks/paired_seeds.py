@@ -1,12 +1,13 @@
 """Two bench methods compared seed by seed: the mean paired difference of their best scores per dataset.
 
-    python benchmarks/paired_seeds.py A.json METHOD_A B.json METHOD_B [--optimum DATASET=SCORE ...]
+    python benchmarks/paired_seeds.py A.json METHOD_A B.json METHOD_B [--optimum DATASET=SCORE ...] [--queries N]
 
 Runs with the same seed start from the same random codes, so the paired difference is far less noisy
 than the difference of two means. Prints, per dataset, the mean difference A - B ± its standard error and
 the seeds where A is better / worse, then a two-sided sign test over all pairs (ties left out).
 Reads the ``runs`` of bench's JSON output (``best``, or ``best_val`` in older files). ``--optimum``
 also counts, per dataset named, the seeds of each method whose best is that score (to within 0.001).
+``--queries N`` compares the best of each run's first N queries instead (its ``trajectory``, the best so far).
 """
 
 from __future__ import annotations
@@ -18,9 +19,16 @@ import statistics
 from pathlib import Path
 
 
-def bests(path: Path, method: str) -> dict[tuple[str, int], float]:
-    runs = json.loads(path.read_text())["runs"]
-    return {(r["dataset"], r["seed"]): r.get("best", r.get("best_val")) for r in runs if r["method"] == method}
+def bests(path: Path, method: str, queries: int | None = None) -> dict[tuple[str, int], float]:
+    runs = [r for r in json.loads(path.read_text())["runs"] if r["method"] == method]
+    if queries is None:
+        return {(r["dataset"], r["seed"]): r.get("best", r.get("best_val")) for r in runs}
+    short = [r for r in runs if len(r.get("trajectory") or []) < queries]
+    if short:
+        raise SystemExit(
+            f"{path}: {len(short)} runs of {method} have no trajectory of {queries} queries; drop --queries"
+        )
+    return {(r["dataset"], r["seed"]): r["trajectory"][queries - 1] for r in runs}
 
 
 def sign_test(better: int, worse: int) -> float:
@@ -36,6 +44,7 @@ def main() -> None:
     parser.add_argument("b", type=Path)
     parser.add_argument("method_b")
     parser.add_argument("--optimum", nargs="+", default=[], metavar="DATASET=SCORE", help="e.g. cifar10=91.607")
+    parser.add_argument("--queries", type=int, help="the best of each run's first N queries instead of its best")
     args = parser.parse_args()
     optima = {}
     for given in args.optimum:
@@ -44,7 +53,7 @@ def main() -> None:
             optima[dataset] = float(score)
         except ValueError:
             parser.error(f"--optimum takes DATASET=SCORE, got {given!r}")
-    a, b = bests(args.a, args.method_a), bests(args.b, args.method_b)
+    a, b = bests(args.a, args.method_a, args.queries), bests(args.b, args.method_b, args.queries)
     pairs = sorted(set(a) & set(b))
     total_better = total_worse = 0
     for dataset in sorted({d for d, _ in pairs}):

@@ -17,8 +17,18 @@ DEFAULT_LOCAL_MODEL = Path(__file__).resolve().parent.parent / "models" / "lm-se
 
 def model_card(path: Path) -> dict[str, Any]:
     """Prompt settings a model was trained with, if its folder has a card."""
-    card = path / MODEL_CARD
-    if not card.is_file():
-        return {}
-    settings = json.loads(card.read_text())
+    settings = whole_card(path)
     return {key: settings[key] for key in CARD_SETTINGS if key in settings}
+
+
+def whole_card(path: Path) -> dict[str, Any]:
+    """Everything a model folder's card says (training record, dtype, committee members); {} without a card."""
+    card = path / MODEL_CARD
+    return json.loads(card.read_text()) if card.is_file() else {}
+
+
+def committee_members(path: Path) -> list[Path]:
+    """The other models whose grades the in-process ranker averages with this one's: the card's ``members``,
+    folders relative to the model's own. Several independently trained models read a history with less of any
+    one training's noise (BENCHMARKS.md §16)."""
+    return [path / member for member in whole_card(path).get("members", [])]

@@ -7,6 +7,7 @@ server's, and the expected grades the mean of the model's own digit distribution
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from agent.cli.main import main
 from agent.llm.in_process import InProcessClient
 from agent.llm.local_server import LocalServer
 from agent.llm.ranker import DIGITS, RankerSetupError, make_llm_ranker
+from prompts.card import MODEL_CARD, committee_members
 from tests.agent.llm.questions import greedy_answers, near_questions
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -25,7 +27,7 @@ SHIPPED = ROOT / "models" / "lm-searcher-tiny"
 
 def test_in_process_answers_are_transformers_serves_and_grades_are_the_digit_distributions_mean() -> None:
     prompts = near_questions(seed=5, count=30)
-    client = InProcessClient(SHIPPED, max_tokens=4)
+    client = InProcessClient(SHIPPED, max_tokens=4, members=False)  # the folder's own model, as a server serves it
     completions = [client.complete(messages, grade=True) for messages in prompts]
     with LocalServer(SHIPPED) as server:
         served = greedy_answers(server.base_url, str(server.model_path), prompts, in_flight=10)
@@ -70,6 +72,48 @@ def test_a_pool_graded_in_one_pass_gets_the_answers_of_one_question_at_a_time(mo
     if model == "shipped":  # trained to answer one digit: its answers are complete's, word for word
         assert [c.text for c in together] == [c.text for c in one_at_a_time]
         assert together[-1].expected_grade is None  # the poem: no digit first
+
+
+def test_a_committee_grades_with_the_mean_of_its_members_and_answers_with_its_own_model() -> None:
+    """The shipped card names a second model (``members``): each question's expected grade is the mean of the two
+    models' own, one at a time and a pool at once; the answer's text is the folder's own model's."""
+    committee = InProcessClient(SHIPPED, max_tokens=4)
+    own = InProcessClient(SHIPPED, max_tokens=4, members=False)
+    (member_path,) = committee_members(SHIPPED)
+    member = InProcessClient(member_path, max_tokens=4)
+    prompts = near_questions(seed=7, count=16)
+    alone = [own.complete(messages, grade=True) for messages in prompts]
+    other = [member.complete(messages, grade=True) for messages in prompts]
+    assert max(abs(a.expected_grade - b.expected_grade) for a, b in zip(alone, other, strict=True)) > 0.1  # they differ
+    assert committee.reads_alike == [True]  # trained by one recipe: the member reuses the question's tokens
+    pooled = committee.grade_all(prompts)
+    committee.reads_alike = [False]  # as a member with a tokenizer of its own: it tokenizes each question itself
+    for answers in (
+        [committee.complete(messages, grade=True) for messages in prompts],
+        pooled,
+        committee.grade_all(prompts),
+    ):
+        for answer, a, b in zip(answers, alone, other, strict=True):
+            assert answer.text[0] == a.text[0]
+            assert answer.expected_grade == pytest.approx((a.expected_grade + b.expected_grade) / 2, abs=1e-4)
+
+
+def test_a_committee_member_that_is_missing_is_named_at_setup(tmp_path: Path, tiny_model_dir: Path) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    card = folder / MODEL_CARD
+    settings = json.loads(card.read_text()) if card.is_file() else {}
+    card.write_text(json.dumps({**settings, "members": ["members/seed-9"]}))
+    with pytest.raises(RankerSetupError, match=r"committee member .*seed-9.* does not exist"):
+        make_llm_ranker(f"inprocess:{folder}", {})
+
+
+def test_a_card_whose_dtype_is_not_torchs_is_named_at_setup(tmp_path: Path, tiny_model_dir: Path) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / MODEL_CARD).write_text(json.dumps({"prompt_format": "near", "dtype": "bf16"}))
+    with pytest.raises(RankerSetupError, match="names dtype 'bf16', not a torch dtype"):
+        make_llm_ranker(f"inprocess:{folder}", {})
 
 
 def test_a_search_records_expected_grades_in_its_audit(tmp_path: Path) -> None:

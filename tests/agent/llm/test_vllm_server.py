@@ -203,12 +203,13 @@ def test_real_vllm_answers_as_transformers_serve_does() -> None:
         from_transformers = greedy_answers(server.base_url, str(server.model_path), prompts, in_flight=10)
     assert all(answer.isdigit() for answer in from_vllm) and len(set(from_vllm)) > 1  # a check with teeth
     assert from_vllm == from_transformers
-    # The default ranker's expected grades, read off the model in this process, are vLLM's from logprobs.
+    # The model's expected grades, read off it in this process, are vLLM's from logprobs (the default ranker averages
+    # them with its card's committee, which no server serves).
     with VllmServer(SHIPPED) as server:
         client = ChatClient(server.base_url, server.model_name, "EMPTY", LLMOptions(max_tokens=4))
         with ThreadPoolExecutor(10) as pool:
             served = list(pool.map(lambda messages: client.complete(messages, grade=True), prompts))
-    scored = InProcessClient(SHIPPED, max_tokens=4)
+    scored = InProcessClient(SHIPPED, max_tokens=4, members=False)  # what vLLM serves: the folder's own model
     in_process = [scored.complete(messages, grade=True) for messages in prompts]
     assert [c.text for c in in_process] == from_vllm
     assert all(c.expected_grade is not None for c in served)

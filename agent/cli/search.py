@@ -24,10 +24,11 @@ from agent.cli.common import DEFAULT_DB, EXIT_INTERRUPTED, EXIT_STOPPED, UsageEr
 from agent.cli.runs import final_table
 from agent.config import SearchConfig, flag, is_llm_ranker, read_run_file
 from agent.driver import RunResult, Search, new_run_id
-from agent.llm.ranker import effective_options
+from agent.llm.ranker import effective_options, local_folder
 from agent.loops.common import Progress as LoopProgress
 from agent.runs.store import RunStore, open_connection
 from agent.strategies.rankers import RankerStopped
+from prompts.card import committee_members
 
 GROUPS = {
     "task": "what to search",
@@ -266,6 +267,8 @@ def llm_ranker_rows(db: Path, run_id: str) -> list[tuple[str, str]]:
     weighting = f", slot weighting {options.slot_weighting:g}" if options.slot_weighting else ""
     settings = f"{options.prompt_format}, history cap {options.history_cap}{weighting}"
     settings += " (a guess: no --model-card)" * guessed
+    if config.ranker.partition(":")[0] == "inprocess" and (members := committee_members(local_folder(config.ranker))):
+        settings += f", a committee of {len(members) + 1} models"  # the card's members grade beside the model
     fallbacks = sum(row["fallback"] for row in decisions)
     rate = f"{fallbacks / len(decisions):.3f}" if decisions else "-"
     return [

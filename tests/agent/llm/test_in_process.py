@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from agent.cli.main import main
+from agent.cli.search import llm_ranker_rows
 from agent.llm.in_process import InProcessClient
 from agent.llm.local_server import LocalServer
 from agent.llm.ranker import DIGITS, RankerSetupError, make_llm_ranker
@@ -124,6 +125,7 @@ def test_a_search_records_expected_grades_in_its_audit(tmp_path: Path) -> None:
         (config,) = connection.execute("SELECT config FROM runs").fetchone()
     assert json.loads(config)["ranker"] == "inprocess"
     assert answers and all("from logprobs" in answer for answer in answers)
+    assert dict(llm_ranker_rows(db, "r"))["prompt format"] == "near, history cap 24, a committee of 2 models"
 
 
 def test_a_folder_that_is_not_a_model_is_a_setup_error(tmp_path: Path) -> None:
